@@ -1,0 +1,66 @@
+"""Test setup shared by every test module.
+
+Headless GUI: pytest-xvfb starts a virtual X server when Xvfb is installed
+(scripts/setup.sh installs it with Mesa, which napari's OpenGL canvas needs).
+Without Xvfb and without a display we fall back to Qt's offscreen platform,
+where widgets work but napari's canvas cannot draw.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+if not os.environ.get("DISPLAY") and not shutil.which("Xvfb"):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import torch  # noqa: E402
+
+from napari_hyperfusion.config import ModelConfig, paper_ad_config, paper_brain_age_config  # noqa: E402
+
+# Small grids keep the architecture tests fast; the real sizes are exercised
+# by the benchmark and by the slow tests.
+AD_TEST_SHAPE = (16, 24, 16)
+BRAIN_AGE_TEST_SHAPE = (16, 16, 16)
+AD_FUSIONS = ("hyperfusion", "imaging", "tabular", "concat", "film", "daft")
+BRAIN_AGE_FUSIONS = ("hyperfusion", "imaging", "tabular", "concat")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def small_configs() -> list[ModelConfig]:
+    """Every architecture of both tasks at test size."""
+    ad = [paper_ad_config(f, input_shape=AD_TEST_SHAPE) for f in AD_FUSIONS]
+    age = [paper_brain_age_config(f, input_shape=BRAIN_AGE_TEST_SHAPE) for f in BRAIN_AGE_FUSIONS]
+    return ad + age
+
+
+def config_id(config: ModelConfig) -> str:
+    return f"{config.backbone}-{config.fusion}"
+
+
+def random_inputs(config: ModelConfig, batch: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image batch and a tabular batch of the right shapes; brain-age
+    tabular rows are valid one-hot sex codes."""
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.randn(batch, config.in_channels, *config.input_shape, generator=gen)
+    if config.backbone == "brain_age_cnn":
+        sex = torch.randint(0, 2, (batch,), generator=gen)
+        tabular = torch.nn.functional.one_hot(sex, 2).float()
+    else:
+        tabular = torch.randn(batch, config.tabular_dim, generator=gen)
+    return image, tabular
