@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 __all__ = ["DeviceError", "resolve_device", "available_devices", "describe_device"]
@@ -27,14 +29,11 @@ def resolve_device(choice: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "cpu":
         return torch.device("cpu")
-    if choice.startswith("cuda"):
+    if re.fullmatch(r"cuda(:\d+)?", choice):
         if not torch.cuda.is_available():
             build = "a CPU-only PyTorch build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
             raise DeviceError(f"CUDA was requested but no CUDA GPU is available ({build}); use 'cpu' or 'auto'")
-        try:
-            device = torch.device(choice)
-        except RuntimeError:
-            raise DeviceError(f"{choice!r} is not a device name; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        device = torch.device(choice)
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"{choice} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
         return device
