@@ -180,6 +180,10 @@ class FusionNet(nn.Module):
         if config.fusion in ("hyperfusion", "tabular"):
             cls = TabularEmbedding if config.embedding == "mlp" else FillEmbedding
             self.embedding = cls(config.tabular_dim, config.emb_dim)
+        # the tabular-only baseline is the paper's MLP: embedding -> linear
+        self.tabular_only = config.fusion == "tabular"
+        if self.tabular_only:
+            self.head = nn.Linear(config.emb_dim, config.n_outputs)
 
     @property
     def _var_in(self) -> float:
@@ -194,6 +198,14 @@ class FusionNet(nn.Module):
         return {n: m for n, m in self.named_modules() if isinstance(m, _HYPER)}
 
     def encode_image(self, image: torch.Tensor | None) -> Features:
+        """Everything that does not depend on the EHR (``{}`` for the
+        tabular-only baseline, which ignores the image)."""
+        if self.tabular_only:
+            return {}
+        self._check_image(image)
+        return self._encode(image)  # type: ignore[arg-type]
+
+    def _encode(self, image: torch.Tensor) -> Features:
         raise NotImplementedError
 
     def _decode(self, features: Features, tabular: torch.Tensor) -> torch.Tensor:
@@ -214,7 +226,7 @@ class FusionNet(nn.Module):
                 expanded[key] = value.expand(n, *value.shape[1:])
             else:
                 raise ValueError(f"features batch {value.shape[0]} does not match tabular batch {n}")
-        out = self._decode(expanded, tabular)
+        out = self.head(self.embed(tabular)) if self.tabular_only else self._decode(expanded, tabular)
         if self.config.n_outputs == 1:
             out = out * self.config.output_scale + self.config.output_shift
         return out
@@ -232,15 +244,13 @@ class FusionNet(nn.Module):
 
 class PreActResNetFusion(FusionNet):
     """The AD classifier: a pre-activation 3D ResNet (stem conv + max-pool,
-    four blocks of 1x, 2x, 4x, 8x... base filters doubling to 16x, global
+    four blocks taking ``f`` base filters to 2f, 4f, 8f and 16f, global
     average pooling, MLP head) with HyperFusion or one of the baselines."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         c, f = config, config.base_filters
-        self.tabular_only = c.fusion == "tabular"
         if self.tabular_only:
-            self.head = nn.Linear(c.emb_dim, c.n_outputs)
             return
         self.stem = nn.Sequential(
             nn.Conv3d(c.in_channels, f, 3, padding=1, bias=False), nn.MaxPool3d(3, stride=2, padding=1)
@@ -274,10 +284,7 @@ class PreActResNetFusion(FusionNet):
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.final_norm(x)).mean(dim=(2, 3, 4))
 
-    def encode_image(self, image: torch.Tensor | None) -> Features:
-        if self.tabular_only:
-            return {}
-        self._check_image(image)
+    def _encode(self, image: torch.Tensor) -> Features:
         x = self.stem(image)
         for i, block in enumerate(self.blocks):
             if i == self.first_tabular_block:
@@ -287,8 +294,6 @@ class PreActResNetFusion(FusionNet):
 
     def _decode(self, features: Features, tabular: torch.Tensor) -> torch.Tensor:
         e = self.embed(tabular)
-        if self.tabular_only:
-            return self.head(e)
         if self.first_tabular_block is None:
             pooled = features["pooled"]
         else:
@@ -313,9 +318,7 @@ class BrainAgeFusion(FusionNet):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         c, f = config, config.base_filters
-        self.tabular_only = c.fusion == "tabular"
         if self.tabular_only:
-            self.head = nn.Linear(c.emb_dim, c.n_outputs)
             return
         layers: list[nn.Module] = []
         cin = c.in_channels
@@ -334,16 +337,11 @@ class BrainAgeFusion(FusionNet):
         hyper = [f"fc{i + 1}" in c.hyper_sites for i in range(len(dims) - 1)]
         self.head = MLPHead(dims, hyper, c.dropout, c.emb_dim, self._var_in, c.hyper_form)
 
-    def encode_image(self, image: torch.Tensor | None) -> Features:
-        if self.tabular_only:
-            return {}
-        self._check_image(image)
+    def _encode(self, image: torch.Tensor) -> Features:
         return {"flat": self.trunk(image).flatten(1)}
 
     def _decode(self, features: Features, tabular: torch.Tensor) -> torch.Tensor:
         e = self.embed(tabular)
-        if self.tabular_only:
-            return self.head(e)
         x = features["flat"]
         if self.config.fusion == "concat":
             x = torch.cat([x, tabular], 1)
