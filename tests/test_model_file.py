@@ -141,30 +141,22 @@ def _rewrite_metadata(src, dst, edit):
     save_file(load_file(str(src)), str(dst), metadata=meta)
 
 
-def test_an_unknown_architecture_is_named(saved, tmp_path):
+@pytest.mark.parametrize(
+    "edit, message, reason",
+    [
+        (lambda d: d["config"].update(backbone="vit"), "unknown architecture.*'vit'", "unknown_architecture"),
+        (lambda d: d["config"].update(base_filters=8), "shape mismatch: stem.0.weight", "weights_mismatch"),
+        (lambda d: d.update(format_version=99), "upgrade the plugin", "bad_metadata"),
+    ],
+    ids=["unknown-architecture", "weights-mismatch", "newer-format"],
+)
+def test_edited_metadata_gives_its_specific_error(saved, tmp_path, edit, message, reason):
     path, _, _ = saved
-    dst = tmp_path / "vit.safetensors"
-    _rewrite_metadata(path, dst, lambda d: d["config"].update(backbone="vit"))
-    with pytest.raises(ModelFileError, match="unknown architecture.*'vit'") as err:
+    dst = tmp_path / "edited.safetensors"
+    _rewrite_metadata(path, dst, edit)
+    with pytest.raises(ModelFileError, match=message) as err:
         load_model(dst)
-    assert err.value.reason == "unknown_architecture"
-
-
-def test_weights_that_do_not_fit_the_architecture_are_named(saved, tmp_path):
-    path, _, _ = saved
-    dst = tmp_path / "wide.safetensors"
-    _rewrite_metadata(path, dst, lambda d: d["config"].update(base_filters=8))
-    with pytest.raises(ModelFileError, match="shape mismatch: stem.0.weight") as err:
-        load_model(dst)
-    assert err.value.reason == "weights_mismatch"
-
-
-def test_a_newer_format_version_asks_for_an_upgrade(saved, tmp_path):
-    path, _, _ = saved
-    dst = tmp_path / "future.safetensors"
-    _rewrite_metadata(path, dst, lambda d: d.update(format_version=99))
-    with pytest.raises(ModelFileError, match="upgrade the plugin"):
-        read_info(dst)
+    assert err.value.reason == reason
 
 
 def test_metadata_that_contradicts_the_network_is_refused():
