@@ -90,15 +90,24 @@ def _region_weights() -> dict[str, np.ndarray]:
     return weights
 
 
-def _displacement(tpl: Template, scales: Mapping[str, float], gains: Mapping[str, float]) -> np.ndarray:
+@lru_cache(maxsize=1)
+def _centres() -> dict[str, np.ndarray]:
+    """Region centroids (voxels), shaped to broadcast against ``[3, D, H, W]``;
+    constants of the template, so computed once rather than per scan."""
+    tpl = load_template()
+    return {name: tpl.centroid(name).astype(np.float32)[:, None, None, None] for name in (*SIGMA_MM, "intracranial")}
+
+
+def _displacement(
+    tpl: Template, scales: Mapping[str, float], gains: Mapping[str, float], grid: np.ndarray | None = None
+) -> np.ndarray:
     """Pull-back displacement ``u [3, D, H, W]`` in voxels: sample at ``x + u(x)``."""
-    grid = _grid(tpl.shape)
-    centre = tpl.centroid("intracranial").astype(np.float32)[:, None, None, None]
-    u = -(1 - 1 / scales["global"]) * (grid - centre)
+    grid = _grid(tpl.shape) if grid is None else grid
+    centres = _centres()
+    u = -(1 - 1 / scales["global"]) * (grid - centres["intracranial"])
     for region, weight in _region_weights().items():
         s = scales[region] ** gains.get(region, 1.0)
-        c = tpl.centroid(region).astype(np.float32)[:, None, None, None]
-        u += -(1 - 1 / s) * (grid - c) * weight
+        u += -(1 - 1 / s) * (grid - centres[region]) * weight
     return u
 
 
@@ -148,11 +157,11 @@ def synthesize_scan(record: Mapping[str, Any], rng: np.random.Generator) -> tupl
     """
     tpl = load_template()
     scales = deformation_scales(record, rng)
-    u = _displacement(tpl, scales, _gains())
+    grid = _grid(tpl.shape)
+    u = _displacement(tpl, scales, _gains(), grid)
     rot, shift = _rigid(rng)
-    centre = tpl.centroid("intracranial").astype(np.float32)
-    moved = _grid(tpl.shape) + u - centre[:, None, None, None]
-    coords = np.einsum("ij,jxyz->ixyz", rot, moved) + (centre + shift)[:, None, None, None]
+    centre = _centres()["intracranial"]
+    coords = np.einsum("ij,jxyz->ixyz", rot, grid + u - centre) + (centre + shift[:, None, None, None])
     image = _warp(tpl.t1, coords) / 200.0
     mask = _warp(tpl.regions["intracranial"], coords) > 0.5
     image = np.clip(image, 0, None) ** rng.uniform(0.85, 1.15)
