@@ -66,6 +66,114 @@ def _cmd_make_cohort(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} SYNTHETIC subjects to {path} in {time.perf_counter() - start:.1f} s")
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    from .dataset import CohortError
+    from .device import DeviceError
+    from .model_file import ModelFileError
+    from .preprocess import ImageError
+    from .schema import SchemaError
+    from .training import TrainConfigError
+
+    return (CohortError, DeviceError, ModelFileError, ImageError, SchemaError, TrainConfigError)
+
+
+def _train_config(args: argparse.Namespace, extra: dict | None = None):
+    from .training import TrainConfig, apply_overrides, load_config_file
+
+    data = load_config_file(args.config)
+    data = apply_overrides(data, args.set or [])
+    data.update(extra or {})
+    return TrainConfig.from_dict(data)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .train_run import train_and_save
+    from .training import dist_info
+
+    try:
+        cfg = _train_config(args, {"resume": True} if args.resume else None)
+        outcome = train_and_save(cfg, command=" ".join(["hyperfusion", *sys.argv[1:]]))
+    except _user_errors() as err:
+        raise CLIError(str(err)) from None
+    if dist_info()[0] != 0:
+        return
+    fit = outcome.fit
+    main = "balanced_accuracy" if cfg.spec.is_classification else "mae"
+    print(
+        f"trained {cfg.fusion} on {outcome.n_train} subjects in {fit.seconds:.0f} s: best epoch {fit.best_epoch}, "
+        f"validation {main} {fit.best_metric:.3f}"
+        + (f", test {main} {outcome.test_metrics[main]:.3f}" if outcome.test_metrics else "")
+        + (" (stopped early)" if fit.stopped_early else "")
+    )
+    print(f"wrote {outcome.model_path}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import ENSEMBLES, cross_validate, summarise, to_markdown
+    from .atomic import write_text_atomically
+
+    try:
+        cfg = _train_config(args)
+        fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    if args.folds < 2:
+        raise CLIError(f"--folds must be at least 2, got {args.folds}")
+    out = Path(args.out)
+    start = time.perf_counter()
+    try:
+        result = cross_validate(cfg, fusions, folds=args.folds, seeds=seeds, test_fraction=args.test_fraction,
+                                log=lambda m: print(m, flush=True))
+    except _user_errors() as err:
+        raise CLIError(str(err)) from None
+    import pandas as pd
+
+    summary = pd.concat([summarise(result, kind).assign(ensemble=kind) for kind in ENSEMBLES])
+    title = f"{cfg.task} on {Path(cfg.cohort).name}" + (" (SYNTHETIC data)" if result.synthetic else "")
+    report = to_markdown(result, title=title)
+    command = " ".join(["hyperfusion", *sys.argv[1:]])
+    report += f"\nProduced by `{command}` in {time.perf_counter() - start:.0f} s.\n"
+    write_text_atomically(out / "evaluation.md", report)
+    write_text_atomically(out / "evaluation.csv", result.rows.to_csv(index=False, float_format="%.6g"))
+    write_text_atomically(out / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    print(report)
+    print(f"wrote {out / 'evaluation.md'}, {out / 'evaluation.csv'} and {out / 'summary.csv'}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from .model_file import load_model
+    from .predict import predict_cohort
+    from .atomic import write_text_atomically
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists; choose another file or pass --overwrite")
+    try:
+        model = load_model(args.model, device=args.device)
+        bar = None
+        if not args.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(desc="predict", unit="subject")
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.total = total
+            bar.set_description(stage)
+            bar.n = done
+            bar.refresh()
+
+        frame = predict_cohort(model, args.cohort, batch_size=args.batch_size, jobs=args.jobs,
+                               progress=progress if bar else None)
+        if bar:
+            bar.close()
+    except _user_errors() as err:
+        raise CLIError(str(err)) from None
+    write_text_atomically(out, frame.to_csv(index=False, float_format="%.6g"))
+    print(f"wrote {len(frame)} predictions of {model.info.name} to {out}"
+          + (" (model trained on SYNTHETIC data)" if model.info.synthetic_data else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -89,6 +197,35 @@ def build_parser() -> argparse.ArgumentParser:
     cohort.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     cohort.add_argument("--quiet", action="store_true", help="no progress bar")
     cohort.set_defaults(func=_cmd_make_cohort)
+
+    overrides_help = "override a config value, e.g. --set epochs=5 --set fusion=film (repeatable)"
+    train = sub.add_parser("train", help="train a model from a TOML or YAML config; run under torchrun for DDP")
+    train.add_argument("config", help="a .toml or .yaml file of settings (see README, 'Training')")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help=overrides_help)
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="k-fold cross-validation of HyperFusion against baselines")
+    evaluate.add_argument("config", help="the training config (task, cohort, settings)")
+    evaluate.add_argument("--set", action="append", metavar="KEY=VALUE", help=overrides_help)
+    evaluate.add_argument("--fusions", default="hyperfusion,imaging,tabular,concat,film,daft",
+                          help="comma-separated methods to compare (default: all)")
+    evaluate.add_argument("--folds", type=int, default=4)
+    evaluate.add_argument("--seeds", default="0,1", help="comma-separated split seeds (default 0,1)")
+    evaluate.add_argument("--test-fraction", type=float, default=0.2, help="held-out test share (default 0.2)")
+    evaluate.add_argument("--out", required=True, help="folder for evaluation.md / .csv")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="predict a cohort table with a model file")
+    predict.add_argument("model", help="a .safetensors model file")
+    predict.add_argument("cohort", help="a cohort CSV/TSV (same columns as for training; no target needed)")
+    predict.add_argument("--out", required=True, help="the predictions CSV to write")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    predict.add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--jobs", type=int, default=1, help="processes loading scans")
+    predict.add_argument("--overwrite", action="store_true")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(func=_cmd_predict)
     return parser
 
 

@@ -21,7 +21,6 @@ with a fixed timestamp), whatever the number of worker processes.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,6 +30,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write
 from .synth_images import scan_to_nifti, synthesize_scan
 from .synth_records import sample_ad_records, sample_brain_age_records
 
@@ -62,14 +62,7 @@ def _job(args: tuple[dict[str, Any], tuple[int, ...], str]) -> dict[str, float]:
 
 
 def _write_table_atomically(frame: pd.DataFrame, path: Path, sep: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_csv(tmp, sep=sep, index=False, float_format="%.6g", na_rep="")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, sep=sep, index=False, float_format="%.6g", na_rep=""))
 
 
 def make_cohort(

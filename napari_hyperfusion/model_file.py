@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .atomic import atomic_write
 from .config import ConfigError, ModelConfig
 from .device import resolve_device
 from .networks import FusionNet, build_model
@@ -196,15 +196,7 @@ def save_model(path: str | os.PathLike, net: FusionNet, info: ModelInfo, dtype: 
             value = value.to(dtype)
         tensors[key] = value.contiguous()
     metadata = {METADATA_KEY: json.dumps(info.to_dict(), sort_keys=True)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
 
 

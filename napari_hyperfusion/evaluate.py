@@ -1,0 +1,214 @@
+"""Compare HyperFusion with baselines the way the paper does.
+
+A fixed, stratified test split is held out. The rest is split into ``k``
+stratified folds, once per seed; each fold trains one model per fusion
+method (early stopping on its validation fold, EHR preprocessing fitted on
+its training rows only), and the ``k`` fold models of a seed form an
+ensemble on the test split, weighted by 1 / entropy (the paper) or plainly
+averaged. Per method and metric we report mean +- sd over seeds and a
+one-sided Mann-Whitney U test of HyperFusion against each baseline
+(``greater`` for scores, ``less`` for MAE).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .device import resolve_device
+from .dataset import load_images, read_cohort
+from .metrics import (
+    classification_metrics,
+    entropy_weighted_ensemble,
+    higher_is_better,
+    mean_ensemble,
+    regression_metrics,
+)
+from .networks import build_model
+from .predict import predict_views
+from .training import (
+    TrainConfig,
+    base_schema,
+    fit,
+    grid_for,
+    kfold_indices,
+    model_config_for,
+    pretrain_embedding,
+    split_indices,
+)
+from .train_run import is_synthetic, prepare_data
+
+__all__ = ["EvalResult", "cross_validate", "summarise", "to_markdown", "ENSEMBLES"]
+
+ENSEMBLES = ("entropy", "mean", "single")
+
+
+@dataclass
+class EvalResult:
+    """``rows``: one per (fusion, seed, ensemble) with every metric, and one
+    per fold model (``ensemble == "single"``, with its ``fold``);
+    ``metrics``: the metric names, main one first."""
+
+    rows: pd.DataFrame
+    metrics: list[str]
+    fusions: list[str]
+    n_test: int
+    n_trainval: int
+    synthetic: bool = False
+
+
+def cross_validate(
+    cfg: TrainConfig,
+    fusions: Sequence[str],
+    folds: int = 4,
+    seeds: Sequence[int] = (0, 1),
+    test_fraction: float = 0.2,
+    log: Callable[[str], None] = print,
+) -> EvalResult:
+    """Train ``len(seeds) * folds * len(fusions)`` models; see the module
+    docstring. ``cfg`` gives the task, cohort and training settings."""
+    spec = cfg.spec
+    device = resolve_device(cfg.device)
+    need_images = any(f != "tabular" for f in fusions)
+    cohort = read_cohort(cfg.cohort, spec, base_schema(cfg.task), need_target=True, need_images=need_images)
+    assert cohort.y is not None
+    test_idx, rest_idx = split_indices(cohort.y, [test_fraction], cfg.seed, spec.is_classification)
+    views = load_images(cohort, grid_for(cfg), jobs=cfg.jobs) if need_images else None
+    log(f"cohort {cohort.source.name}: {len(rest_idx)} for cross-validation, {len(test_idx)} held-out test")
+    rows = []
+    y_test = cohort.y[test_idx]
+    for seed in seeds:
+        members: dict[str, list[np.ndarray]] = {f: [] for f in fusions}
+        singles: dict[str, list[dict[str, float]]] = {f: [] for f in fusions}
+        for fold, (tr, va) in enumerate(kfold_indices(cohort.y[rest_idx], folds, seed, spec.is_classification)):
+            train_idx, val_idx = rest_idx[tr], rest_idx[va]
+            schema = base_schema(cfg.task).fit(cohort.subset(train_idx).table, source=f"fold {fold}")
+            train = prepare_data(cohort, views, schema, train_idx)
+            val = prepare_data(cohort, views, schema, val_idx)
+            test = prepare_data(cohort, views, schema, test_idx)
+            for fusion in fusions:
+                run_cfg = replace(cfg, fusion=fusion, seed=seed * 1000 + fold, progress=False, resume=False)
+                torch.manual_seed(run_cfg.seed)
+                net = build_model(model_config_for(run_cfg, schema, train.y))
+                pretrain_embedding(net, train, val, run_cfg, device)
+                result = fit(net, train, val, run_cfg, device)
+                net.load_state_dict(result.best_state)
+                pred = predict_views(net, test.views, test.tabular, spec.is_classification, device=device).values
+                members[fusion].append(pred)
+                singles[fusion].append({"fold": fold, **_metrics(spec, y_test, pred)})
+                log(
+                    f"seed {seed} fold {fold} {fusion:11s} best epoch {result.best_epoch:3d} "
+                    f"val {'bacc' if spec.is_classification else 'MAE'} {result.best_metric:.3f} "
+                    f"test {_main(spec)} {singles[fusion][-1][_main(spec)]:.3f} ({result.seconds:.0f} s)"
+                )
+        for fusion in fusions:
+            stack = np.stack(members[fusion])
+            ens = {
+                "entropy": entropy_weighted_ensemble(stack) if spec.is_classification else mean_ensemble(stack),
+                "mean": mean_ensemble(stack),
+            }
+            for kind, probs in ens.items():
+                rows.append({"fusion": fusion, "seed": seed, "ensemble": kind, **_metrics(spec, y_test, probs)})
+            for single in singles[fusion]:
+                rows.append({"fusion": fusion, "seed": seed, "ensemble": "single", **single})
+    frame = pd.DataFrame(rows)
+    metrics = [c for c in frame.columns if c not in ("fusion", "seed", "ensemble", "fold")]
+    return EvalResult(frame, metrics, list(fusions), len(test_idx), len(rest_idx), is_synthetic(cohort))
+
+
+def _main(spec) -> str:
+    return "balanced_accuracy" if spec.is_classification else "mae"
+
+
+def _metrics(spec, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    if spec.is_classification:
+        return classification_metrics(y, pred, spec.classes)
+    return regression_metrics(y, np.asarray(pred)[:, 0])
+
+
+def summarise(result: EvalResult, ensemble: str = "entropy", reference: str = "hyperfusion") -> pd.DataFrame:
+    """Mean, sd and (for baselines) the one-sided Mann-Whitney p-value of
+    ``reference`` against each method, per metric. Long format:
+    ``fusion, metric, mean, sd, n, p_value``."""
+    from scipy.stats import mannwhitneyu
+
+    rows = result.rows[result.rows.ensemble == ensemble]
+    out = []
+    for fusion in result.fusions:
+        mine = rows[rows.fusion == fusion]
+        for metric in result.metrics:
+            values = mine[metric].to_numpy(dtype=float)
+            p = math.nan
+            if fusion != reference and reference in result.fusions:
+                ref = rows[rows.fusion == reference][metric].to_numpy(dtype=float)
+                ok = np.isfinite(ref).all() and np.isfinite(values).all() and len(ref) and len(values)
+                if ok:
+                    alt = "greater" if higher_is_better(metric) else "less"
+                    p = float(mannwhitneyu(ref, values, alternative=alt).pvalue)
+            out.append({
+                "fusion": fusion, "metric": metric, "mean": float(np.mean(values)),
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values), "p_value": p,
+            })  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def _table(result: EvalResult, summary: pd.DataFrame) -> list[str]:
+    metrics = result.metrics
+    lines = ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for fusion in result.fusions:
+        cells = []
+        for metric in metrics:
+            r = summary[(summary.fusion == fusion) & (summary.metric == metric)].iloc[0]
+            cells.append(f"{r['mean']:.3f} +- {r['sd']:.3f}")
+        lines.append(f"| {fusion} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _p_table(result: EvalResult, summary: pd.DataFrame) -> list[str]:
+    metrics = result.metrics
+    baselines = [f for f in result.fusions if f != "hyperfusion"]
+    if "hyperfusion" not in result.fusions or not baselines:
+        return []
+    lines = ["| baseline | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for fusion in baselines:
+        cells = []
+        for metric in metrics:
+            r = summary[(summary.fusion == fusion) & (summary.metric == metric)].iloc[0]
+            cells.append("n/a" if not np.isfinite(r["p_value"]) else f"{r['p_value']:.3f}")
+        lines.append(f"| {fusion} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def to_markdown(result: EvalResult, title: str = "") -> str:
+    """A Markdown report: the fold ensembles (1/entropy-weighted, mean +- sd
+    over seeds), the single fold models (mean +- sd over seeds x folds) and
+    the one-sided Mann-Whitney p-values of HyperFusion against each baseline
+    for both."""
+    ens, single = summarise(result, "entropy"), summarise(result, "single")
+    n_seeds = int(ens["n"].max()) if len(ens) else 0
+    n_models = int(single["n"].max()) if len(single) else 0
+    lines = [f"## {title}" if title else "", ""]
+    lines.append(f"Held-out test split: {result.n_test} subjects; cross-validation on the other {result.n_trainval}.")
+    lines += ["", f"**Fold ensembles** (1/entropy weighted; mean +- sd over {n_seeds} seeds):", ""]
+    lines += _table(result, ens)
+    lines += ["", f"**Single fold models** (mean +- sd over {n_models} models: seeds x folds):", ""]
+    lines += _table(result, single)
+    p_ens, p_single = _p_table(result, ens), _p_table(result, single)
+    if p_ens:
+        lines += ["", "One-sided Mann-Whitney U p-values, HyperFusion better than the baseline, "
+                  f"over the fold ensembles (n = {n_seeds} per method; the smallest p possible is "
+                  f"{_min_p(n_seeds):.3f}):", ""]  # fmt: skip
+        lines += p_ens
+        lines += ["", f"... and over the single fold models (n = {n_models} per method):", ""]
+        lines += p_single
+    return "\n".join(lines).strip() + "\n"
+
+
+def _min_p(n: int) -> float:
+    """The smallest one-sided Mann-Whitney p with n vs n samples: 1 / C(2n, n)."""
+    return 1.0 / math.comb(2 * n, n) if n > 0 else math.nan

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Rebuild the demo models shipped in models/ (SYNTHETIC data, CPU, ~15 min on 2 cores):
+# generate the synthetic cohorts into data/ (if missing), train each config in
+# models/configs/, copy each best model to models/<config name>.safetensors.
+# Usage: bash scripts/train_shipped_models.sh [config names...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+hf=.venv/bin/hyperfusion
+[ -f data/ad600/cohort.csv ] || $hf make-cohort --task ad --n 600 --seed 0 --out data/ad600 --jobs 2
+[ -f data/ba300/participants.tsv ] || $hf make-cohort --task brain_age --n 300 --seed 0 --out data/ba300 --jobs 2
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(ad_hyperfusion ad_imaging ad_concat ad_film brain_age_hyperfusion)
+for name in "${names[@]}"; do
+  echo "== $name"
+  $hf train "models/configs/$name.toml" --set progress=false
+  cp "runs/$name/model.safetensors" "models/$name.safetensors"
+done
+ls -l models/*.safetensors
