@@ -95,7 +95,7 @@ class Cohort:
         return Cohort(
             table=self.table.iloc[index].reset_index(drop=True),
             ids=[self.ids[i] for i in index],
-            image_paths=[self.image_paths[i] for i in index],
+            image_paths=[self.image_paths[i] for i in index] if self.image_paths else [],
             y=None if self.y is None else self.y[index],
             spec=self.spec,
             source=self.source,

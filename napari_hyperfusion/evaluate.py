@@ -138,7 +138,9 @@ def summarise(result: EvalResult, ensemble: str = "entropy", reference: str = "h
     from scipy.stats import mannwhitneyu
 
     rows = result.rows[result.rows.ensemble == ensemble]
-    out = []
+    out: list[dict] = []
+    if rows.empty:
+        return pd.DataFrame(out, columns=["fusion", "metric", "mean", "sd", "n", "p_value"])
     for fusion in result.fusions:
         mine = rows[rows.fusion == fusion]
         for metric in result.metrics:
@@ -196,16 +198,18 @@ def to_markdown(result: EvalResult, title: str = "") -> str:
     lines.append(f"Held-out test split: {result.n_test} subjects; cross-validation on the other {result.n_trainval}.")
     lines += ["", f"**Fold ensembles** (1/entropy weighted; mean +- sd over {n_seeds} seeds):", ""]
     lines += _table(result, ens)
-    lines += ["", f"**Single fold models** (mean +- sd over {n_models} models: seeds x folds):", ""]
-    lines += _table(result, single)
+    if n_models:
+        lines += ["", f"**Single fold models** (mean +- sd over {n_models} models: seeds x folds):", ""]
+        lines += _table(result, single)
     p_ens, p_single = _p_table(result, ens), _p_table(result, single)
     if p_ens:
         lines += ["", "One-sided Mann-Whitney U p-values, HyperFusion better than the baseline, "
                   f"over the fold ensembles (n = {n_seeds} per method; the smallest p possible is "
                   f"{_min_p(n_seeds):.3f}):", ""]  # fmt: skip
         lines += p_ens
-        lines += ["", f"... and over the single fold models (n = {n_models} per method):", ""]
-        lines += p_single
+        if n_models:
+            lines += ["", f"... and over the single fold models (n = {n_models} per method):", ""]
+            lines += p_single
     return "\n".join(lines).strip() + "\n"
 
 

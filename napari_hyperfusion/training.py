@@ -77,7 +77,8 @@ class TrainConfig:
     """Everything one training run needs; every key can come from a TOML or
     YAML file and be overridden on the command line (``--set key=value``).
 
-    Units: ``lr`` per step, ``spacing_mm`` in mm, fractions in [0, 1)."""
+    Units: ``lr`` per step, ``spacing_mm`` in mm, fractions in [0, 1),
+    ``grad_clip`` the largest gradient norm (0: no clipping)."""
 
     task: str = "ad"
     cohort: str = ""
@@ -99,6 +100,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     patience: int = 8
+    grad_clip: float = 0.0
     pretrain_tabular_epochs: int = 0
     augment: bool = True
     class_weights: bool = True
@@ -127,6 +129,7 @@ class TrainConfig:
             (self.lr > 0, "lr must be > 0"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.patience >= 1, "patience must be >= 1"),
+            (self.grad_clip >= 0, "grad_clip must be >= 0 (0 turns clipping off)"),
             (0 < self.val_fraction < 1, "val_fraction must be between 0 and 1"),
             (0 <= self.test_fraction < 1 - self.val_fraction, "test_fraction must be >= 0 and leave training rows"),
             (self.pretrain_tabular_epochs >= 0, "pretrain_tabular_epochs must be >= 0"),
@@ -510,6 +513,10 @@ def fit(
                     scaler.scale(loss).backward()
                 running += float(losses.detach().sum())
                 seen += len(index)
+            if cfg.grad_clip > 0:
+                # the generated layers' gradients can spike early in training
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
             if bar is not None:
@@ -517,6 +524,10 @@ def fit(
                 bar.set_postfix(epoch=epoch, loss=f"{running / max(seen, 1):.4f}", refresh=False)
             if should_stop is not None and should_stop():
                 break
+        if world > 1:  # the epoch's loss over every process's subjects
+            totals = torch.tensor([running, float(seen)], dtype=torch.float64, device=device)
+            dist.all_reduce(totals)
+            running, seen = float(totals[0]), int(totals[1])
         val_loss, val_metrics = _score(net, val, spec, device)
         metric = val_metrics["balanced_accuracy" if higher else "mae"]
         row = {"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss, **val_metrics}

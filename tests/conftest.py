@@ -64,3 +64,30 @@ def random_inputs(config: ModelConfig, batch: int, seed: int = 1) -> tuple[torch
     else:
         tabular = torch.randn(batch, config.tabular_dim, generator=gen)
     return image, tabular
+
+
+# -- tiny synthetic cohorts written to disk once per test session ----------
+@pytest.fixture(scope="session")
+def ad_cohort(tmp_path_factory):
+    """A 32-subject synthetic AD cohort (real NIfTI files written by nibabel)."""
+    from napari_hyperfusion.cohort import make_cohort
+
+    return make_cohort("ad", 32, seed=3, out=tmp_path_factory.mktemp("ad_cohort"), jobs=2)
+
+
+@pytest.fixture(scope="session")
+def brain_age_cohort(tmp_path_factory):
+    """A 24-subject synthetic brain-age cohort (BIDS-like participants.tsv)."""
+    from napari_hyperfusion.cohort import make_cohort
+
+    return make_cohort("brain_age", 24, seed=3, out=tmp_path_factory.mktemp("ba_cohort"), jobs=2)
+
+
+def tiny_train_settings(task: str) -> dict:
+    """Training settings small enough for a test (seconds on 2 cores)."""
+    if task == "ad":
+        grid = {"grid_shape": [16, 24, 16], "spacing_mm": 2.0}
+    else:
+        grid = {"grid_shape": [16, 16, 16], "spacing_mm": 8.0}
+    return {"task": task, "base_filters": 4, "epochs": 4, "batch_size": 8, "lr": 3e-3, "patience": 10,
+            "jobs": 1, "progress": False, "save_dtype": "float32", **grid}

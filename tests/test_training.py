@@ -1,0 +1,214 @@
+"""Training, evaluation and batch prediction end to end on tiny real cohorts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_train_settings
+from napari_hyperfusion import cli
+from napari_hyperfusion.evaluate import cross_validate, summarise, to_markdown
+from napari_hyperfusion.model_file import load_model, read_info
+from napari_hyperfusion.predict import predict_cohort
+from napari_hyperfusion.schema import TabularSchema
+from napari_hyperfusion.train_run import train_and_save
+from napari_hyperfusion.training import (
+    TrainConfig,
+    TrainConfigError,
+    apply_overrides,
+    kfold_indices,
+    load_config_file,
+    split_indices,
+)
+
+
+def _config(cohort, out, **changes) -> TrainConfig:
+    task = "ad" if cohort.name.endswith(".csv") else "brain_age"
+    return TrainConfig.from_dict({**tiny_train_settings(task), "cohort": str(cohort), "out": str(out), **changes})
+
+
+def _write_toml(path, settings: dict) -> None:
+    lines = []
+    for key, value in settings.items():
+        lines.append(f"{key} = {json.dumps(value)}" if not isinstance(value, bool) else f"{key} = {str(value).lower()}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_ad_train_predict_end_to_end(ad_cohort, tmp_path):
+    config = tmp_path / "ad.toml"
+    _write_toml(config, {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "epochs": 6})
+    out = tmp_path / "run"
+    assert cli.main(["train", str(config), "--set", f"out='{out}'", "--set", "fusion=hyperfusion"]) == 0
+    history = pd.read_csv(out / "history.csv")
+    assert history.train_loss.iloc[-1] < history.train_loss.iloc[0]  # it learns
+    info = read_info(out / "model.safetensors")
+    assert info.task == "ad_classification" and info.synthetic_data
+    assert info.image["crop"] == "hippocampus" and len(info.image["views"]) == 2
+    assert {"validation", "best_epoch", "n_train"} <= set(info.metrics)
+    assert json.loads((out / "train_config.json").read_text())["fusion"] == "hyperfusion"
+
+    preds = tmp_path / "preds.csv"
+    assert cli.main(["predict", str(out / "model.safetensors"), str(ad_cohort), "--out", str(preds), "--quiet"]) == 0
+    frame = pd.read_csv(preds)
+    assert len(frame) == 32 and list(frame.columns[:5]) == ["PTID", "prob_CN", "prob_MCI", "prob_AD", "predicted"]
+    np.testing.assert_allclose(frame[["prob_CN", "prob_MCI", "prob_AD"]].sum(axis=1), 1.0, atol=1e-4)
+    # the predictions CSV is what the model core computes for the same file
+    direct = predict_cohort(load_model(out / "model.safetensors", "cpu"), ad_cohort)
+    np.testing.assert_allclose(frame.prob_AD, direct.prob_AD, atol=1e-5)
+    # refusing to overwrite leaves the file as it was
+    before = preds.read_bytes()
+    assert cli.main(["predict", str(out / "model.safetensors"), str(ad_cohort), "--out", str(preds), "--quiet"]) == 2
+    assert preds.read_bytes() == before
+
+
+def test_saved_model_reloads_to_identical_outputs(ad_cohort, tmp_path):
+    outcome = train_and_save(_config(ad_cohort, tmp_path, epochs=2))
+    loaded = load_model(outcome.model_path, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randn(3, 1, 16, 24, 16, generator=gen)
+    tabular = torch.randn(3, loaded.info.config.tabular_dim, generator=gen)
+    outcome.net.eval()
+    with torch.no_grad():
+        assert torch.equal(outcome.net.cpu()(image, tabular), loaded.net(image, tabular))
+
+
+def test_brain_age_train_and_predict(brain_age_cohort, tmp_path):
+    outcome = train_and_save(_config(brain_age_cohort, tmp_path, epochs=3, test_fraction=0.25))
+    info = read_info(outcome.model_path)
+    assert info.task == "brain_age" and info.output_unit == "years"
+    assert {"mae", "r2"} <= set(info.metrics["validation"]) and "test" in info.metrics
+    frame = predict_cohort(load_model(outcome.model_path, "cpu"), brain_age_cohort)
+    assert len(frame) == 24 and frame.predicted_brain_age.between(0, 150).all()
+
+
+def test_preprocessing_statistics_come_from_training_rows_only(ad_cohort, tmp_path):
+    # make the non-training rows extreme: any leak moves the fitted statistics
+    table = pd.read_csv(ad_cohort)
+    table["IMAGE"] = [str(ad_cohort.parent / p) for p in table.IMAGE]
+    cfg = _config(ad_cohort, tmp_path / "run", epochs=1, test_fraction=0.25)
+    y = np.array([("CN", "MCI", "AD").index(d) for d in table.DX])
+    test_idx, val_idx, train_idx = split_indices(y, [0.25, cfg.val_fraction], cfg.seed, True)
+    table.loc[np.r_[test_idx, val_idx], "AGE"] = 105.0
+    table.loc[np.r_[test_idx, val_idx], "ABETA"] = 4900.0
+    edited = tmp_path / "edited.csv"
+    table.to_csv(edited, index=False)
+    outcome = train_and_save(_config(edited, tmp_path / "run", epochs=1, test_fraction=0.25))
+    schema = read_info(outcome.model_path).schema
+    train = table.iloc[train_idx]
+    assert schema["AGE"].mean == pytest.approx(train.AGE.mean())
+    assert schema["ABETA"].mean == pytest.approx(train.ABETA.dropna().mean())
+    assert schema["AGE"].mean < 100
+
+
+def test_cross_validation_fits_each_fold_on_its_training_rows(ad_cohort, monkeypatch):
+    seen: list[set[float]] = []
+    original = TabularSchema.fit
+
+    def recording_fit(self, frame, source=""):
+        seen.append(set(frame.PTID))
+        return original(self, frame, source)
+
+    monkeypatch.setattr(TabularSchema, "fit", recording_fit)
+    cfg = _config(ad_cohort, "", epochs=1)
+    result = cross_validate(cfg, ["tabular"], folds=2, seeds=[0], test_fraction=0.25, log=lambda m: None)
+    ids = pd.read_csv(ad_cohort).PTID.to_numpy()
+    y = np.array([("CN", "MCI", "AD").index(d) for d in pd.read_csv(ad_cohort).DX])
+    test_idx, rest_idx = split_indices(y, [0.25], cfg.seed, True)
+    folds = kfold_indices(y[rest_idx], 2, 0, True)
+    assert len(seen) == 2
+    for fitted, (train, val) in zip(seen, folds):
+        assert fitted == set(ids[rest_idx[train]])
+        assert not fitted & set(ids[rest_idx[val]]) and not fitted & set(ids[test_idx])
+    assert result.n_test == len(test_idx)
+
+
+def test_evaluate_cli_writes_tables(ad_cohort, tmp_path):
+    config = tmp_path / "ad.toml"
+    _write_toml(config, {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "epochs": 1})
+    out = tmp_path / "report"
+    code = cli.main(["evaluate", str(config), "--fusions", "hyperfusion,tabular,concat", "--folds", "2",
+                     "--seeds", "0,1", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    rows = pd.read_csv(out / "evaluation.csv")
+    # per method and seed: two ensembles + one row per fold model
+    assert len(rows) == 3 * 2 * (2 + 2)
+    assert set(rows.ensemble) == {"entropy", "mean", "single"}
+    report = (out / "evaluation.md").read_text()
+    assert "| hyperfusion |" in report and "Mann-Whitney" in report and "SYNTHETIC" in report
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary[summary.fusion == "hyperfusion"].p_value.isna().all()
+    assert summary[summary.fusion != "hyperfusion"].p_value.between(0, 1).all()
+
+
+def test_mann_whitney_direction(ad_cohort):
+    from napari_hyperfusion.evaluate import EvalResult
+
+    rows = pd.DataFrame(
+        [{"fusion": "hyperfusion", "seed": s, "ensemble": "entropy", "balanced_accuracy": 0.8 + s / 100, "mae": 1.0}
+         for s in range(4)]
+        + [{"fusion": "imaging", "seed": s, "ensemble": "entropy", "balanced_accuracy": 0.5 + s / 100, "mae": 2.0}
+           for s in range(4)]
+    )  # fmt: skip
+    result = EvalResult(rows, ["balanced_accuracy", "mae"], ["hyperfusion", "imaging"], 10, 40)
+    summary = summarise(result).set_index(["fusion", "metric"])
+    # 4 vs 4 with complete separation: p = 1 / C(8, 4)
+    assert summary.loc[("imaging", "balanced_accuracy"), "p_value"] == pytest.approx(1 / 70)
+    assert summary.loc[("imaging", "mae"), "p_value"] < 0.05  # lower MAE is better
+    assert "0.014" in to_markdown(result)
+
+
+def test_resume_continues_exactly(ad_cohort, tmp_path):
+    straight = train_and_save(_config(ad_cohort, tmp_path / "a", epochs=3))
+    train_and_save(_config(ad_cohort, tmp_path / "b", epochs=2))
+    resumed = train_and_save(_config(ad_cohort, tmp_path / "b", epochs=3, resume=True))
+    assert [r["epoch"] for r in resumed.fit.history] == [1, 2, 3]
+    last_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    last_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    for key, value in last_a.items():
+        torch.testing.assert_close(last_b[key], value, rtol=1e-5, atol=1e-6)
+    assert straight.fit.history[-1]["train_loss"] == pytest.approx(resumed.fit.history[-1]["train_loss"], rel=1e-5)
+    # a checkpoint from other settings is refused, not silently mixed in
+    with pytest.raises(TrainConfigError, match="other settings"):
+        train_and_save(_config(ad_cohort, tmp_path / "b", epochs=4, lr=1e-2, resume=True))
+
+
+def test_two_stage_pretraining_starts_from_the_tabular_mlp(ad_cohort, tmp_path):
+    outcome = train_and_save(_config(ad_cohort, tmp_path, epochs=1, pretrain_tabular_epochs=2))
+    info = read_info(outcome.model_path)
+    assert "pretrain_validation" in info.metrics
+
+
+def test_config_files_and_overrides(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('task = "brain_age"\ncohort = "data/p.tsv"\nepochs = 3\n')
+    data = load_config_file(toml)
+    assert data["cohort"] == str(tmp_path / "data" / "p.tsv")  # relative to the file
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("task: ad\nepochs: 7\naugment: false\n")
+    cfg = TrainConfig.from_dict(apply_overrides(load_config_file(yaml_file), ["epochs=2", "fusion=film"]))
+    assert (cfg.epochs, cfg.fusion, cfg.augment, cfg.crop) == (2, "film", False, "hippocampus")
+    with pytest.raises(TrainConfigError, match="unknown setting"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(TrainConfigError, match="whole number"):
+        TrainConfig.from_dict({"epochs": "many"})
+    with pytest.raises(TrainConfigError, match="not valid TOML"):
+        bad = tmp_path / "bad.toml"
+        bad.write_text("epochs = = 3")
+        load_config_file(bad)
+
+
+def test_splits_are_stratified_disjoint_and_complete():
+    y = np.repeat([0, 1, 2], [50, 30, 20])
+    test, val, train = split_indices(y, [0.2, 0.2], seed=1, classification=True)
+    assert sorted(np.r_[test, val, train]) == list(range(100))
+    assert np.bincount(y[test]).tolist() == [10, 6, 4]
+    folds = kfold_indices(y, 4, seed=2, classification=True)
+    vals = np.concatenate([v for _, v in folds])
+    assert sorted(vals) == list(range(100))
+    for train_idx, val_idx in folds:
+        assert not set(train_idx) & set(val_idx)
+        assert abs(np.bincount(y[val_idx], minlength=3)[0] - 12.5) <= 1
