@@ -201,7 +201,8 @@ def to_markdown(result: EvalResult, title: str = "") -> str:
     if n_models:
         lines += ["", f"**Single fold models** (mean +- sd over {n_models} models: seeds x folds):", ""]
         lines += _table(result, single)
-    p_ens, p_single = _p_table(result, ens), _p_table(result, single)
+    p_ens = _p_table(result, ens)
+    p_single = _p_table(result, single) if n_models else []
     if p_ens:
         lines += ["", "One-sided Mann-Whitney U p-values, HyperFusion better than the baseline, "
                   f"over the fold ensembles (n = {n_seeds} per method; the smallest p possible is "

@@ -212,3 +212,10 @@ def test_splits_are_stratified_disjoint_and_complete():
     for train_idx, val_idx in folds:
         assert not set(train_idx) & set(val_idx)
         assert abs(np.bincount(y[val_idx], minlength=3)[0] - 12.5) <= 1
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_with_mixed_precision(ad_cohort, tmp_path):
+    outcome = train_and_save(_config(ad_cohort, tmp_path, epochs=2, device="cuda", amp=True))
+    assert np.isfinite(outcome.fit.history[-1]["train_loss"])
+    assert read_info(outcome.model_path).provenance["device"].startswith("cuda")
