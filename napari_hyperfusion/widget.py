@@ -462,10 +462,12 @@ class HyperFusionPanel(QWidget):
 
         @thread_worker
         def work():
-            stages: list[str] = []
             yield "resampling the scan onto the model grid"
-            result = predict_subject(model, scan, record, progress=stages.append)
-            return result
+            try:
+                return predict_subject(model, scan, record)
+            except (ImageError, SchemaError) as err:
+                # bad input is an answer, not a crash: hand the message back
+                return f"Cannot predict: {err}"
 
         worker = work()
         worker.yielded.connect(self.status.setText)
@@ -484,14 +486,15 @@ class HyperFusionPanel(QWidget):
             self._worker.quit()
             self.status.setText("cancelled")
 
-    def _on_returned(self, result: SubjectPrediction, layer: Any) -> None:
+    def _on_returned(self, result: SubjectPrediction | str, layer: Any) -> None:
+        if isinstance(result, str):
+            _notify_error(result)
+            self.status.setText(result)
+            return
         self._show_result(result, store=True, layer=layer)
 
     def _on_errored(self, err: Exception) -> None:
-        if isinstance(err, (ImageError, SchemaError, ValueError)):
-            _notify_error(f"Prediction failed: {err}")
-        else:
-            _notify_error(f"Prediction failed unexpectedly ({type(err).__name__}: {err})")
+        _notify_error(f"Prediction failed unexpectedly ({type(err).__name__}: {err})")
 
     def _on_finished(self) -> None:
         self._worker = None

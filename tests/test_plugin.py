@@ -191,3 +191,26 @@ def test_switching_models_keeps_typed_values(panel):
     baseline = next(p for p in shipped_models() if "imaging" in p.stem)
     assert panel.open_model(baseline)
     assert panel.record()["AGE"] == 81
+
+
+def test_brain_age_model_predicts_years_for_a_brain_age_subject(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "sub-old")
+    _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "HyperFusion explorer")
+    assert panel.open_model(next(p for p in shipped_models() if "brain_age" in p.stem))
+    assert list(panel.editors) == ["PTGENDER"] and panel.record() == {"PTGENDER": "Male"}
+    panel.predict()
+    qtbot.waitUntil(lambda: panel._worker is None and panel.last_result is not None, timeout=60_000)
+    result = panel.last_result
+    assert result.unit == "years" and 20 < result.values[0] < 100
+    assert "brain age" in panel.result_label.text() and not errors
+
+
+def test_a_volume_that_is_not_a_brain_in_mni_space_is_refused(panel, qtbot, errors):
+    panel.viewer.add_image(np.random.default_rng(0).random((40, 48, 40)).astype(np.float32), name="phantom",
+                           translate=(900, 900, 900))  # fmt: skip
+    panel.layer_combo.setCurrentText("phantom")
+    panel.predict()
+    qtbot.waitUntil(lambda: panel._worker is None, timeout=60_000)
+    assert "MNI" in errors[-1] and panel.last_result is None
+    assert panel.predict_button.isEnabled()  # the viewer stays usable
