@@ -8,6 +8,7 @@ where widgets work but napari's canvas cannot draw.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -91,3 +92,9 @@ def tiny_train_settings(task: str) -> dict:
         grid = {"grid_shape": [16, 16, 16], "spacing_mm": 8.0}
     return {"task": task, "base_filters": 4, "epochs": 4, "batch_size": 8, "lr": 3e-3, "patience": 10,
             "jobs": 1, "progress": False, "save_dtype": "float32", **grid}
+
+
+def write_toml(path, settings: dict) -> None:
+    """A flat TOML config file of ``settings``."""
+    lines = [f"{k} = {str(v).lower()}" if isinstance(v, bool) else f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    path.write_text("\n".join(lines) + "\n")

@@ -3,7 +3,6 @@ row and column, exit status 2, no traceback, nothing half-written."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import nibabel as nib
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_train_settings
+from conftest import tiny_train_settings, write_toml
 from napari_hyperfusion import cli
 
 
@@ -27,8 +26,7 @@ def _copy_table(cohort, tmp_path, edit) -> str:
 def _train(tmp_path, cohort, capsys, **extra) -> tuple[int, str]:
     config = tmp_path / "c.toml"
     settings = {**tiny_train_settings("ad"), "cohort": str(cohort), "out": str(tmp_path / "out"), "epochs": 1, **extra}
-    config.write_text("\n".join(f"{k} = {json.dumps(v)}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}"
-                                for k, v in settings.items()))  # fmt: skip
+    write_toml(config, settings)
     code = cli.main(["train", str(config)])
     return code, capsys.readouterr().err
 

@@ -3,21 +3,19 @@ the same model as one process taking the same micro-batches."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
 import torch
 
-from conftest import tiny_train_settings
+from conftest import tiny_train_settings, write_toml
 
 
 def test_two_process_torchrun_matches_single_process(ad_cohort, tmp_path):
     settings = {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "epochs": 2}
     config = tmp_path / "c.toml"
-    config.write_text("\n".join(f"{k} = {json.dumps(v)}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}"
-                                for k, v in settings.items()))  # fmt: skip
+    write_toml(config, settings)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "napari_hyperfusion.cli", "train", str(config), "--set", f"out='{tmp_path / 'ddp'}'"]  # fmt: skip

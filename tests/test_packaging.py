@@ -12,7 +12,6 @@ import sysconfig
 import venv
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CHECK = Path(__file__).with_name("install_check.py")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_train_settings
+from conftest import tiny_train_settings, write_toml
 from napari_hyperfusion import cli
 from napari_hyperfusion.evaluate import cross_validate, summarise, to_markdown
 from napari_hyperfusion.model_file import load_model, read_info
@@ -31,16 +31,9 @@ def _config(cohort, out, **changes) -> TrainConfig:
     return TrainConfig.from_dict({**tiny_train_settings(task), "cohort": str(cohort), "out": str(out), **changes})
 
 
-def _write_toml(path, settings: dict) -> None:
-    lines = []
-    for key, value in settings.items():
-        lines.append(f"{key} = {json.dumps(value)}" if not isinstance(value, bool) else f"{key} = {str(value).lower()}")
-    path.write_text("\n".join(lines) + "\n")
-
-
 def test_ad_train_predict_end_to_end(ad_cohort, tmp_path):
     config = tmp_path / "ad.toml"
-    _write_toml(config, {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "epochs": 6})
+    write_toml(config, {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "epochs": 6})
     out = tmp_path / "run"
     assert cli.main(["train", str(config), "--set", f"out='{out}'", "--set", "fusion=hyperfusion"]) == 0
     history = pd.read_csv(out / "history.csv")
@@ -128,7 +121,7 @@ def test_cross_validation_fits_each_fold_on_its_training_rows(ad_cohort, monkeyp
 
 def test_evaluate_cli_writes_tables(ad_cohort, tmp_path):
     config = tmp_path / "ad.toml"
-    _write_toml(config, {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "epochs": 1})
+    write_toml(config, {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "epochs": 1})
     out = tmp_path / "report"
     code = cli.main(["evaluate", str(config), "--fusions", "hyperfusion,tabular,concat", "--folds", "2",
                      "--seeds", "0,1", "--out", str(out)])  # fmt: skip
