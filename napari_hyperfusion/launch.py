@@ -1,8 +1,9 @@
 """``napari-hyperfusion``: napari with a synthetic sample subject open and
 the HyperFusion panel docked (the README's demo).
 
-    napari-hyperfusion [--subject SYN_DEMO_01] [--predict] [--screenshot PATH]
+    napari-hyperfusion [--subject SYN_DEMO_01] [--predict] [--explain METHOD] [--screenshot PATH]
 
+``--explain METHOD`` adds a Captum map after the prediction.
 ``--screenshot`` predicts, saves a screenshot of the whole window and quits
 (used to make the README's picture).
 """
@@ -20,8 +21,9 @@ def open_demo(viewer, subject: str = "SYN_DEMO_01"):
     """Open ``subject`` and dock the panel in ``viewer``; returns the panel."""
     viewer.open_sample("napari-hyperfusion", subject)
     _, panel = viewer.window.add_plugin_dock_widget("napari-hyperfusion", "HyperFusion explorer")
-    # show an axial slice through the middle of the scan
+    # an axial view, at the level of the hippocampi (z = -14 mm in MNI space)
     viewer.dims.order = (2, 1, 0)
+    viewer.dims.set_point(2, -14.0)
     return panel
 
 
@@ -31,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="napari-hyperfusion", description=__doc__.split("\n\n")[0])
     parser.add_argument("--subject", default="SYN_DEMO_01", choices=sorted(SUBJECTS))
     parser.add_argument("--predict", action="store_true", help="click Predict once the window is up")
+    parser.add_argument("--explain", choices=("saliency", "gradcam", "integrated_gradients", "occlusion"),
+                        help="after predicting, explain with this method")
     parser.add_argument("--screenshot", metavar="PNG", help="predict, save a window screenshot, quit")
     args = parser.parse_args(argv)
 
@@ -39,11 +43,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     viewer = napari.Viewer(title="napari-hyperfusion (SYNTHETIC demo data - not for diagnosis)")
     panel = open_demo(viewer, args.subject)
+    if args.screenshot:
+        viewer.window._qt_window.resize(1400, 1300)
     if args.predict or args.screenshot:
         panel.predict()
+    pending = [args.explain] if args.explain else []
+
+    def explain_when_idle() -> None:
+        if panel._worker is not None:
+            QTimer.singleShot(200, explain_when_idle)
+            return
+        index = panel.method_combo.findData(pending.pop())
+        panel.method_combo.setCurrentIndex(index)
+        panel.explain()
+
+    if pending:
+        QTimer.singleShot(300, explain_when_idle)
     if args.screenshot:
         def shoot() -> None:
-            if panel._worker is not None:
+            if panel._worker is not None or pending:
                 QTimer.singleShot(200, shoot)
                 return
             viewer.window.screenshot(args.screenshot, canvas_only=False)
