@@ -169,3 +169,13 @@ def test_cancel_leaves_the_viewer_usable(panel, qtbot):
     assert panel.explain_button.isEnabled() and panel.predict_button.isEnabled()
     panel.predict()
     qtbot.waitUntil(lambda: panel._worker is None and panel.last_result is not None, timeout=60_000)
+
+
+@pytest.mark.gpu
+def test_attributions_on_cuda_match_the_cpu(subject):
+    scan, record = subject
+    cpu = load_model(models_dir() / "ad_hyperfusion.safetensors", "cpu")
+    gpu = load_model(models_dir() / "ad_hyperfusion.safetensors", "cuda")
+    a = attribute_image(cpu, scan, record, "integrated_gradients", target="AD")
+    b = attribute_image(gpu, scan, record, "integrated_gradients", target="AD")
+    assert spearmanr(a.maps.ravel(), b.maps.ravel()).statistic > 0.99
