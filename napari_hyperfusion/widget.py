@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import threading
 
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QSlider,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -45,6 +46,7 @@ from .preprocess import ImageError, scan_from_array
 from .records import RecordError, read_record_table, record_from_row
 from .resources import shipped_models
 from .schema import Field, SchemaError, TabularSchema
+from .whatif import WhatIfSession, field_grid
 
 if TYPE_CHECKING:
     import napari
@@ -274,6 +276,51 @@ class HyperFusionPanel(QWidget):
         self.explain_label.setWordWrap(True)
         explain_layout.addWidget(self.explain_label)
         layout.addWidget(explain_box)
+
+        whatif_box = QGroupBox("What if...")
+        whatif_layout = QVBoxLayout(whatif_box)
+        self.whatif_form = QFormLayout()
+        whatif_layout.addLayout(self.whatif_form)
+        self.whatif_label = QLabel("Move a slider: the prediction updates live from cached image features.")
+        self.whatif_label.setWordWrap(True)
+        self.whatif_label.setObjectName("whatif_label")
+        whatif_layout.addWidget(self.whatif_label)
+        row = QHBoxLayout()
+        self.reset_button = QPushButton("Reset to patient values")
+        self.curve_field = QComboBox()
+        self.curve_field.setToolTip("the field whose whole range the response curve sweeps")
+        self.curve_button = QPushButton("Response curve")
+        row.addWidget(self.reset_button)
+        row.addWidget(self.curve_field)
+        row.addWidget(self.curve_button)
+        whatif_layout.addLayout(row)
+        self.whatif_figure = Figure(figsize=(3.2, 3.6), tight_layout=True)
+        self.whatif_canvas = FigureCanvasQTAgg(self.whatif_figure)
+        self.whatif_canvas.setMinimumHeight(260)
+        whatif_layout.addWidget(self.whatif_canvas)
+        row2 = QHBoxLayout()
+        self.shift_button = QPushButton("Saliency shift")
+        self.shift_button.setToolTip("saliency at the what-if values minus at the patient's, as a signed overlay")
+        self.export_button = QPushButton("Export CSV...")
+        self.summary_button = QPushButton("Summary figure...")
+        for button in (self.shift_button, self.export_button, self.summary_button):
+            row2.addWidget(button)
+        whatif_layout.addLayout(row2)
+        layout.addWidget(whatif_box)
+        self.sliders: dict[str, QWidget] = {}
+        self.patient_record: dict[str, Any] = {}
+        self.explored: list[dict[str, Any]] = []
+        self.last_curve = None
+        self._session: WhatIfSession | None = None
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(15)  # ms: coalesces a burst of slider events into one update
+        self._debounce.timeout.connect(self.update_whatif)
+        self.reset_button.clicked.connect(self.reset_whatif)
+        self.curve_button.clicked.connect(self.show_response_curve)
+        self.shift_button.clicked.connect(self.saliency_shift)
+        self.export_button.clicked.connect(self._ask_export)
+        self.summary_button.clicked.connect(self._ask_summary)
         layout.addStretch(1)
         self.last_explanation = None
         self._stop = threading.Event()
@@ -341,6 +388,7 @@ class HyperFusionPanel(QWidget):
         self.target_combo.clear()
         self.target_combo.addItems(list(model.info.outputs))
         self._build_form(model.info.schema)
+        self._build_whatif(model.info.schema)
         self.device_label.setText(f"using {model.device}")
         self._validate()
         return True
@@ -700,6 +748,273 @@ class HyperFusionPanel(QWidget):
         ax.set_title(f"EHR fields -> {tabular.target} (IG vs. average record)", fontsize=8)
         self.ehr_canvas.draw_idle()
 
+    # -- what if ------------------------------------------------------------------
+    _SLIDER_STEPS = 200
+
+    def _build_whatif(self, schema: TabularSchema) -> None:
+        while self.whatif_form.rowCount():
+            self.whatif_form.removeRow(0)
+        self.sliders = {}
+        self.curve_field.clear()
+        for field in schema.fields:
+            if field.kind == "category":
+                control: QWidget = QComboBox()
+                control.addItems(list(field.categories))
+                control.currentIndexChanged.connect(self._debounce.start)
+            else:
+                control = QSlider(Qt.Orientation.Horizontal)
+                values = field_grid(field, self._SLIDER_STEPS + 1)
+                control.setRange(0, len(values) - 1)
+                control.setProperty("values", values)
+                control.valueChanged.connect(self._debounce.start)
+            control.setObjectName(f"whatif_{field.name}")
+            self.whatif_form.addRow(f"{field.display_name}:", control)
+            self.sliders[field.name] = control
+            self.curve_field.addItem(field.display_name, field.name)
+        self.patient_record = {}
+        self._session = None
+
+    def _slider_value(self, name: str) -> Any:
+        control = self.sliders[name]
+        if isinstance(control, QComboBox):
+            return control.currentText()
+        return control.property("values")[control.value()]
+
+    def set_whatif_value(self, name: str, value: Any) -> None:
+        """Move a slider (or choice) to the nearest available value."""
+        control = self.sliders[name]
+        if isinstance(control, QComboBox):
+            control.setCurrentText(str(value))
+        else:
+            values = np.asarray(control.property("values"))
+            control.setValue(int(np.abs(values - float(value)).argmin()))
+
+    def whatif_record(self) -> dict[str, Any]:
+        """The what-if values: the sliders, except where the slider sits on
+        the patient's own value's position (so the exact value is kept)."""
+        out = {}
+        for name in self.sliders:
+            value = self._slider_value(name)
+            patient = self.patient_record.get(name)
+            if patient is not None and not isinstance(patient, str):
+                values = np.asarray(self.sliders[name].property("values"))
+                if int(np.abs(values - float(patient)).argmin()) == self.sliders[name].value():
+                    value = patient
+            out[name] = value
+        return out
+
+    def reset_whatif(self) -> None:
+        """Start the sliders at the patient's values (the form, filled)."""
+        if self.model is None:
+            return
+        try:
+            filled, _ = self.model.info.schema.fill(self.record())
+        except SchemaError as err:
+            _notify_error(f"The record is not complete: {err}")
+            return
+        self.patient_record = dict(filled)
+        for name, value in filled.items():
+            control = self.sliders[name]
+            blocker = control.blockSignals(True)
+            self.set_whatif_value(name, value)
+            control.blockSignals(blocker)
+        self.update_whatif()
+
+    def whatif_session(self) -> WhatIfSession | None:
+        """The cached features for the current model, scan and device,
+        rebuilt when any of them changed."""
+        if self.model is None:
+            return None
+        layer = self.current_layer() if self.model.info.config.uses_image else None
+        scan_id = f"{layer.name}:{id(layer.data)}" if layer is not None else ""
+        if self._session is None or not self._session.matches(self.model, scan_id):
+            try:
+                scan = self.current_scan()
+            except ImageError as err:
+                _notify_error(f"Cannot use this scan: {err}")
+                return None
+            if self.model.info.config.uses_image and scan is None:
+                return None
+            self._session = WhatIfSession(self.model, scan, scan_id)
+        return self._session
+
+    def update_whatif(self) -> dict[str, Any] | None:
+        """Recompute the prediction for the sliders' values (decode only)."""
+        if not self.patient_record:
+            self.reset_whatif()
+            return None
+        session = self.whatif_session()
+        if session is None:
+            return None
+        import time
+
+        start = time.perf_counter()
+        record = self.whatif_record()
+        values = session.predict(record)
+        base = session.predict(self.patient_record)
+        change = session.weight_change(self.patient_record, record)
+        compute_ms = (time.perf_counter() - start) * 1e3
+        info = self.model.info
+        if info.is_classifier:
+            parts = [f"{n} {v:.0%} ({v - b:+.0%})" for n, v, b in zip(info.outputs, values, base)]
+        else:
+            parts = [f"{info.outputs[0]} {values[0]:.1f} {info.output_unit} ({values[0] - base[0]:+.1f})"]
+        text = "What if: " + ", ".join(parts) + " vs. the patient's values"
+        if change:
+            text += "<br>Generated weights moved: " + ", ".join(f"{k} {v:.1%}" for k, v in change.items())
+        self.whatif_label.setText(text + f"<br><small>{compute_ms:.1f} ms from cached features</small>")
+        entry = {**{f"in_{k}": v for k, v in record.items()},
+                 **{f"out_{n}": float(v) for n, v in zip(info.outputs, values)}}  # fmt: skip
+        self.explored.append(entry)
+        self._draw_whatif(session, record)
+        return entry
+
+    def _draw_whatif(self, session: WhatIfSession, record: dict[str, Any]) -> None:
+        fig = self.whatif_figure
+        fig.clear()
+        curve = self.last_curve
+        ax = fig.add_subplot(211)
+        if curve is not None:
+            numeric = not isinstance(curve.values[0], str)
+            x = curve.values if numeric else list(range(len(curve.values)))
+            for k, name in enumerate(curve.output_names):
+                ax.plot(x, curve.outputs[:, k], label=name)
+            if not numeric:
+                ax.set_xticks(x, curve.values)
+            ax.axvline(x[curve.values.index(curve.patient_value)] if not numeric else float(curve.patient_value),
+                       color="k", linestyle=":", linewidth=1)  # fmt: skip
+            if not isinstance(record.get(curve.field), str):
+                ax.axvline(float(record[curve.field]), color="#f0a030", linewidth=1)
+            ax.set_xlabel(self.model.info.schema[curve.field].display_name, fontsize=7)
+            ax.legend(fontsize=6)
+            ax.tick_params(labelsize=6)
+        else:
+            ax.text(0.5, 0.5, "Response curve: choose a field", ha="center", va="center", fontsize=7)
+            ax.set_axis_off()
+        ax2 = fig.add_subplot(212)
+        generated = session.generated(record)
+        if generated:
+            name, params = next(iter(generated.items()))
+            patient = session.generated(self.patient_record)[name]
+            key = "weight" if "weight" in params else "scale"
+            delta = params[key] - patient[key]
+            matrix = delta.reshape(delta.shape[0], -1) if delta.ndim > 1 else delta[None]
+            limit = float(np.abs(matrix).max()) or 1e-6
+            ax2.imshow(matrix, cmap="PiYG", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+            ax2.set_title(f"{name}.{key}: change from the patient's ({matrix.shape[0]} x {matrix.shape[1]})",
+                          fontsize=7)  # fmt: skip
+            ax2.tick_params(labelsize=6)
+        else:
+            ax2.text(0.5, 0.5, "this model has no generated weights", ha="center", va="center", fontsize=7)
+            ax2.set_axis_off()
+        self.whatif_canvas.draw_idle()
+
+    def show_response_curve(self) -> None:
+        """The output over the chosen field's range, in one batched decode."""
+        session = self.whatif_session()
+        if session is None or not self.curve_field.currentData():
+            return
+        if not self.patient_record:
+            self.reset_whatif()
+        self.last_curve = session.response_curve(self.whatif_record(), self.curve_field.currentData())
+        self._draw_whatif(session, self.whatif_record())
+
+    def saliency_shift(self) -> None:
+        """Saliency at the what-if values minus at the patient's, as a signed overlay."""
+        from .explain import attribute_image
+
+        if self.model is None or not self.model.info.config.uses_image or not self.patient_record:
+            _notify_error("The saliency shift needs an image model and a patient record")
+            return
+        try:
+            scan = self.current_scan()
+            target = self.target_combo.currentText() or None
+            before = attribute_image(self.model, scan, self.patient_record, "saliency", target=target)
+            after = attribute_image(self.model, scan, self.whatif_record(), "saliency", target=target)
+        except (ImageError, SchemaError, ValueError) as err:
+            _notify_error(f"Cannot compute the saliency shift: {err}")
+            return
+        after.maps = after.maps - before.maps
+        after.method, after.signed = "saliency_shift", True
+        layer = self.current_layer()
+        record = {k: v for k, v in self.whatif_record().items()}
+        for data, kwargs in overlay_layers(after, layer.name, self.model.info.name, self.model.sha256, record):
+            kwargs["metadata"][OVERLAY_KEY]["kind"] = "saliency shift"
+            kwargs["metadata"]["attribution"]["patient_values"] = dict(self.patient_record)
+            self._put_overlay(data, kwargs)
+
+    def export_exploration(self, path: str | Path) -> Path:
+        """The values tried and their predictions (and the last response
+        curve, if any) as CSV, written atomically."""
+        import pandas as pd
+
+        from .atomic import write_text_atomically
+
+        frame = pd.DataFrame(self.explored).assign(kind="slider")
+        if self.last_curve is not None:
+            c = self.last_curve
+            curve = pd.DataFrame({f"in_{c.field}": c.values,
+                                  **{f"out_{n}": c.outputs[:, k] for k, n in enumerate(c.output_names)}})  # fmt: skip
+            frame = pd.concat([frame, curve.assign(kind=f"curve {c.field}")], ignore_index=True)
+        frame["model"] = self.model.info.name if self.model else ""
+        frame["synthetic_model"] = bool(self.model and self.model.info.synthetic_data)
+        return write_text_atomically(path, frame.to_csv(index=False, float_format="%.6g"))
+
+    def save_summary(self, path: str | Path) -> Path:
+        """A one-page teaching figure (PNG or PDF by suffix)."""
+        from matplotlib.figure import Figure
+
+        session = self.whatif_session()
+        if session is None:
+            raise ValueError("no model and scan to summarise")
+        info = self.model.info
+        record = self.whatif_record()
+        fig = Figure(figsize=(8.27, 11.69))
+        fig.suptitle(f"What if? {info.name}\nSYNTHETIC-data model - research and teaching only, not for diagnosis",
+                     fontsize=10)  # fmt: skip
+        ax = fig.add_subplot(311)
+        patient, whatif = session.predict(self.patient_record), session.predict(record)
+        x = np.arange(len(info.outputs))
+        ax.bar(x - 0.2, patient, 0.4, label="patient")
+        ax.bar(x + 0.2, whatif, 0.4, label="what if")
+        ax.set_xticks(x, info.outputs)
+        ax.legend()
+        changed = {k: v for k, v in record.items() if v != self.patient_record.get(k)}
+        ax.set_title("changed: " + (", ".join(f"{k} {self.patient_record.get(k)} -> {v}" for k, v in changed.items())
+                                    or "nothing"), fontsize=8)  # fmt: skip
+        if self.last_curve is not None:
+            ax2 = fig.add_subplot(312)
+            c = self.last_curve
+            xs = c.values if not isinstance(c.values[0], str) else list(range(len(c.values)))
+            for k, n in enumerate(c.output_names):
+                ax2.plot(xs, c.outputs[:, k], label=n)
+            ax2.set_xlabel(info.schema[c.field].display_name)
+            ax2.legend()
+        change = session.weight_change(self.patient_record, record)
+        ax3 = fig.add_subplot(313)
+        ax3.axis("off")
+        ax3.text(0, 1, "Generated weights, relative change from the patient's:\n"
+                 + ("\n".join(f"  {k}: {v:.1%}" for k, v in change.items()) or "  (none in this model)"),
+                 va="top", fontsize=9)  # fmt: skip
+        from .atomic import atomic_write
+
+        suffix = Path(path).suffix.lower() or ".png"
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix.lstrip(".")))
+        return Path(path)
+
+    def _ask_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export the exploration", "whatif.csv", "CSV (*.csv)")
+        if path:
+            self.export_exploration(path)
+
+    def _ask_summary(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save a summary figure", "whatif.pdf", "PDF (*.pdf);;PNG (*.png)")
+        if path:
+            try:
+                self.save_summary(path)
+            except ValueError as err:
+                _notify_error(str(err))
+
     def _show_result(self, result: SubjectPrediction, store: bool, layer: Any = None) -> None:
         self.last_result = result
         ax_fig = self.figure
@@ -732,6 +1047,7 @@ class HyperFusionPanel(QWidget):
             self.target_combo.setCurrentText(result.predicted)
         if store and layer is not None:
             layer.metadata[RESULT_KEY] = result.to_metadata()
+            self.reset_whatif()
 
 
 def _fmt(value: Any) -> str:

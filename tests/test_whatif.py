@@ -1,0 +1,152 @@
+"""What-if exploration: cached decode equals a full forward, curves equal
+single predictions, the generated weights move with the record, the
+panel's sliders stay live under a flood of events."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hyperfusion import widget as widget_module
+from napari_hyperfusion.inference import predict_subject
+from napari_hyperfusion.model_file import load_model
+from napari_hyperfusion.preprocess import ModelGrid, load_scan
+from napari_hyperfusion.resources import models_dir, sample_data_dir
+from napari_hyperfusion.sample_data import subject_record
+from napari_hyperfusion.whatif import WhatIfSession
+
+PLUGIN = "napari-hyperfusion"
+
+
+@pytest.fixture(scope="module")
+def session():
+    model = load_model(models_dir() / "ad_hyperfusion.safetensors", "cpu")
+    scan = load_scan(sample_data_dir() / "SYN_DEMO_03.nii.gz")
+    return WhatIfSession(model, scan, "demo03"), model, scan, subject_record("SYN_DEMO_03")
+
+
+def test_cached_predictions_equal_full_forward_passes(session):
+    whatif, model, scan, record = session
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        changed = {**record, "AGE": float(rng.uniform(55, 95)), "APOE4": float(rng.integers(0, 3)),
+                   "PTGENDER": str(rng.choice(["Female", "Male"])), "ABETA": None}  # fmt: skip
+        full = predict_subject(model, scan, changed).values
+        np.testing.assert_allclose(whatif.predict(changed), full, atol=1e-6)
+
+
+def test_cache_is_tied_to_model_scan_and_device(session):
+    whatif, model, _, _ = session
+    assert whatif.matches(model, "demo03")
+    assert not whatif.matches(model, "another scan")
+    assert not whatif.matches(dataclasses.replace(model, sha256="0" * 64), "demo03")
+    assert not whatif.matches(dataclasses.replace(model, device=torch.device("cuda")), "demo03")
+
+
+def test_response_curve_equals_single_predictions(session):
+    whatif, _, _, record = session
+    curve = whatif.response_curve(record, "AGE", n=64)
+    assert curve.outputs.shape == (64, 3) and curve.patient_value == record["AGE"]
+    for i in (0, 17, 63):
+        np.testing.assert_allclose(curve.outputs[i], whatif.predict({**record, "AGE": curve.values[i]}), atol=1e-6)
+    sex = whatif.response_curve(record, "PTGENDER")
+    assert sex.values == ["Female", "Male"]
+    values_a, values_b, surface = whatif.response_surface(record, "AGE", "APOE4", n=8)
+    assert surface.shape == (len(values_a), len(values_b), 3)
+
+
+def test_generated_weights_move_with_distance_from_the_patient(session):
+    whatif, _, _, record = session
+    age = float(record["AGE"])
+    assert whatif.weight_change(record, record) == {"blocks.3.shortcut": 0.0}
+    changes = [whatif.weight_change(record, {**record, "AGE": age + d})["blocks.3.shortcut"] for d in (2, 5, 10, 20)]
+    assert all(a < b for a, b in zip(changes, changes[1:])), changes
+    weights = whatif.generated(record)["blocks.3.shortcut"]["weight"]
+    assert weights.shape[:2] == (128, 64)  # 16 x 8 base filters: 64 -> 128 channels, 1x1x1
+
+
+def test_film_exposes_its_generated_scale_and_shift(tmp_path):
+    from napari_hyperfusion.config import paper_ad_config
+    from napari_hyperfusion.model_file import ModelInfo, save_model
+    from napari_hyperfusion.networks import build_model
+    from napari_hyperfusion.schema import adni_schema
+
+    config = paper_ad_config("film", input_shape=(24, 32, 24), base_filters=4)
+    net = build_model(config)
+    torch.nn.init.normal_(net.blocks[3].modulation.mlp[2].weight, std=0.1)
+    grid = ModelGrid(crop="hippocampus", shape=(24, 32, 24), spacing_mm=2.0)
+    info = ModelInfo("film test", "ad_classification", config, adni_schema(), ["CN", "MCI", "AD"],
+                     image=grid.to_dict())  # fmt: skip
+    path = save_model(tmp_path / "film.safetensors", net, info)
+    model = load_model(path, "cpu")
+    whatif = WhatIfSession(model, load_scan(sample_data_dir() / "SYN_DEMO_03.nii.gz"), "x")
+    record = {"AGE": 70, "PTGENDER": "Female"}
+    params = whatif.generated(record)["blocks.3.modulation"]
+    assert params["scale"].shape == (32,) and params["shift"].shape == (32,)  # block 4's input channels
+    assert whatif.weight_change(record, {**record, "AGE": 90})["blocks.3.modulation"] > 0
+
+
+@pytest.fixture
+def panel(make_napari_viewer, monkeypatch):
+    monkeypatch.setattr(widget_module, "_notify_error", lambda m: pytest.fail(m))
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "SYN_DEMO_03")
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "HyperFusion explorer")
+    dock.reset_whatif()
+    return dock
+
+
+def test_slider_flood_stays_live_and_ends_on_the_last_value(panel, qtbot):
+    slider = panel.sliders["AGE"]
+    panel.explored.clear()
+    rng = np.random.default_rng(1)
+    for value in rng.integers(0, slider.maximum(), 300):
+        slider.setValue(int(value))
+    slider.setValue(slider.maximum() // 3)
+    qtbot.wait(100)
+    assert 1 <= len(panel.explored) < 30  # debounced: a burst is one update, not 300
+    last = panel.explored[-1]
+    expected = panel.whatif_session().predict(panel.whatif_record())
+    np.testing.assert_allclose([last["out_CN"], last["out_MCI"], last["out_AD"]], expected, atol=1e-6)
+    assert last["in_AGE"] == pytest.approx(slider.property("values")[slider.maximum() // 3])
+    assert panel.predict_button.isEnabled()  # still responsive
+
+
+def test_cache_is_rebuilt_when_the_scan_or_model_changes(panel):
+    first = panel.whatif_session()
+    assert panel.whatif_session() is first
+    panel.viewer.open_sample(PLUGIN, "SYN_DEMO_02")
+    panel.layer_combo.setCurrentText("SYN_DEMO_02 (SYNTHETIC)")
+    second = panel.whatif_session()
+    assert second is not first
+    panel.open_model(next(p for p in models_dir().glob("ad_imaging*")))
+    assert panel.whatif_session() is not second
+
+
+def test_reset_export_summary_and_saliency_shift(panel, tmp_path):
+    patient_age = panel.patient_record["AGE"]
+    panel.set_whatif_value("AGE", 90)
+    panel.set_whatif_value("APOE4", 2)
+    panel.update_whatif()
+    assert "What if" in panel.whatif_label.text() and "blocks.3.shortcut" in panel.whatif_label.text()
+    panel.curve_field.setCurrentIndex(panel.curve_field.findData("AGE"))
+    panel.show_response_curve()
+    assert panel.last_curve.field == "AGE"
+    panel.saliency_shift()
+    shifts = [layer for layer in panel.viewer.layers if "saliency shift" in layer.name]
+    assert len(shifts) == 2 and shifts[0].data.min() < 0 < shifts[0].data.max()
+    csv = panel.export_exploration(tmp_path / "whatif.csv")
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    assert {"in_AGE", "out_AD", "kind"} <= set(table.columns) and "curve AGE" in set(table.kind)
+    for suffix in (".png", ".pdf"):
+        assert panel.save_summary(tmp_path / f"summary{suffix}").stat().st_size > 1000
+    panel.reset_whatif()
+    assert panel.whatif_record()["AGE"] == patient_age
+    assert panel.whatif_session().weight_change(panel.patient_record, panel.whatif_record()) == {
+        "blocks.3.shortcut": 0.0
+    }
