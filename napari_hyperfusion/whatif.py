@@ -69,6 +69,7 @@ class WhatIfSession:
         self.device = model.device
         self.key = (model.sha256, scan_id, str(model.device))
         self.features: list[dict[str, torch.Tensor]] = []
+        self._memo: dict[tuple, Any] = {}  # per record: the patient's values are asked for on every tick
         with torch.no_grad():
             if model.info.config.uses_image:
                 if scan is None:
@@ -79,6 +80,9 @@ class WhatIfSession:
                     self.features.append(self.net.encode_image(image))
             else:
                 self.features.append({})
+        # all views stacked on the batch axis: one decode call serves every view
+        self._stacked = {k: torch.cat([f[k] for f in self.features]) for k in self.features[0]}
+        self.n_views = len(self.features)
 
     def matches(self, model: LoadedModel, scan_id: str) -> bool:
         return self.key == (model.sha256, scan_id, str(model.device))
@@ -92,15 +96,27 @@ class WhatIfSession:
     def predict_encoded(self, tabular: torch.Tensor) -> np.ndarray:
         """``[N, T]`` encoded records -> ``[N, K]`` (mean over views of the
         softmax, or of the regression output), by ``decode`` only."""
-        outs = []
-        for features in self.features:
-            out = self.net.decode(features, tabular)
-            outs.append(torch.softmax(out, -1) if self.model.info.is_classifier else out)
-        return torch.stack(outs).mean(0).cpu().numpy()
+        n, v = tabular.shape[0], self.n_views
+        if v == 1:
+            out = self.net.decode(self.features[0], tabular)
+        else:
+            # row (view i, record j) at i * n + j
+            features = {k: f.repeat_interleave(n, 0) if f.shape[0] == v else f for k, f in self._stacked.items()}
+            out = self.net.decode(features, tabular.repeat(v, 1))
+        out = torch.softmax(out, -1) if self.model.info.is_classifier else out
+        return out.view(v, n, -1).mean(0).cpu().numpy()
+
+    def _key(self, record: Mapping[str, Any]) -> tuple:
+        return tuple(sorted((k, str(v)) for k, v in record.items()))
 
     def predict(self, record: Mapping[str, Any]) -> np.ndarray:
-        """One record -> ``[K]``."""
-        return self.predict_encoded(self.encode_records([record]))[0]
+        """One record -> ``[K]`` (memoised: the same record is not decoded twice)."""
+        key = ("predict", self._key(record))
+        if key not in self._memo:
+            if len(self._memo) > 256:
+                self._memo.clear()
+            self._memo[key] = self.predict_encoded(self.encode_records([record]))[0]
+        return self._memo[key]
 
     def response_curve(self, record: Mapping[str, Any], field: str, n: int = 64) -> ResponseCurve:
         """The output over ``field``'s range in one batched decode."""
@@ -125,6 +141,9 @@ class WhatIfSession:
         ``record`` (``{"weight": ..., "bias": ...}``); for FiLM/DAFT the
         generated per-channel ``scale`` and ``shift`` (DAFT's depend on the
         scan too, from the cached block input)."""
+        key = ("generated", self._key(record))
+        if key in self._memo:
+            return self._memo[key]
         tab = self.encode_records([record])
         out: dict[str, dict[str, np.ndarray]] = {}
         e = self.net.embed(tab)
@@ -140,6 +159,7 @@ class WhatIfSession:
                 fmap = block.bn1(cached) if cached is not None else None
                 scale, shift = module.scale_shift(fmap, tab)
                 out[name] = {"scale": scale[0].cpu().numpy(), "shift": shift[0].cpu().numpy()}
+        self._memo[key] = out
         return out
 
     def weight_change(self, reference: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, float]:

@@ -316,6 +316,8 @@ class HyperFusionPanel(QWidget):
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(15)  # ms: coalesces a burst of slider events into one update
         self._debounce.timeout.connect(self.update_whatif)
+        self._wi_background = None
+        self.whatif_canvas.mpl_connect("draw_event", self._on_whatif_drawn)
         self.reset_button.clicked.connect(self.reset_whatif)
         self.curve_button.clicked.connect(self.show_response_curve)
         self.shift_button.clicked.connect(self.saliency_shift)
@@ -869,10 +871,39 @@ class HyperFusionPanel(QWidget):
         self._draw_whatif(session, record)
         return entry
 
+    def _kernel_change(self, session: WhatIfSession, record: dict[str, Any]):
+        """The first external layer's generated parameters minus the
+        patient's, as a 2D matrix: ``(name, matrix)`` or ``None``."""
+        generated = session.generated(record)
+        if not generated:
+            return None
+        name, params = next(iter(generated.items()))
+        key = "weight" if "weight" in params else "scale"
+        delta = params[key] - session.generated(self.patient_record)[name][key]
+        return f"{name}.{key}", (delta.reshape(delta.shape[0], -1) if delta.ndim > 1 else delta[None])
+
     def _draw_whatif(self, session: WhatIfSession, record: dict[str, Any]) -> None:
+        """Redraw the curve and the kernel change; on a slider tick only the
+        artists' data change (rebuilding the axes costs more than a frame)."""
+        layout = (session.key, id(self.last_curve), id(self.patient_record))
+        change = self._kernel_change(session, record)
+        curve = self.last_curve
+        x_now = None
+        if curve is not None and not isinstance(record.get(curve.field), str):
+            x_now = float(record[curve.field])
+        if getattr(self, "_whatif_layout", None) == layout and self._wi_background is not None:
+            if change is not None and self._wi_image is not None:
+                limit = float(np.abs(change[1]).max()) or 1e-6
+                self._wi_image.set_data(change[1])
+                self._wi_image.set_clim(-limit, limit)
+            if self._wi_line is not None and x_now is not None:
+                self._wi_line.set_xdata([x_now, x_now])
+            self._blit_whatif()
+            return
+        self._whatif_layout = layout
+        self._wi_image = self._wi_line = self._wi_background = None
         fig = self.whatif_figure
         fig.clear()
-        curve = self.last_curve
         ax = fig.add_subplot(211)
         if curve is not None:
             numeric = not isinstance(curve.values[0], str)
@@ -881,33 +912,48 @@ class HyperFusionPanel(QWidget):
                 ax.plot(x, curve.outputs[:, k], label=name)
             if not numeric:
                 ax.set_xticks(x, curve.values)
-            ax.axvline(x[curve.values.index(curve.patient_value)] if not numeric else float(curve.patient_value),
-                       color="k", linestyle=":", linewidth=1)  # fmt: skip
-            if not isinstance(record.get(curve.field), str):
-                ax.axvline(float(record[curve.field]), color="#f0a030", linewidth=1)
-            ax.set_xlabel(self.model.info.schema[curve.field].display_name, fontsize=7)
+            patient_x = float(curve.patient_value) if numeric else x[curve.values.index(curve.patient_value)]
+            ax.axvline(patient_x, color="k", linestyle=":", linewidth=1)
+            if x_now is not None:
+                self._wi_line = ax.axvline(x_now, color="#f0a030", linewidth=1, animated=True)
+            ax.set_xlabel(self.model.info.schema[curve.field].display_name + " (dotted: patient; orange: what if)",
+                          fontsize=7)  # fmt: skip
             ax.legend(fontsize=6)
             ax.tick_params(labelsize=6)
         else:
             ax.text(0.5, 0.5, "Response curve: choose a field", ha="center", va="center", fontsize=7)
             ax.set_axis_off()
         ax2 = fig.add_subplot(212)
-        generated = session.generated(record)
-        if generated:
-            name, params = next(iter(generated.items()))
-            patient = session.generated(self.patient_record)[name]
-            key = "weight" if "weight" in params else "scale"
-            delta = params[key] - patient[key]
-            matrix = delta.reshape(delta.shape[0], -1) if delta.ndim > 1 else delta[None]
+        if change is not None:
+            name, matrix = change
             limit = float(np.abs(matrix).max()) or 1e-6
-            ax2.imshow(matrix, cmap="PiYG", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
-            ax2.set_title(f"{name}.{key}: change from the patient's ({matrix.shape[0]} x {matrix.shape[1]})",
-                          fontsize=7)  # fmt: skip
+            self._wi_image = ax2.imshow(matrix, cmap="PiYG", vmin=-limit, vmax=limit, aspect="auto",
+                                        interpolation="nearest", animated=True)  # fmt: skip
+            ax2.set_title(f"{name}: change from the patient's ({matrix.shape[0]} x {matrix.shape[1]})", fontsize=7)
             ax2.tick_params(labelsize=6)
         else:
             ax2.text(0.5, 0.5, "this model has no generated weights", ha="center", va="center", fontsize=7)
             ax2.set_axis_off()
-        self.whatif_canvas.draw_idle()
+        # a full draw now; slider ticks then blit only the two changing artists
+        self.whatif_canvas.draw()
+
+    def _on_whatif_drawn(self, event: Any = None) -> None:
+        """After any full draw (first layout, resize): keep the static
+        background and paint the animated artists on it."""
+        canvas = self.whatif_canvas
+        self._wi_background = canvas.copy_from_bbox(self.whatif_figure.bbox)
+        for artist in (getattr(self, "_wi_image", None), getattr(self, "_wi_line", None)):
+            if artist is not None:
+                self.whatif_figure.draw_artist(artist)
+        canvas.blit(self.whatif_figure.bbox)
+
+    def _blit_whatif(self) -> None:
+        canvas = self.whatif_canvas
+        canvas.restore_region(self._wi_background)
+        for artist in (self._wi_image, self._wi_line):
+            if artist is not None:
+                self.whatif_figure.draw_artist(artist)
+        canvas.blit(self.whatif_figure.bbox)
 
     def show_response_curve(self) -> None:
         """The output over the chosen field's range, in one batched decode."""
@@ -916,7 +962,10 @@ class HyperFusionPanel(QWidget):
             return
         if not self.patient_record:
             self.reset_whatif()
-        self.last_curve = session.response_curve(self.whatif_record(), self.curve_field.currentData())
+        field = self.curve_field.currentData()
+        # swept at the other fields' what-if values; the dotted mark is the patient's own value
+        self.last_curve = session.response_curve(self.whatif_record(), field)
+        self.last_curve.patient_value = self.patient_record.get(field, self.last_curve.patient_value)
         self._draw_whatif(session, self.whatif_record())
 
     def saliency_shift(self) -> None:
@@ -980,8 +1029,8 @@ class HyperFusionPanel(QWidget):
         ax.set_xticks(x, info.outputs)
         ax.legend()
         changed = {k: v for k, v in record.items() if v != self.patient_record.get(k)}
-        ax.set_title("changed: " + (", ".join(f"{k} {self.patient_record.get(k)} -> {v}" for k, v in changed.items())
-                                    or "nothing"), fontsize=8)  # fmt: skip
+        ax.set_title("changed: " + (", ".join(f"{k} {_short(self.patient_record.get(k))} -> {_short(v)}"
+                                              for k, v in changed.items()) or "nothing"), fontsize=8)  # fmt: skip
         if self.last_curve is not None:
             ax2 = fig.add_subplot(312)
             c = self.last_curve
@@ -1048,6 +1097,10 @@ class HyperFusionPanel(QWidget):
         if store and layer is not None:
             layer.metadata[RESULT_KEY] = result.to_metadata()
             self.reset_whatif()
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _fmt(value: Any) -> str:
