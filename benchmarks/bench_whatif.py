@@ -29,6 +29,30 @@ def pct(values, q):
     return float(np.percentile(values, q))
 
 
+def full_pass_ms(model, scan, records) -> list[float]:
+    """What a slider move would cost without the cache: resample, encode, decode."""
+    from napari_hyperfusion.inference import predict_subject
+
+    times = []
+    for r in records:
+        start = time.perf_counter()
+        predict_subject(model, scan, r)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def slider_ms(session, patient, records) -> list[float]:
+    """The panel's per-move work: decode the what-if and the patient's record, the weight change."""
+    times = []
+    for r in records:
+        start = time.perf_counter()
+        session.predict(r)
+        session.predict(patient)
+        session.weight_change(patient, r)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def paper_size_row(device, rng, moves: int) -> list:
     """The paper's AD network (64 x 96 x 64 at 1 mm, 16 base filters),
     untrained: what the cache saves at the paper's size."""
@@ -39,7 +63,6 @@ def paper_size_row(device, rng, moves: int) -> list:
     from napari_hyperfusion.networks import build_model
     from napari_hyperfusion.preprocess import ModelGrid, load_scan
     from napari_hyperfusion.resources import sample_data_dir
-    from napari_hyperfusion.inference import predict_subject
     from napari_hyperfusion.sample_data import subject_record
     from napari_hyperfusion.schema import adni_schema
     from napari_hyperfusion.whatif import WhatIfSession
@@ -51,20 +74,10 @@ def paper_size_row(device, rng, moves: int) -> list:
     model = LoadedModel(build_model(config).to(device).eval(), info, None, "paper", device)  # type: ignore[arg-type]
     scan, record = load_scan(sample_data_dir() / "SYN_DEMO_01.nii.gz"), subject_record("SYN_DEMO_01")
     records = [{**record, "AGE": float(rng.uniform(60, 90))} for _ in range(moves)]
-    full = []
-    for r in records[:5]:
-        start = time.perf_counter()
-        predict_subject(model, scan, r)
-        full.append((time.perf_counter() - start) * 1e3)
+    full = full_pass_ms(model, scan, records[:5])
     session = WhatIfSession(model, scan, "paper")
-    compute = []
     with torch.no_grad():
-        for r in records:
-            start = time.perf_counter()
-            session.predict(r)
-            session.predict(record)
-            session.weight_change(record, r)
-            compute.append((time.perf_counter() - start) * 1e3)
+        compute = slider_ms(session, record, records)
     med_full, med = statistics.median(full), statistics.median(compute)
     return [device.type, "paper-size AD (untrained)", med_full, med, pct(compute, 95), med_full / med, "-", "-", "-"]
 
@@ -76,7 +89,6 @@ def main() -> None:
     args = parser.parse_args()
     import napari
 
-    from napari_hyperfusion.inference import predict_subject
     from napari_hyperfusion.model_file import load_model
     from napari_hyperfusion.preprocess import load_scan
     from napari_hyperfusion.resources import models_dir, sample_data_dir
@@ -99,20 +111,10 @@ def main() -> None:
             field_spec = model.info.schema[field]
             moves = [({**record, field: float(rng.uniform(60, 90))} if field_spec.kind == "number"
                       else {**record, field: str(rng.choice(field_spec.categories))}) for _ in range(args.moves)]  # fmt: skip
-            full = []
-            for r in moves[:20]:
-                start = time.perf_counter()
-                predict_subject(model, scan, r)
-                full.append((time.perf_counter() - start) * 1e3)
+            full = full_pass_ms(model, scan, moves[:20])
             session = WhatIfSession(model, scan, key)
             session.predict(record)
-            compute = []
-            for r in moves:
-                start = time.perf_counter()
-                session.predict(r)
-                session.predict(record)
-                session.weight_change(record, r)
-                compute.append((time.perf_counter() - start) * 1e3)
+            compute = slider_ms(session, record, moves)
             curve = []
             for _ in range(10):
                 start = time.perf_counter()

@@ -23,11 +23,9 @@ import torch
 from .device import resolve_device
 from .dataset import load_images, read_cohort
 from .metrics import (
-    classification_metrics,
     entropy_weighted_ensemble,
     higher_is_better,
     mean_ensemble,
-    regression_metrics,
 )
 from .networks import build_model
 from .predict import predict_views
@@ -40,6 +38,7 @@ from .training import (
     model_config_for,
     pretrain_embedding,
     split_indices,
+    task_scores,
 )
 from .train_run import is_synthetic, prepare_data
 
@@ -100,7 +99,7 @@ def cross_validate(
                 net.load_state_dict(result.best_state)
                 pred = predict_views(net, test.views, test.tabular, spec.is_classification, device=device).values
                 members[fusion].append(pred)
-                singles[fusion].append({"fold": fold, **_metrics(spec, y_test, pred)})
+                singles[fusion].append({"fold": fold, **task_scores(spec, y_test, pred)})
                 log(
                     f"seed {seed} fold {fold} {fusion:11s} best epoch {result.best_epoch:3d} "
                     f"val {'bacc' if spec.is_classification else 'MAE'} {result.best_metric:.3f} "
@@ -113,7 +112,7 @@ def cross_validate(
                 "mean": mean_ensemble(stack),
             }
             for kind, probs in ens.items():
-                rows.append({"fusion": fusion, "seed": seed, "ensemble": kind, **_metrics(spec, y_test, probs)})
+                rows.append({"fusion": fusion, "seed": seed, "ensemble": kind, **task_scores(spec, y_test, probs)})
             for single in singles[fusion]:
                 rows.append({"fusion": fusion, "seed": seed, "ensemble": "single", **single})
     frame = pd.DataFrame(rows)
@@ -123,12 +122,6 @@ def cross_validate(
 
 def _main(spec) -> str:
     return "balanced_accuracy" if spec.is_classification else "mae"
-
-
-def _metrics(spec, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    if spec.is_classification:
-        return classification_metrics(y, pred, spec.classes)
-    return regression_metrics(y, np.asarray(pred)[:, 0])
 
 
 def summarise(result: EvalResult, ensemble: str = "entropy", reference: str = "hyperfusion") -> pd.DataFrame:

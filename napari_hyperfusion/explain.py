@@ -319,20 +319,19 @@ def attribute_tabular(
     from captum.attr import IntegratedGradients
 
     schema = model.info.schema
-    if target is None and model.info.is_classifier:
-        views = prepare_views(scan, _grid(model)) if model.info.config.uses_image and scan is not None else None
-        target = _top_class(model, views, record)
-    k = target_index(model, target)
     device = model.device
-    x_tab = torch.as_tensor(schema.encode(record)[None], device=device)
-    b_tab = torch.as_tensor(mean_encoding(schema)[None], device=device)
-    image = None
-    grid = None
+    image = views = grid = None
     if model.info.config.uses_image:
         if scan is None:
             raise ValueError(f"{model.info.name} needs an image")
         grid = _grid(model)
-        image = torch.as_tensor(prepare_views(scan, grid)[:1][None], device=device)
+        views = prepare_views(scan, grid)
+        image = torch.as_tensor(views[:1][None], device=device)
+    if target is None and model.info.is_classifier:
+        target = _top_class(model, views, record)
+    k = target_index(model, target)
+    x_tab = torch.as_tensor(schema.encode(record)[None], device=device)
+    b_tab = torch.as_tensor(mean_encoding(schema)[None], device=device)
     forward = _Forward(model, 1, None, None)
     model.net.eval()
 

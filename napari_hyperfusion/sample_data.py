@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from functools import partial
 
-import pandas as pd
-
 from .nifti_io import read_nifti
+from .records import read_record_table, record_from_row
 from .resources import sample_data_dir
 
 __all__ = ["SUBJECTS", "open_subject", "subject_record"]
@@ -24,15 +23,7 @@ def subject_record(key: str) -> dict:
     """The subject's EHR row with ADNIMERGE names (``sex`` -> ``PTGENDER``,
     ``age`` -> ``AGE``); blanks are ``None`` (not known)."""
     _, table, ident = SUBJECTS[key]
-    path = sample_data_dir() / table
-    frame = pd.read_csv(path, sep="\t" if table.endswith(".tsv") else ",", dtype=str, keep_default_na=False)
-    id_column = "PTID" if "PTID" in frame else "participant_id"
-    row = frame[frame[id_column] == ident].iloc[0].to_dict()
-    if "sex" in row:
-        row["PTGENDER"] = row.pop("sex")
-    if "age" in row:
-        row["AGE"] = row.pop("age")
-    return {k: (v if v != "" else None) for k, v in row.items()}
+    return record_from_row(read_record_table(sample_data_dir() / table), ident)
 
 
 def open_subject(key: str) -> list:

@@ -47,8 +47,8 @@ from .training import (
     model_config_for,
     pretrain_embedding,
     split_indices,
+    task_scores,
 )
-from .metrics import classification_metrics, regression_metrics
 
 __all__ = ["TrainOutcome", "train_and_save", "is_synthetic", "task_metrics"]
 
@@ -75,9 +75,7 @@ def task_metrics(net: torch.nn.Module, data: TrainingData, cohort: Cohort, devic
     """Metrics of ``net`` on ``data`` (views averaged)."""
     spec = cohort.spec
     pred = predict_views(net, data.views, data.tabular, spec.is_classification, device=device)  # type: ignore[arg-type]
-    if spec.is_classification:
-        return classification_metrics(data.y, pred.values, spec.classes)
-    return regression_metrics(data.y, pred.values[:, 0])
+    return task_scores(spec, data.y, pred.values)
 
 
 def prepare_data(

@@ -55,6 +55,7 @@ __all__ = [
     "base_schema",
     "fit",
     "dist_info",
+    "task_scores",
 ]
 
 
@@ -383,6 +384,14 @@ class FitResult:
     seconds: float = 0.0
 
 
+def task_scores(spec: TaskSpec, y: np.ndarray, values: np.ndarray) -> dict[str, float]:
+    """The task's metrics of predictions ``values [N, K]`` (probabilities,
+    or ``[N, 1]`` in the target's unit) against ``y [N]``."""
+    if spec.is_classification:
+        return classification_metrics(y, values, spec.classes)
+    return regression_metrics(y, np.asarray(values)[:, 0])
+
+
 def _score(net: FusionNet, data: TrainingData, spec: TaskSpec, device: torch.device) -> tuple[float, dict]:
     """Validation loss and metrics; the metric to select on is
     ``balanced_accuracy`` (classification) or ``mae`` (regression)."""
@@ -390,10 +399,9 @@ def _score(net: FusionNet, data: TrainingData, spec: TaskSpec, device: torch.dev
     if spec.is_classification:
         probs = np.clip(pred.values, 1e-7, 1.0)
         loss = float(-np.log(probs[np.arange(len(data.y)), data.y]).mean())
-        return loss, classification_metrics(data.y, pred.values, spec.classes)
-    values = pred.values[:, 0]
-    scale = net.config.output_scale
-    return float((((values - data.y) / scale) ** 2).mean()), regression_metrics(data.y, values)
+    else:
+        loss = float((((pred.values[:, 0] - data.y) / net.config.output_scale) ** 2).mean())
+    return loss, task_scores(spec, data.y, pred.values)
 
 
 def _class_weights(y: np.ndarray, k: int) -> torch.Tensor:
