@@ -39,6 +39,17 @@ def _cmd_info(args: argparse.Namespace) -> None:
     if c.hyper_sites:
         print(f"  generated:   {', '.join(c.hyper_sites)} (embedding {c.embedding}, dim {c.emb_dim})")
     print(f"  EHR fields:  {', '.join(info.schema.names)} -> {info.schema.n_features} numbers")
+    selection = info.risk_selection()
+    if selection is not None:
+        kept = selection.kept_by_label()
+        print(f"  stage 1:     the network reads {', '.join(selection.fields(info.schema)) or 'no EHR field'}")
+        for label, names in kept.items():
+            print(f"               {label}: {', '.join(names) or '-'}")
+    if c.uses_note:
+        print(f"  note:        embedded by {info.note_encoder}")
+    if info.thresholds:
+        cuts = ", ".join(f"{n} {t:.2f}" for n, t in zip(info.outputs, info.thresholds))
+        print(f"  thresholds:  {cuts}")
     if info.flags_text:
         print(f"  flags:       {info.flags_text}")
     for key, value in info.metrics.items():
@@ -70,11 +81,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .dataset import CohortError
     from .device import DeviceError
     from .model_file import ModelFileError
+    from .notes import NoteEncoderError
     from .preprocess import ImageError
     from .schema import SchemaError
     from .training import TrainConfigError
 
-    return (CohortError, DeviceError, ModelFileError, ImageError, SchemaError, TrainConfigError)
+    return (CohortError, DeviceError, ModelFileError, ImageError, SchemaError, TrainConfigError, NoteEncoderError)
 
 
 def _train_config(args: argparse.Namespace, extra: dict | None = None):
@@ -98,7 +110,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if dist_info()[0] != 0:
         return
     fit = outcome.fit
-    main = "balanced_accuracy" if cfg.spec.is_classification else "mae"
+    from .training import selection_metric
+
+    main = selection_metric(cfg.spec)
     print(
         f"trained {cfg.fusion} on {outcome.n_train} subjects in {fit.seconds:.0f} s: best epoch {fit.best_epoch}, "
         f"validation {main} {fit.best_metric:.3f}"
@@ -189,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     info.set_defaults(func=_cmd_info)
     cohort = sub.add_parser("make-cohort", help="generate a synthetic cohort (scans + ADNIMERGE-style table)")
-    cohort.add_argument("--task", choices=("ad", "brain_age"), default="ad")
+    cohort.add_argument("--task", choices=("ad", "brain_age"), default="ad",
+                        help="'ad' also writes the multilabel risk labels and notes (task 'risk' reads them)")
     cohort.add_argument("--n", type=int, default=800, help="number of subjects (default 800)")
     cohort.add_argument("--seed", type=int, default=0)
     cohort.add_argument("--out", required=True, help="output folder")

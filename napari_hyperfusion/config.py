@@ -21,12 +21,13 @@ __all__ = [
     "paper_brain_age_config",
 ]
 
-BACKBONES = ("preact_resnet", "brain_age_cnn")
-FUSIONS = ("hyperfusion", "imaging", "tabular", "concat", "film", "daft")
+BACKBONES = ("preact_resnet", "brain_age_cnn", "medfusion")
+FUSIONS = ("hyperfusion", "imaging", "tabular", "concat", "film", "daft", "medfusion")
 # FiLM and DAFT modulate a residual block; the brain-age CNN has none.
 _FUSIONS_BY_BACKBONE = {
-    "preact_resnet": FUSIONS,
+    "preact_resnet": FUSIONS[:6],
     "brain_age_cnn": ("hyperfusion", "imaging", "tabular", "concat"),
+    "medfusion": ("medfusion",),
 }
 EMBEDDINGS = ("mlp", "fill")
 N_RESNET_BLOCKS = 4
@@ -54,9 +55,10 @@ class ModelConfig:
     """Architecture of one model.
 
     Attributes:
-        backbone: ``"preact_resnet"`` (AD task) or ``"brain_age_cnn"``.
+        backbone: ``"preact_resnet"`` (AD and risk tasks), ``"brain_age_cnn"``
+            or ``"medfusion"`` (MedFusionNet, risk task).
         fusion: ``"hyperfusion"`` or a baseline: ``"imaging"``, ``"tabular"``,
-            ``"concat"``, ``"film"``, ``"daft"``.
+            ``"concat"``, ``"film"``, ``"daft"``; ``"medfusion"`` with its backbone.
         tabular_dim: length of the encoded tabular vector.
         n_outputs: classes (logits) or 1 for regression.
         input_shape: image grid ``(D, H, W)`` in voxels.
@@ -73,6 +75,14 @@ class ModelConfig:
         output_shift, output_scale: regression output is ``y * scale + shift``
             so that the network can learn standardised targets but report
             years.
+        tabular_columns: MedFusionNet: the encoded EHR columns that stage 1
+            (risk-feature selection) kept; ``None`` reads all.
+        note_dim: MedFusionNet: length of the note's embedding plus its
+            presence flag (0: the model reads no note).
+        growth, dense_layers: MedFusionNet's DenseNet growth rate and layers
+            per dense block.
+        attn_dim, attn_heads: width and heads of its attention stream, the
+            feature pyramid and the label decoder.
     """
 
     backbone: str = "preact_resnet"
@@ -91,10 +101,18 @@ class ModelConfig:
     hyper_form: str = "auto"
     output_shift: float = 0.0
     output_scale: float = 1.0
+    tabular_columns: tuple[int, ...] | None = None
+    note_dim: int = 0
+    growth: int = 8
+    dense_layers: int = 3
+    attn_dim: int = 32
+    attn_heads: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
         object.__setattr__(self, "hyper_sites", tuple(self.hyper_sites))
+        if self.tabular_columns is not None:
+            object.__setattr__(self, "tabular_columns", tuple(int(v) for v in self.tabular_columns))
         self.validate()
 
     def validate(self) -> None:
@@ -109,12 +127,27 @@ class ModelConfig:
             raise ConfigError(f"unknown embedding {self.embedding!r}; choose from {', '.join(EMBEDDINGS)}")
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise ConfigError(f"input_shape must be three positive sizes, got {self.input_shape}")
-        min_size = 16 if self.backbone == "preact_resnet" else 8
+        min_size = 16 if self.backbone in ("preact_resnet", "medfusion") else 8
         if min(self.input_shape) < min_size:
             raise ConfigError(f"{self.backbone} needs every input dimension >= {min_size}, got {self.input_shape}")
         for name in ("tabular_dim", "n_outputs", "in_channels", "emb_dim", "base_filters", "head_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.backbone == "medfusion":
+            if any(s % 8 for s in self.input_shape):
+                raise ConfigError(f"medfusion needs input sizes that are multiples of 8, got {self.input_shape}")
+            for name in ("growth", "dense_layers", "attn_dim", "attn_heads"):
+                if getattr(self, name) < 1:
+                    raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+            if self.attn_dim % self.attn_heads:
+                raise ConfigError(f"attn_dim {self.attn_dim} must be a multiple of attn_heads {self.attn_heads}")
+            bad = [c for c in self.tabular_columns or () if not 0 <= c < self.tabular_dim]
+            if bad:
+                raise ConfigError(f"tabular_columns {bad} are outside the {self.tabular_dim} encoded EHR columns")
+        elif self.note_dim or self.tabular_columns is not None:
+            raise ConfigError("note_dim and tabular_columns belong to the medfusion backbone")
+        if self.note_dim < 0:
+            raise ConfigError(f"note_dim must be >= 0, got {self.note_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.fusion == "hyperfusion":
@@ -128,6 +161,16 @@ class ModelConfig:
             object.__setattr__(self, "hyper_sites", ())
 
     @property
+    def input_dim(self) -> int:
+        """Length of the network's non-image input: the EHR encoding, then
+        the note's embedding (MedFusionNet with a note)."""
+        return self.tabular_dim + self.note_dim
+
+    @property
+    def uses_note(self) -> bool:
+        return self.note_dim > 0
+
+    @property
     def uses_tabular(self) -> bool:
         return self.fusion != "imaging"
 
@@ -139,6 +182,8 @@ class ModelConfig:
         data = asdict(self)
         data["input_shape"] = list(self.input_shape)
         data["hyper_sites"] = list(self.hyper_sites)
+        if self.tabular_columns is not None:
+            data["tabular_columns"] = list(self.tabular_columns)
         return data
 
     @classmethod

@@ -8,7 +8,10 @@ as they are:
 - AD (ADNIMERGE-style ``cohort.csv``): ``PTID``, ``IMAGE``, ``DX`` in
   ``CN``/``MCI``/``AD`` (ADNIMERGE's ``Dementia`` is read as ``AD``);
 - brain age (BIDS ``participants.tsv``): ``participant_id``, ``image``,
-  ``age`` and ``sex`` (read as ``PTGENDER``).
+  ``age`` and ``sex`` (read as ``PTGENDER``);
+- multilabel risk (the AD layout): four 0/1 columns ``AMYLOID_POS``,
+  ``HIPPO_ATROPHY``, ``IMPAIRED``, ``DEMENTIA`` and an optional free-text
+  ``NOTE`` (a missing or empty note is allowed).
 
 Every problem is a :class:`CohortError` naming the row (1-based, with the
 subject's ID) and the column. Images are loaded on the model grid once, in
@@ -28,6 +31,7 @@ import pandas as pd
 
 from .preprocess import ImageError, ModelGrid, load_scan, prepare_views
 from .schema import SchemaError, TabularSchema
+from .synth_records import RISK_LABELS
 
 __all__ = ["CohortError", "TaskSpec", "TASK_SPECS", "Cohort", "read_cohort", "load_images", "AD_CLASSES"]
 
@@ -52,13 +56,28 @@ class TaskSpec:
     rename: dict[str, str] = field(default_factory=dict)  # table column -> schema field
     target_range: tuple[float, float] = (0.0, 120.0)
     unit: str = ""
+    label_columns: tuple[str, ...] = ()  # multilabel: one 0/1 column per label
+    labels: tuple[str, ...] = ()  # multilabel: the labels' names
+    note_column: str = ""
 
     @property
     def is_classification(self) -> bool:
+        """Single-label classification (softmax over ``classes``)."""
         return bool(self.classes)
 
     @property
+    def is_multilabel(self) -> bool:
+        return bool(self.label_columns)
+
+    @property
+    def kind(self) -> str:
+        """``"multiclass"``, ``"multilabel"`` or ``"regression"``."""
+        return "multiclass" if self.classes else "multilabel" if self.label_columns else "regression"
+
+    @property
     def outputs(self) -> list[str]:
+        if self.is_multilabel:
+            return list(self.labels)
         return list(self.classes) if self.classes else ["brain age"]
 
 
@@ -71,7 +90,13 @@ TASK_SPECS = {
         "brain_age", "brain_age", "participant_id", "image", "age",
         rename={"sex": "PTGENDER"}, target_range=(0.0, 120.0), unit="years",
     ),
+    "risk": TaskSpec(
+        "risk", "risk_multilabel", "PTID", "IMAGE", "",
+        label_columns=tuple(RISK_LABELS), labels=tuple(RISK_LABELS.values()), note_column="NOTE",
+    ),
 }  # fmt: skip
+_TRUE = {"1", "1.0", "true", "yes", "y", "positive"}
+_FALSE = {"0", "0.0", "false", "no", "n", "negative"}
 
 
 @dataclass
@@ -86,6 +111,14 @@ class Cohort:
     y: np.ndarray | None
     spec: TaskSpec
     source: Path
+
+    @property
+    def notes(self) -> list[str]:
+        """The clinical notes (empty text where there is none)."""
+        column = self.spec.note_column
+        if not column or column not in self.table:
+            return [""] * len(self)
+        return ["" if pd.isna(v) else str(v) for v in self.table[column]]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -133,7 +166,7 @@ def read_cohort(
     if need_images:
         needed.append(spec.image_column)
     if need_target:
-        needed.append(spec.target_column)
+        needed.extend(spec.label_columns or [spec.target_column])
     needed += [f.name for f in schema.fields if f.name not in needed]
     absent = [c for c in needed if c not in table.columns]
     if absent:
@@ -166,7 +199,22 @@ def read_cohort(
     return Cohort(table=table, ids=ids, image_paths=images, y=y, spec=spec, source=path)
 
 
+def _parse_flag(raw: object) -> int | None:
+    text = "" if pd.isna(raw) else str(raw).strip().lower()
+    return 1 if text in _TRUE else 0 if text in _FALSE else None
+
+
 def _parse_targets(table: pd.DataFrame, ids: list[str], spec: TaskSpec, name: str) -> np.ndarray:
+    if spec.is_multilabel:
+        out = np.zeros((len(table), len(spec.label_columns)), dtype=np.float32)
+        for j, column in enumerate(spec.label_columns):
+            for i, raw in enumerate(table[column]):
+                flag = _parse_flag(raw)
+                if flag is None:
+                    shown = "missing" if pd.isna(raw) or not str(raw).strip() else repr(raw)
+                    raise CohortError(f"{name}: {_where(i, ids[i], column)}: label {shown} is not 0 or 1")
+                out[i, j] = flag
+        return out
     values = []
     for i, raw in enumerate(table[spec.target_column]):
         where = _where(i, ids[i], spec.target_column)

@@ -8,6 +8,13 @@ ensemble on the test split, weighted by 1 / entropy (the paper) or plainly
 averaged. Per method and metric we report mean +- sd over seeds and a
 one-sided Mann-Whitney U test of HyperFusion against each baseline
 (``greater`` for scores, ``less`` for MAE).
+
+The multilabel risk task works the same way with the reference method
+``medfusion`` (MedFusionNet) against HyperFusion with a multilabel head and
+the other baselines: per-label AUC, average precision and F1, macro and
+micro F1, Hamming loss. Each fold model's label thresholds come from its
+own validation fold; an ensemble uses its members' mean thresholds, and
+the 1/entropy weighting uses each label's Bernoulli entropy.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import torch
 from .device import resolve_device
 from .dataset import load_images, read_cohort
 from .metrics import (
+    binary_entropy_weighted_ensemble,
+    choose_thresholds,
     entropy_weighted_ensemble,
     higher_is_better,
     mean_ensemble,
@@ -35,12 +44,12 @@ from .training import (
     fit,
     grid_for,
     kfold_indices,
-    model_config_for,
     pretrain_embedding,
+    selection_metric,
     split_indices,
     task_scores,
 )
-from .train_run import is_synthetic, prepare_data
+from .train_run import is_synthetic, network_config, prepare_data
 
 __all__ = ["EvalResult", "cross_validate", "summarise", "to_markdown", "ENSEMBLES"]
 
@@ -59,6 +68,8 @@ class EvalResult:
     n_test: int
     n_trainval: int
     synthetic: bool = False
+    reference: str = "hyperfusion"
+    headline: list[str] | None = None  # metrics of the main table (all when None)
 
 
 def cross_validate(
@@ -84,52 +95,61 @@ def cross_validate(
     for seed in seeds:
         members: dict[str, list[np.ndarray]] = {f: [] for f in fusions}
         singles: dict[str, list[dict[str, float]]] = {f: [] for f in fusions}
+        thresholds: dict[str, list[list[float]]] = {f: [] for f in fusions}
         for fold, (tr, va) in enumerate(kfold_indices(cohort.y[rest_idx], folds, seed, spec.is_classification)):
             train_idx, val_idx = rest_idx[tr], rest_idx[va]
             schema = base_schema(cfg.task).fit(cohort.subset(train_idx).table, source=f"fold {fold}")
-            train = prepare_data(cohort, views, schema, train_idx)
-            val = prepare_data(cohort, views, schema, val_idx)
-            test = prepare_data(cohort, views, schema, test_idx)
             for fusion in fusions:
                 run_cfg = replace(cfg, fusion=fusion, seed=seed * 1000 + fold, progress=False, resume=False)
+                mcfg, _ = network_config(run_cfg, cohort, train_idx, schema)  # stage 1 on this fold's rows
+                train, val, test = (prepare_data(cohort, views, schema, i, mcfg) for i in (train_idx, val_idx, test_idx))
                 torch.manual_seed(run_cfg.seed)
-                net = build_model(model_config_for(run_cfg, schema, train.y))
+                net = build_model(mcfg)
                 pretrain_embedding(net, train, val, run_cfg, device)
                 result = fit(net, train, val, run_cfg, device)
                 net.load_state_dict(result.best_state)
-                pred = predict_views(net, test.views, test.tabular, spec.is_classification, device=device).values
+                cuts = None
+                if spec.is_multilabel:
+                    cuts = choose_thresholds(val.y, predict_views(net, val.views, val.tabular, spec.kind, device=device).values)
+                    thresholds[fusion].append(cuts)
+                pred = predict_views(net, test.views, test.tabular, spec.kind, device=device).values
                 members[fusion].append(pred)
-                singles[fusion].append({"fold": fold, **task_scores(spec, y_test, pred)})
+                singles[fusion].append({"fold": fold, **task_scores(spec, y_test, pred, cuts)})
+                main = selection_metric(spec)
                 log(
                     f"seed {seed} fold {fold} {fusion:11s} best epoch {result.best_epoch:3d} "
-                    f"val {'bacc' if spec.is_classification else 'MAE'} {result.best_metric:.3f} "
-                    f"test {_main(spec)} {singles[fusion][-1][_main(spec)]:.3f} ({result.seconds:.0f} s)"
+                    f"val {main} {result.best_metric:.3f} "
+                    f"test {main} {singles[fusion][-1][main]:.3f} ({result.seconds:.0f} s)"
                 )
         for fusion in fusions:
             stack = np.stack(members[fusion])
-            ens = {
-                "entropy": entropy_weighted_ensemble(stack) if spec.is_classification else mean_ensemble(stack),
-                "mean": mean_ensemble(stack),
-            }
+            weighted = {"multiclass": entropy_weighted_ensemble, "multilabel": binary_entropy_weighted_ensemble}
+            ens = {"entropy": weighted.get(spec.kind, mean_ensemble)(stack), "mean": mean_ensemble(stack)}
+            cuts = list(np.mean(thresholds[fusion], 0)) if spec.is_multilabel else None
             for kind, probs in ens.items():
-                rows.append({"fusion": fusion, "seed": seed, "ensemble": kind, **task_scores(spec, y_test, probs)})
+                scores = task_scores(spec, y_test, probs, cuts)
+                rows.append({"fusion": fusion, "seed": seed, "ensemble": kind, **scores})
             for single in singles[fusion]:
                 rows.append({"fusion": fusion, "seed": seed, "ensemble": "single", **single})
     frame = pd.DataFrame(rows)
     metrics = [c for c in frame.columns if c not in ("fusion", "seed", "ensemble", "fold")]
-    return EvalResult(frame, metrics, list(fusions), len(test_idx), len(rest_idx), is_synthetic(cohort))
+    reference = "medfusion" if spec.is_multilabel and "medfusion" in fusions else "hyperfusion"
+    headline = MULTILABEL_HEADLINE if spec.is_multilabel else None
+    return EvalResult(
+        frame, metrics, list(fusions), len(test_idx), len(rest_idx), is_synthetic(cohort), reference, headline
+    )
 
 
-def _main(spec) -> str:
-    return "balanced_accuracy" if spec.is_classification else "mae"
+MULTILABEL_HEADLINE = ["auc_macro", "ap_macro", "f1_macro", "f1_micro", "hamming_loss", "subset_accuracy"]
 
 
-def summarise(result: EvalResult, ensemble: str = "entropy", reference: str = "hyperfusion") -> pd.DataFrame:
+def summarise(result: EvalResult, ensemble: str = "entropy", reference: str | None = None) -> pd.DataFrame:
     """Mean, sd and (for baselines) the one-sided Mann-Whitney p-value of
     ``reference`` against each method, per metric. Long format:
     ``fusion, metric, mean, sd, n, p_value``."""
     from scipy.stats import mannwhitneyu
 
+    reference = reference or result.reference
     rows = result.rows[result.rows.ensemble == ensemble]
     out: list[dict] = []
     if rows.empty:
@@ -152,8 +172,8 @@ def summarise(result: EvalResult, ensemble: str = "entropy", reference: str = "h
     return pd.DataFrame(out)
 
 
-def _table(result: EvalResult, summary: pd.DataFrame) -> list[str]:
-    metrics = result.metrics
+def _table(result: EvalResult, summary: pd.DataFrame, metrics: list[str] | None = None) -> list[str]:
+    metrics = metrics or result.headline or result.metrics
     lines = ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for fusion in result.fusions:
         cells = []
@@ -165,9 +185,9 @@ def _table(result: EvalResult, summary: pd.DataFrame) -> list[str]:
 
 
 def _p_table(result: EvalResult, summary: pd.DataFrame) -> list[str]:
-    metrics = result.metrics
-    baselines = [f for f in result.fusions if f != "hyperfusion"]
-    if "hyperfusion" not in result.fusions or not baselines:
+    metrics = result.headline or result.metrics
+    baselines = [f for f in result.fusions if f != result.reference]
+    if result.reference not in result.fusions or not baselines:
         return []
     lines = ["| baseline | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for fusion in baselines:
@@ -191,13 +211,17 @@ def to_markdown(result: EvalResult, title: str = "") -> str:
     lines.append(f"Held-out test split: {result.n_test} subjects; cross-validation on the other {result.n_trainval}.")
     lines += ["", f"**Fold ensembles** (1/entropy weighted; mean +- sd over {n_seeds} seeds):", ""]
     lines += _table(result, ens)
+    if result.headline:  # multilabel: per-label scores of the fold ensembles
+        per_label = [m for m in result.metrics if m.split("_", 1)[0] in ("auc", "ap", "f1") and m not in result.headline]
+        lines += ["", "Per label (fold ensembles; AUC, average precision, F1 at the validation thresholds):", ""]
+        lines += _table(result, ens, per_label)
     if n_models:
         lines += ["", f"**Single fold models** (mean +- sd over {n_models} models: seeds x folds):", ""]
         lines += _table(result, single)
     p_ens = _p_table(result, ens)
     p_single = _p_table(result, single) if n_models else []
     if p_ens:
-        lines += ["", "One-sided Mann-Whitney U p-values, HyperFusion better than the baseline, "
+        lines += ["", f"One-sided Mann-Whitney U p-values, {result.reference} better than the baseline, "
                   f"over the fold ensembles (n = {n_seeds} per method; the smallest p possible is "
                   f"{_min_p(n_seeds):.3f}):", ""]  # fmt: skip
         lines += p_ens

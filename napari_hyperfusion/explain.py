@@ -24,8 +24,17 @@ is called after each network evaluation and ``should_stop()`` is checked
 before each one (raising :class:`Cancelled`), so a run stops between
 batches.
 
+Notes (models that read one, :func:`attribute_note`): Shapley values of
+the note's sentences (Captum's ``ShapleyValues``, exact, for up to 6
+sentences; ``ShapleyValueSampling`` beyond), each coalition of sentences
+re-embedded as a note; they sum to f(full note) - f(no note).
+
+The attributed quantity of a multilabel model is the chosen label's
+sigmoid probability.
+
 Shapes: image attributions ``[V, D, H, W]`` float32 (same units as the
-output per voxel); tabular attributions one number per schema field.
+output per voxel); tabular attributions one number per schema field (and
+one for the note); note attributions one number per sentence.
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ import torch
 from scipy import ndimage
 
 from .model_file import LoadedModel
+from .model_inputs import encode_record
+from .predict import to_probabilities
 from .preprocess import ModelGrid, Scan, prepare_views
 
 __all__ = [
@@ -51,6 +62,8 @@ __all__ = [
     "attribute_image",
     "mean_encoding",
     "attribute_tabular",
+    "attribute_note",
+    "NoteAttribution",
     "target_index",
 ]
 
@@ -132,8 +145,7 @@ class _Forward:
     def __call__(self, image: torch.Tensor | None, tabular: torch.Tensor) -> torch.Tensor:
         if self.should_stop is not None and self.should_stop():
             raise Cancelled()
-        out = self.model.net(image, tabular)
-        out = torch.softmax(out, -1) if self.model.info.is_classifier else out
+        out = to_probabilities(self.model.net(image, tabular), self.model.info.kind)
         self.done += 1
         if self.progress is not None:
             self.progress(min(self.done, self.total), self.total)
@@ -165,6 +177,8 @@ def _last_conv_stage(net: torch.nn.Module) -> torch.nn.Module:
     called as a module) or the brain-age CNN's trunk."""
     if hasattr(net, "final_norm"):
         return net.final_norm
+    if hasattr(net, "lateral"):  # MedFusionNet: the pyramid's top (/8, after the last exchange)
+        return net.lateral[2]
     return net.trunk
 
 
@@ -181,8 +195,10 @@ def attribute_image(
     stride: int = 3,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    note: str = "",
 ) -> ImageAttribution:
-    """Attribute the chosen output to every voxel of every view."""
+    """Attribute the chosen output to every voxel of every view (``note``:
+    the clinical note, for a model that reads one)."""
     import time
 
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
@@ -194,12 +210,12 @@ def attribute_image(
     start = time.perf_counter()
     grid = _grid(model)
     views = prepare_views(scan, grid)  # [V, D, H, W]
-    if target is None and model.info.is_classifier:
-        target = _top_class(model, views, record)
+    if target is None and model.info.kind != "regression":
+        target = _top_class(model, views, record, note)
     k = target_index(model, target)
     background = float(views.min())
     device = model.device
-    tabular = torch.as_tensor(model.info.schema.encode(record)[None], device=device)
+    tabular = torch.as_tensor(_inputs(model, record, note)[None], device=device)
     if internal_batch_size is None:
         internal_batch_size = _fitted_batch(model, n_steps)
     n_views = views.shape[0]
@@ -263,11 +279,16 @@ def attribute_image(
     )
 
 
-def _top_class(model: LoadedModel, views: np.ndarray | None, record: dict[str, Any]) -> int:
+def _inputs(model: LoadedModel, record: dict[str, Any], note: str = "") -> np.ndarray:
+    return encode_record(model.info.config, model.info.schema, record, note)
+
+
+def _top_class(model: LoadedModel, views: np.ndarray | None, record: dict[str, Any], note: str = "") -> int:
+    """The most probable class (or label, for a multilabel model)."""
     from .predict import predict_views
 
-    tab = model.info.schema.encode(record)[None]
-    pred = predict_views(model.net, None if views is None else views[None], tab, True, device=model.device)
+    tab = _inputs(model, record, note)[None]
+    pred = predict_views(model.net, None if views is None else views[None], tab, model.info.kind, device=model.device)
     return int(pred.values[0].argmax())
 
 
@@ -308,6 +329,7 @@ def attribute_tabular(
     record: dict[str, Any],
     target: str | int | None = None,
     n_steps: int = 64,
+    note: str = "",
 ) -> TabularAttribution:
     """Integrated Gradients over the encoded EHR vector, through the
     hypernetwork (or the baseline's fusion), with the image fixed.
@@ -315,7 +337,12 @@ def attribute_tabular(
     Baseline: the training-mean record (:func:`mean_encoding`). Per-field
     values sum the field's encoded columns. With an
     image, a joint run over (image, EHR) against (blurred scan, mean
-    record) gives the EHR's share of the attributed change."""
+    record) gives the EHR's share of the attributed change.
+
+    A model that reads notes gets one more entry, ``"NOTE"``: the whole
+    note's attribution against "no note" (its embedding and presence flag
+    at zero); :func:`attribute_note` splits it over sentences. For
+    MedFusionNet, fields that stage 1 dropped are exactly 0."""
     from captum.attr import IntegratedGradients
 
     schema = model.info.schema
@@ -327,11 +354,13 @@ def attribute_tabular(
         grid = _grid(model)
         views = prepare_views(scan, grid)
         image = torch.as_tensor(views[:1][None], device=device)
-    if target is None and model.info.is_classifier:
-        target = _top_class(model, views, record)
+    if target is None and model.info.kind != "regression":
+        target = _top_class(model, views, record, note)
     k = target_index(model, target)
-    x_tab = torch.as_tensor(schema.encode(record)[None], device=device)
-    b_tab = torch.as_tensor(mean_encoding(schema)[None], device=device)
+    x_tab = torch.as_tensor(_inputs(model, record, note)[None], device=device)
+    base = np.zeros(model.info.config.input_dim, dtype=np.float32)  # the note part: no note
+    base[: schema.n_features] = mean_encoding(schema)
+    b_tab = torch.as_tensor(base[None], device=device)
     forward = _Forward(model, 1, None, None)
     model.net.eval()
 
@@ -348,6 +377,11 @@ def attribute_tabular(
         n = len(f.encoded_names)
         values.append(float(columns[i : i + n].sum()))
         i += n
+    fields, labels = [f.name for f in schema.fields], [f.display_name for f in schema.fields]
+    if model.info.config.uses_note:
+        values.append(float(columns[i:].sum()))
+        fields.append("NOTE")
+        labels.append("Clinical note")
     with torch.no_grad():
         out = float(f_tab(x_tab)[0, k])
         base_out = float(f_tab(b_tab)[0, k])
@@ -363,8 +397,8 @@ def attribute_tabular(
         img_total, tab_total = abs(float(a_img.sum())), abs(float(a_tab.sum()))
         share = img_total / (img_total + tab_total) if img_total + tab_total > 0 else None
     return TabularAttribution(
-        fields=[f.name for f in schema.fields],
-        labels=[f.display_name for f in schema.fields],
+        fields=fields,
+        labels=labels,
         values=values,
         target=model.info.outputs[k],
         output=out,
@@ -372,3 +406,95 @@ def attribute_tabular(
         image_share=share,
         convergence_delta=float(delta.abs().max()),
     )
+
+
+@dataclass
+class NoteAttribution:
+    """Shapley value of each sentence of the note for the ``target`` output:
+    ``values`` sum to ``output - baseline_output`` (the prediction with the
+    whole note minus the one with no note), exactly when ``exact``."""
+
+    sentences: list[str]
+    values: list[float]
+    target: str
+    output: float
+    baseline_output: float
+    exact: bool
+    n_evaluations: int
+    seconds: float = 0.0
+
+
+EXACT_SHAPLEY_MAX_SENTENCES = 6
+
+
+def attribute_note(
+    model: LoadedModel,
+    scan: Scan | None,
+    record: dict[str, Any],
+    note: str,
+    target: str | int | None = None,
+    n_samples: int = 40,
+    should_stop: Callable[[], bool] | None = None,
+) -> NoteAttribution:
+    """Which sentences of ``note`` moved the ``target`` output, and how much.
+
+    The image features are computed once (the note enters after the image
+    stream); each coalition of sentences is embedded once (memoised), so an
+    exact run over 6 sentences embeds at most 64 notes."""
+    import time
+
+    from captum.attr import ShapleyValues, ShapleyValueSampling
+
+    from .synth_notes import split_sentences
+
+    start = time.perf_counter()
+    if not model.info.config.uses_note:
+        raise ValueError(f"{model.info.name} does not read clinical notes")
+    sentences = split_sentences(note)
+    if not sentences:
+        raise ValueError("the note is empty: there is nothing to attribute")
+    info, net, device = model.info, model.net.eval(), model.device
+    views = None
+    if info.config.uses_image:
+        if scan is None:
+            raise ValueError(f"{info.name} needs an image")
+        views = prepare_views(scan, _grid(model))
+    if target is None:
+        target = _top_class(model, views, record, note)
+    k = target_index(model, target)
+    features: list[dict] = [{}]
+    if views is not None:
+        with torch.no_grad():
+            features = [net.encode_image(torch.as_tensor(v[None, None], device=device)) for v in views]
+    ehr = info.schema.encode(record)
+    calls = [0]
+
+    def f(mask: torch.Tensor) -> torch.Tensor:
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        texts = [" ".join(s for s, keep in zip(sentences, row) if keep > 0.5) for row in mask.tolist()]
+        inputs = np.stack([np.concatenate([ehr, _note_vector(t)]) for t in texts])
+        tab = torch.as_tensor(inputs, device=device)
+        with torch.no_grad():
+            probs = [to_probabilities(net.decode(feat, tab), info.kind)[:, k] for feat in features]
+        calls[0] += 1
+        return torch.stack(probs).mean(0)
+
+    ones = torch.ones(1, len(sentences))
+    exact = len(sentences) <= EXACT_SHAPLEY_MAX_SENTENCES
+    if exact:
+        attr = ShapleyValues(f).attribute(ones, baselines=0.0, perturbations_per_eval=64)
+    else:
+        attr = ShapleyValueSampling(f).attribute(ones, baselines=0.0, n_samples=n_samples, perturbations_per_eval=64)
+    full = float(f(ones)[0])
+    empty = float(f(torch.zeros_like(ones))[0])
+    return NoteAttribution(
+        sentences=sentences, values=[float(v) for v in attr[0]], target=info.outputs[k], output=full,
+        baseline_output=empty, exact=exact, n_evaluations=calls[0], seconds=time.perf_counter() - start,
+    )  # fmt: skip
+
+
+def _note_vector(text: str) -> np.ndarray:
+    from .notes import embed_notes
+
+    return embed_notes([text])[0]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .model_file import LoadedModel
+from .model_inputs import encode_record
 from .predict import predict_views
 from .preprocess import ModelGrid, Scan, prepare_views
 
@@ -25,7 +26,9 @@ __all__ = ["SubjectPrediction", "predict_subject", "prepare_subject"]
 class SubjectPrediction:
     """The result of one prediction.
 
-    ``values``: class probabilities ``[K]`` or ``[1]`` (years);
+    ``values``: class probabilities ``[K]``, per-label probabilities
+    ``[L]`` (multilabel, each on its own; ``thresholds`` decide positive)
+    or ``[1]`` (years);
     ``per_view``: ``[V, K]`` before averaging over the model's views;
     ``record``: the values used (missing ones filled); ``imputed``: the
     names of the fields that were filled; ``seconds``: wall time."""
@@ -44,16 +47,30 @@ class SubjectPrediction:
     device: str
     synthetic_model: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    thresholds: list[float] = field(default_factory=list)
+    note: str = ""
 
     @property
     def is_classifier(self) -> bool:
         return self.task == "ad_classification"
 
     @property
+    def is_multilabel(self) -> bool:
+        return self.task == "risk_multilabel"
+
+    @property
+    def positive(self) -> list[str]:
+        """Multilabel: the labels at or above their threshold."""
+        cuts = self.thresholds or [0.5] * len(self.outputs)
+        return [n for n, p, t in zip(self.outputs, self.values, cuts) if p >= t]
+
+    @property
     def predicted(self) -> str:
-        """The top class, or the value with its unit."""
+        """The top class, the positive labels, or the value with its unit."""
         if self.is_classifier:
             return self.outputs[int(np.argmax(self.values))]
+        if self.is_multilabel:
+            return ", ".join(self.positive) or "no label positive"
         return f"{self.values[0]:.1f} {self.unit}".strip()
 
     @property
@@ -63,6 +80,9 @@ class SubjectPrediction:
         return float(column.std()) if len(column) > 1 else 0.0
 
     def summary(self) -> str:
+        if self.is_multilabel:
+            probs = ", ".join(f"{n} {p:.0%}" for n, p in zip(self.outputs, self.values))
+            return f"positive: {self.predicted} ({probs})"
         if self.is_classifier:
             probs = ", ".join(f"{n} {p:.0%}" for n, p in zip(self.outputs, self.values))
             text = f"{self.predicted} ({probs})"
@@ -77,12 +97,13 @@ class SubjectPrediction:
         return asdict(self)
 
 
-def prepare_subject(model: LoadedModel, scan: Scan | None, record: Mapping[str, Any]):
-    """Views ``[1, V, D, H, W]`` (or ``None``) and the encoded record
-    ``[1, T]``, plus the filled record and the imputed field names."""
+def prepare_subject(model: LoadedModel, scan: Scan | None, record: Mapping[str, Any], note: str = ""):
+    """Views ``[1, V, D, H, W]`` (or ``None``) and the network's input
+    ``[1, input_dim]`` (the note too, for a model that reads one), plus
+    the filled record and the imputed field names."""
     info = model.info
     filled, missing = info.schema.fill(record)
-    tabular = info.schema.encode(record)[None]
+    tabular = encode_record(info.config, info.schema, record, note)[None]
     views = None
     if info.config.uses_image:
         if scan is None:
@@ -96,17 +117,19 @@ def predict_subject(
     scan: Scan | None,
     record: Mapping[str, Any],
     progress: Callable[[str], None] | None = None,
+    note: str = "",
 ) -> SubjectPrediction:
     """Predict one subject. Raises the core's own errors for bad input:
-    :class:`~napari_hyperfusion.preprocess.ImageError` (scan) and
-    :class:`~napari_hyperfusion.schema.SchemaError` (record)."""
+    :class:`~napari_hyperfusion.preprocess.ImageError` (scan),
+    :class:`~napari_hyperfusion.schema.SchemaError` (record) and
+    :class:`~napari_hyperfusion.notes.NoteEncoderError` (note)."""
     start = time.perf_counter()
     if progress:
         progress("resampling the scan onto the model grid")
-    views, tabular, filled, imputed = prepare_subject(model, scan, record)
+    views, tabular, filled, imputed = prepare_subject(model, scan, record, note)
     if progress:
         progress(f"running the network on {model.device.type}")
-    pred = predict_views(model.net, views, tabular, model.info.is_classifier, device=model.device)
+    pred = predict_views(model.net, views, tabular, model.info.kind, device=model.device)
     info = model.info
     view_names = ModelGrid.from_dict(info.image).view_names if info.config.uses_image else []
     return SubjectPrediction(
@@ -123,4 +146,6 @@ def predict_subject(
         seconds=time.perf_counter() - start,
         device=str(model.device),
         synthetic_model=info.synthetic_data,
+        thresholds=list(info.thresholds),
+        note=note if info.config.uses_note else "",
     )

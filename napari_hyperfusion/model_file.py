@@ -47,7 +47,7 @@ METADATA_KEY = "napari_hyperfusion"
 FORMAT_NAME = "napari-hyperfusion-model"
 FORMAT_VERSION = 1
 MODEL_SUFFIX = ".safetensors"
-TASKS = ("ad_classification", "brain_age")
+TASKS = ("ad_classification", "brain_age", "risk_multilabel")
 _HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
 
 
@@ -63,9 +63,14 @@ class ModelFileError(ValueError):
 class ModelInfo:
     """Everything about a model except its weights.
 
-    ``outputs`` are class names (classification) or one name (regression);
-    ``output_unit`` e.g. ``"years"``; ``image`` describes the model grid
-    (``{"shape": [D, H, W], "spacing_mm": [..], "space": "MNI152", ...}``).
+    ``outputs`` are class names (classification), label names
+    (multilabel) or one name (regression); ``output_unit`` e.g.
+    ``"years"``; ``image`` describes the model grid (``{"shape": [D, H, W],
+    "spacing_mm": [..], "space": "MNI152", ...}``). Multilabel models also
+    carry ``thresholds`` (one decision threshold per label, chosen on the
+    validation rows), ``feature_selection`` (stage 1's tests, see
+    :class:`~napari_hyperfusion.risk_features.RiskSelection`) and, when they
+    read notes, ``note_encoder`` (which embedding model).
     """
 
     name: str
@@ -80,6 +85,9 @@ class ModelInfo:
     image: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    thresholds: list[float] = field(default_factory=list)
+    feature_selection: dict[str, Any] = field(default_factory=dict)
+    note_encoder: str = ""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -95,10 +103,34 @@ class ModelInfo:
                 f"{self.config.tabular_dim}",
                 "bad_metadata",
             )
+        if self.thresholds and len(self.thresholds) != len(self.outputs):
+            raise ModelFileError(
+                f"{len(self.thresholds)} thresholds for {len(self.outputs)} labels", "bad_metadata"
+            )
 
     @property
     def is_classifier(self) -> bool:
+        """Single-label classification (softmax)."""
         return self.task == "ad_classification"
+
+    @property
+    def kind(self) -> str:
+        """``"multiclass"``, ``"multilabel"`` or ``"regression"``."""
+        return {"ad_classification": "multiclass", "risk_multilabel": "multilabel"}.get(self.task, "regression")
+
+    @property
+    def label_thresholds(self) -> list[float]:
+        """A multilabel model's decision thresholds (0.5 where none stored)."""
+        return list(self.thresholds) if self.thresholds else [0.5] * len(self.outputs)
+
+    def risk_selection(self):
+        """Stage 1's :class:`~napari_hyperfusion.risk_features.RiskSelection`,
+        or ``None`` for a model without one."""
+        if not self.feature_selection:
+            return None
+        from .risk_features import RiskSelection
+
+        return RiskSelection.from_dict(self.feature_selection)
 
     @property
     def flags_text(self) -> str:
@@ -123,6 +155,9 @@ class ModelInfo:
             "image": self.image,
             "metrics": self.metrics,
             "provenance": self.provenance,
+            "thresholds": list(self.thresholds),
+            "feature_selection": self.feature_selection,
+            "note_encoder": self.note_encoder,
         }
 
     @classmethod
@@ -156,6 +191,9 @@ class ModelInfo:
                 image=dict(data.get("image", {})),
                 metrics=dict(data.get("metrics", {})),
                 provenance=dict(data.get("provenance", {})),
+                thresholds=[float(v) for v in data.get("thresholds", [])],
+                feature_selection=dict(data.get("feature_selection", {})),
+                note_encoder=str(data.get("note_encoder", "")),
             )
         except (KeyError, TypeError, SchemaError) as err:
             raise ModelFileError(f"malformed model metadata: {err!r}", "bad_metadata") from None
@@ -208,8 +246,12 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path} is not a file", "not_found")
     size = path.stat().st_size
     with path.open("rb") as fh:
-        head = fh.read(8)
-        if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        head = fh.read(9)
+        # a safetensors file starts with its header's length (8 bytes, little
+        # endian) and then "{"; a length whose low byte is 0x80 must not be
+        # taken for a pickle's PROTO opcode
+        looks_safetensors = len(head) == 9 and head[4:8] == b"\0\0\0\0" and head[8:9] == b"{"
+        if not looks_safetensors and (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"):
             kind = "a zip archive (torch.save checkpoint)" if head[:2] == b"PK" else "a Python pickle"
             raise ModelFileError(
                 f"{path.name} is {kind}, not a safetensors model file. napari-hyperfusion never "
@@ -219,7 +261,8 @@ def _read_header(path: Path) -> dict[str, Any]:
             )
         if len(head) < 8:
             raise ModelFileError(f"{path.name} is too short to be a model file ({size} bytes)", "truncated")
-        (n_header,) = struct.unpack("<Q", head)
+        (n_header,) = struct.unpack("<Q", head[:8])
+        fh.seek(8)
         if n_header > _HEADER_LIMIT:
             raise ModelFileError(f"{path.name} is not a safetensors model file", "not_safetensors")
         if 8 + n_header > size:

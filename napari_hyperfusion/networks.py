@@ -215,8 +215,8 @@ class FusionNet(nn.Module):
         """Finish the forward pass from cached image features.
 
         Features of batch 1 are broadcast to the tabular batch."""
-        if tabular.dim() != 2 or tabular.shape[1] != self.config.tabular_dim:
-            raise ValueError(f"tabular must be [B, {self.config.tabular_dim}], got {tuple(tabular.shape)}")
+        if tabular.dim() != 2 or tabular.shape[1] != self.config.input_dim:
+            raise ValueError(f"tabular must be [B, {self.config.input_dim}], got {tuple(tabular.shape)}")
         n = tabular.shape[0]
         expanded = {}
         for key, value in features.items():
@@ -353,4 +353,8 @@ def build_model(config: ModelConfig) -> FusionNet:
     config.validate()
     if config.backbone == "preact_resnet":
         return PreActResNetFusion(config)
+    if config.backbone == "medfusion":
+        from .medfusion import MedFusionNet
+
+        return MedFusionNet(config)
     return BrainAgeFusion(config)

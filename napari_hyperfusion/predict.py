@@ -33,9 +33,19 @@ class Prediction:
     per_view: np.ndarray
 
 
-def to_probabilities(outputs: torch.Tensor, classifier: bool) -> torch.Tensor:
-    """Softmax for a classifier's logits, identity for a regressor."""
-    return torch.softmax(outputs.float(), dim=-1) if classifier else outputs.float()
+KINDS = ("multiclass", "multilabel", "regression")
+
+
+def to_probabilities(outputs: torch.Tensor, kind: str) -> torch.Tensor:
+    """Softmax for a classifier's logits, a sigmoid per label for a
+    multilabel model, identity for a regressor."""
+    if kind == "multiclass":
+        return torch.softmax(outputs.float(), dim=-1)
+    if kind == "multilabel":
+        return torch.sigmoid(outputs.float())
+    if kind == "regression":
+        return outputs.float()
+    raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
 
 
 @torch.no_grad()
@@ -43,14 +53,16 @@ def predict_views(
     net: FusionNet,
     views: np.ndarray | torch.Tensor | None,
     tabular: np.ndarray | torch.Tensor,
-    classifier: bool,
+    kind: str,
     batch_size: int = 16,
     device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Prediction:
     """Run ``net`` (in eval mode) over subjects in batches of ``batch_size``.
 
-    ``views`` may be ``None`` for the tabular-only baseline."""
+    ``tabular`` is the full non-image input (``model_inputs``); ``kind`` is
+    ``"multiclass"``, ``"multilabel"`` or ``"regression"``. ``views`` may be
+    ``None`` for the tabular-only baseline."""
     was_training = net.training
     net.eval()
     device = torch.device(device) if device is not None else next(net.parameters()).device
@@ -67,7 +79,7 @@ def predict_views(
                 image = None
                 if views is not None and net.config.uses_image:
                     image = torch.as_tensor(views[start:stop, v]).to(device=device, dtype=torch.float32)[:, None]
-                per_view.append(to_probabilities(net(image, t), classifier))
+                per_view.append(to_probabilities(net(image, t), kind))
             out.append(torch.stack(per_view, 1).cpu())
             if progress:
                 progress(stop, n)
@@ -88,12 +100,15 @@ def predict_cohort(
     (:class:`~napari_hyperfusion.model_file.LoadedModel`).
 
     Returns a DataFrame: the ID column, then ``prob_<class>`` and
-    ``predicted`` (classifier) or ``predicted_<output>`` (regressor), and
+    ``predicted`` (classifier), ``prob_<label>`` and ``positive_<label>``
+    (multilabel, at the model's thresholds) or ``predicted_<output>``
+    (regressor), and
     the model's name and hash. The table is checked like a training table
     (columns, values, image paths) but needs no target column."""
     import pandas as pd
 
     from .dataset import TASK_SPECS, load_images, read_cohort
+    from .model_inputs import encode_table
     from .preprocess import ModelGrid
 
     info = model.info
@@ -104,9 +119,9 @@ def predict_cohort(
     if uses_image:
         grid = ModelGrid.from_dict(info.image)
         views = load_images(cohort, grid, jobs=jobs, progress=(lambda i, n: progress("load", i, n)) if progress else None)
-    tabular = info.schema.encode_frame(cohort.table)
+    tabular = encode_table(info.config, info.schema, cohort.table, cohort.notes)
     pred = predict_views(
-        model.net, views, tabular, info.is_classifier, batch_size=batch_size, device=model.device,
+        model.net, views, tabular, info.kind, batch_size=batch_size, device=model.device,
         progress=(lambda i, n: progress("predict", i, n)) if progress else None,
     )  # fmt: skip
     out = pd.DataFrame({spec.id_column: cohort.ids})
@@ -114,6 +129,10 @@ def predict_cohort(
         for k, name in enumerate(info.outputs):
             out[f"prob_{name}"] = pred.values[:, k]
         out["predicted"] = [info.outputs[k] for k in pred.values.argmax(1)]
+    elif info.kind == "multilabel":
+        for k, (name, cut) in enumerate(zip(info.outputs, info.label_thresholds)):
+            out[f"prob_{name}"] = pred.values[:, k]
+            out[f"positive_{name}"] = (pred.values[:, k] >= cut).astype(int)
     else:
         out[f"predicted_{info.outputs[0].replace(' ', '_')}"] = pred.values[:, 0]
         if pred.per_view.shape[1] > 1:

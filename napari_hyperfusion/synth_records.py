@@ -29,6 +29,19 @@ The generative model (effect sizes from the ADNI baseline Table-1 summary,
    residual sharing -0.3 with the stage; entorhinal volume per class; ICV
    1.41 L (female) / 1.60 L (male), SD 0.12 L.
 
+6. Multilabel risk targets (:func:`risk_labels`, documented in the README):
+   amyloid positive (the subject's CSF Abeta42, measured or not, below
+   977 pg/ml, the Elecsys cut-off of Hansson et al. 2018 validated in
+   ADNI), hippocampal atrophy (hippocampus/ICV more than 1.5 SD below the
+   CN fit for the subject's age and sex, a W-score < -1.5), cognitive
+   impairment (MCI or AD) and Alzheimer's dementia (AD). Several are true
+   at once: every AD subject is impaired, most are amyloid positive.
+   (The AV45 cut-off of 1.11 SUVR would call 47 % of synthetic CN subjects
+   positive, against about 30 % in ADNI, because the synthetic AV45 is
+   unimodal; the CSF rule gives 29 / 52 / 86 % for CN / MCI / AD.)
+7. A short clinical note per subject (:mod:`.synth_notes`), drawn last so
+   that every earlier column is unchanged by it.
+
 Brain-age cohort: healthy subjects, age uniform 20-90, sex 50/50, volumes
 on quadratic age curves that differ by sex (men: larger ventricles growing
 faster and faster whole-brain loss; women: faster hippocampal loss).
@@ -40,7 +53,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-__all__ = ["sample_ad_records", "sample_brain_age_records", "AD_TABLE", "CLASSES"]
+__all__ = ["sample_ad_records", "sample_brain_age_records", "risk_labels", "AD_TABLE", "CLASSES", "RISK_LABELS"]
 
 CLASSES = ("CN", "MCI", "AD")
 STAGE = {"apoe4": 0.493, "age": 0.145, "male": 0.197, "educ": 0.165, "cn_below": -0.046, "ad_above": 1.401}
@@ -67,6 +80,32 @@ VOLUME_FITS = {
 ENTORHINAL_MM3 = ((3980, 680), (3580, 770), (2870, 770))
 ICV_L = {"Female": (1.41, 0.12), "Male": (1.60, 0.12)}
 MISSING_COPULA_R = 0.75
+# multilabel risk targets: table column -> label name shown to users
+RISK_LABELS = {
+    "AMYLOID_POS": "amyloid positive",
+    "HIPPO_ATROPHY": "hippocampal atrophy",
+    "IMPAIRED": "cognitive impairment",
+    "DEMENTIA": "Alzheimer's dementia",
+}
+ABETA_POSITIVE_BELOW = 977.0  # pg/ml, Hansson et al. 2018 (Elecsys, ADNI)
+ATROPHY_W_BELOW = -1.5
+
+
+def risk_labels(table: pd.DataFrame) -> pd.DataFrame:
+    """The four 0/1 risk labels of :data:`RISK_LABELS` for records from
+    :func:`sample_ad_records` (needs DX, AGE, PTGENDER, ABETA_LATENT and
+    HIPPOCAMPUS_PERMILLE). Deterministic: no random draw."""
+    a, b, c, sd = VOLUME_FITS["HIPPOCAMPUS"][0]  # the CN norm
+    male = (table["PTGENDER"] == "Male").to_numpy()
+    expected = a + b * (table["AGE"].to_numpy() - 75) + c * male
+    w_score = (table["HIPPOCAMPUS_PERMILLE"].to_numpy() - expected) / sd
+    dx = table["DX"].to_numpy()
+    return pd.DataFrame({
+        "AMYLOID_POS": (table["ABETA_LATENT"].to_numpy() < ABETA_POSITIVE_BELOW).astype(int),
+        "HIPPO_ATROPHY": (w_score < ATROPHY_W_BELOW).astype(int),
+        "IMPAIRED": np.isin(dx, ["MCI", "AD"]).astype(int),
+        "DEMENTIA": (dx == "AD").astype(int),
+    }, index=table.index)  # fmt: skip
 
 
 def _icv(rng: np.random.Generator, sex: np.ndarray) -> np.ndarray:
@@ -80,7 +119,9 @@ def sample_ad_records(n: int, rng: np.random.Generator) -> pd.DataFrame:
     Columns: DX, AGE (years), PTGENDER, PTEDUCAT (years), APOE4 (alleles),
     ABETA, TAU, PTAU (pg/ml), FDG, AV45 (SUVR) with NaN where missing, and
     the generator's ground truth: STAGE (latent), ICV_L, HIPPOCAMPUS_PERMILLE,
-    VENTRICLES_PERMILLE, BRAIN_PERMILLE (of ICV), ENTORHINAL_MM3.
+    VENTRICLES_PERMILLE, BRAIN_PERMILLE (of ICV), ENTORHINAL_MM3,
+    ABETA_LATENT (the CSF value whether measured or not), the risk labels
+    of :data:`RISK_LABELS` and NOTE (a short clinical note, may be empty).
     """
     male = rng.random(n) < 0.508
     sex = np.where(male, "Male", "Female")
@@ -136,7 +177,13 @@ def sample_ad_records(n: int, rng: np.random.Generator) -> pd.DataFrame:
     ent_mean = np.array([m for m, _ in ENTORHINAL_MM3])[dx]
     ent_sd = np.array([s for _, s in ENTORHINAL_MM3])[dx]
     table["ENTORHINAL_MM3"] = np.maximum(ent_mean + ent_sd * (-0.3 * resid + 0.95 * rng.normal(0, 1, n)), 800).round(1)
-    return pd.DataFrame(table)
+    table["ABETA_LATENT"] = values["ABETA"].round(1)
+    frame = pd.DataFrame(table)
+    frame = pd.concat([frame, risk_labels(frame)], axis=1)
+    from .synth_notes import sample_notes
+
+    frame["NOTE"] = sample_notes(frame["DX"].to_numpy(), apoe, rng)  # last: earlier draws stay as they were
+    return frame
 
 
 # brain age: volume (permille of ICV) = v60 + b1 (age - 60) + b2 (age - 60)^2 + male offset

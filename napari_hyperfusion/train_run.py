@@ -9,7 +9,12 @@ embedding), and writes into ``cfg.out``:
   provenance (written atomically, by rank 0 only);
 - ``history.csv``: loss and validation metrics per epoch;
 - ``train_config.json``: the resolved settings;
-- ``checkpoint.pt``: the last epoch's state, for ``--resume``.
+- ``checkpoint.pt``: the last epoch's state, for ``--resume``;
+- ``risk_features.md`` / ``.csv`` (MedFusionNet): stage 1's tests.
+
+For the multilabel risk task, MedFusionNet's stage 1 (risk-feature
+selection) runs on the training rows only, and each label's decision
+threshold is the one that maximises F1 on the validation rows.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ from . import __version__
 from .atomic import write_text_atomically
 from .dataset import Cohort, CohortError, load_images, read_cohort
 from .device import resolve_device
+from .metrics import choose_thresholds
 from .model_file import ModelInfo, save_model
+from .notes import ENCODER_NAME, NOTE_DIM
+from .risk_features import select_risk_features
 from .networks import build_model
 from .predict import predict_views
 from .schema import TabularSchema
@@ -50,7 +58,7 @@ from .training import (
     task_scores,
 )
 
-__all__ = ["TrainOutcome", "train_and_save", "is_synthetic", "task_metrics"]
+__all__ = ["TrainOutcome", "train_and_save", "is_synthetic", "task_metrics", "network_config", "risk_selection_for"]
 
 
 @dataclass
@@ -71,18 +79,44 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def task_metrics(net: torch.nn.Module, data: TrainingData, cohort: Cohort, device: torch.device) -> dict[str, float]:
+def task_metrics(
+    net: torch.nn.Module,
+    data: TrainingData,
+    cohort: Cohort,
+    device: torch.device,
+    thresholds: list[float] | None = None,
+) -> dict[str, float]:
     """Metrics of ``net`` on ``data`` (views averaged)."""
     spec = cohort.spec
-    pred = predict_views(net, data.views, data.tabular, spec.is_classification, device=device)  # type: ignore[arg-type]
-    return task_scores(spec, data.y, pred.values)
+    pred = predict_views(net, data.views, data.tabular, spec.kind, device=device)  # type: ignore[arg-type]
+    return task_scores(spec, data.y, pred.values, thresholds)
 
 
 def prepare_data(
-    cohort: Cohort, views: np.ndarray | None, schema: TabularSchema, index: np.ndarray
+    cohort: Cohort, views: np.ndarray | None, schema: TabularSchema, index: np.ndarray, config=None
 ) -> TrainingData:
     part = cohort.subset(index)
-    return TrainingData.from_cohort(part, schema, None if views is None else views[index])
+    return TrainingData.from_cohort(part, schema, None if views is None else views[index], config)
+
+
+def risk_selection_for(cfg: TrainConfig, cohort: Cohort, train_idx: np.ndarray, schema: TabularSchema):
+    """Stage 1 on the training rows only (``None`` unless MedFusionNet)."""
+    if cfg.fusion != "medfusion":
+        return None
+    rows = cohort.subset(train_idx)
+    return select_risk_features(
+        rows.table, rows.y, cohort.spec.labels, schema, top_n=cfg.risk_top_n, alpha=cfg.risk_alpha,
+        correction=cfg.risk_correction, fitted_on=f"{len(train_idx)} training rows of {cohort.source.name}",
+    )  # fmt: skip
+
+
+def network_config(cfg: TrainConfig, cohort: Cohort, train_idx: np.ndarray, schema: TabularSchema):
+    """``(ModelConfig, RiskSelection or None)`` for a run: stage 1's kept
+    columns and the note's width go into MedFusionNet's config."""
+    selection = risk_selection_for(cfg, cohort, train_idx, schema)
+    columns = selection.columns(schema) if selection is not None else None
+    note_dim = NOTE_DIM if cfg.fusion == "medfusion" and cfg.use_note else 0
+    return model_config_for(cfg, schema, cohort.y[train_idx], columns, note_dim), selection
 
 
 def is_synthetic(cohort: Cohort) -> bool:
@@ -113,6 +147,7 @@ def train_and_save(cfg: TrainConfig, command: str = "") -> TrainOutcome:
     train_rows = cohort.subset(train_idx)
     schema = base_schema(cfg.task).fit(train_rows.table, source=f"{len(train_idx)} training rows of {cohort.source.name}")
 
+    mcfg, selection = network_config(cfg, cohort, train_idx, schema)
     views = None
     if uses_image:
         grid = grid_for(cfg)
@@ -124,11 +159,10 @@ def train_and_save(cfg: TrainConfig, command: str = "") -> TrainOutcome:
         views = load_images(cohort, grid, jobs=cfg.jobs, progress=(lambda i, n: bar.update(1)) if bar else None)
         if bar:
             bar.close()
-    train = prepare_data(cohort, views, schema, train_idx)
-    val = prepare_data(cohort, views, schema, val_idx)
+    train = prepare_data(cohort, views, schema, train_idx, mcfg)
+    val = prepare_data(cohort, views, schema, val_idx, mcfg)
 
     torch.manual_seed(cfg.seed)
-    mcfg = model_config_for(cfg, schema, train.y)
     net = build_model(mcfg)
     out.mkdir(parents=True, exist_ok=True)
     pretrain = pretrain_embedding(net, train, val, cfg, device)
@@ -136,9 +170,15 @@ def train_and_save(cfg: TrainConfig, command: str = "") -> TrainOutcome:
     result = fit(net, train, val, cfg, device, checkpoint=out / "checkpoint.pt", fingerprint=fingerprint,
                  desc=f"train {cfg.fusion}")  # fmt: skip
     net.load_state_dict(result.best_state)
+    thresholds: list[float] = []
+    if spec.is_multilabel:
+        val_pred = predict_views(net, val.views, val.tabular, spec.kind, device=device)
+        thresholds = choose_thresholds(val.y, val_pred.values)
+        result.val_metrics = task_scores(spec, val.y, val_pred.values, thresholds)
     test_metrics: dict[str, float] = {}
     if len(test_idx):
-        test_metrics = task_metrics(net, prepare_data(cohort, views, schema, test_idx), cohort, device)
+        test_data = prepare_data(cohort, views, schema, test_idx, mcfg)
+        test_metrics = task_metrics(net, test_data, cohort, device, thresholds or None)
 
     model_path = None
     if rank == 0:
@@ -164,6 +204,9 @@ def train_and_save(cfg: TrainConfig, command: str = "") -> TrainOutcome:
             synthetic_data=is_synthetic(cohort),
             image=grid_for(cfg).to_dict() if uses_image else {},
             metrics=metrics,
+            thresholds=thresholds,
+            feature_selection=selection.to_dict() if selection is not None else {},
+            note_encoder=ENCODER_NAME if mcfg.uses_note else "",
             provenance={
                 "trained_with": f"napari-hyperfusion {__version__}, torch {torch.__version__}",
                 "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
@@ -181,4 +224,7 @@ def train_and_save(cfg: TrainConfig, command: str = "") -> TrainOutcome:
         history = pd.DataFrame(result.history)
         write_text_atomically(out / "history.csv", history.to_csv(index=False, float_format="%.6g"))
         write_text_atomically(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+        if selection is not None:
+            write_text_atomically(out / "risk_features.md", selection.to_markdown())
+            write_text_atomically(out / "risk_features.csv", selection.to_frame().to_csv(index=False))
     return TrainOutcome(model_path, net, result, test_metrics, len(train_idx), len(val_idx), len(test_idx))

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .atomic import atomic_write
 from .config import ModelConfig, brain_age_hyper_sites
 from .dataset import TASK_SPECS, Cohort, TaskSpec
-from .metrics import classification_metrics, regression_metrics
+from .metrics import classification_metrics, multilabel_metrics, regression_metrics
 from .networks import FusionNet, build_model
 from .predict import predict_views
 from .preprocess import ModelGrid
@@ -56,6 +56,9 @@ __all__ = [
     "fit",
     "dist_info",
     "task_scores",
+    "selection_metric",
+    "multilabel_loss",
+    "LOSSES",
 ]
 
 
@@ -70,7 +73,9 @@ class TrainConfigError(ValueError):
 _TASK_DEFAULTS = {
     "ad": {"crop": "hippocampus", "grid_shape": [24, 32, 24], "spacing_mm": 2.0},
     "brain_age": {"crop": "whole", "grid_shape": [40, 48, 40], "spacing_mm": 4.0},
+    "risk": {"crop": "hippocampus", "grid_shape": [24, 32, 24], "spacing_mm": 2.0},
 }
+LOSSES = ("weighted_bce", "bce", "asl")
 
 
 @dataclass
@@ -105,6 +110,13 @@ class TrainConfig:
     pretrain_tabular_epochs: int = 0
     augment: bool = True
     class_weights: bool = True
+    # multilabel risk task (MedFusionNet's stage 1, the note, the loss)
+    loss: str = "weighted_bce"
+    risk_top_n: int = 3
+    risk_alpha: float = 0.05
+    risk_correction: str = "fdr_bh"
+    use_note: bool = True
+    note_dropout: float = 0.2
     # data
     val_fraction: float = 0.2
     test_fraction: float = 0.0
@@ -135,6 +147,12 @@ class TrainConfig:
             (0 <= self.test_fraction < 1 - self.val_fraction, "test_fraction must be >= 0 and leave training rows"),
             (self.pretrain_tabular_epochs >= 0, "pretrain_tabular_epochs must be >= 0"),
             (self.save_dtype in ("float16", "float32"), "save_dtype must be float16 or float32"),
+            (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),
+            (self.risk_top_n >= 1, "risk_top_n must be >= 1"),
+            (0 < self.risk_alpha <= 1, "risk_alpha must be in (0, 1]"),
+            (self.risk_correction in ("fdr_bh", "bonferroni", "none"), "risk_correction must be fdr_bh, bonferroni or none"),
+            (0 <= self.note_dropout < 1, "note_dropout must be in [0, 1)"),
+            (self.fusion != "medfusion" or self.task == "risk", "fusion medfusion is for the multilabel risk task"),
         ]
         for ok, message in checks:
             if not ok:
@@ -218,16 +236,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def base_schema(task: str) -> TabularSchema:
-    return adni_schema() if task == "ad" else brain_age_schema()
+    return brain_age_schema() if task == "brain_age" else adni_schema()
 
 
 def grid_for(cfg: TrainConfig) -> ModelGrid:
     return ModelGrid(crop=cfg.crop, shape=tuple(cfg.grid_shape), spacing_mm=cfg.spacing_mm)  # type: ignore[arg-type]
 
 
-def model_config_for(cfg: TrainConfig, schema: TabularSchema, y_train: np.ndarray) -> ModelConfig:
+def model_config_for(
+    cfg: TrainConfig,
+    schema: TabularSchema,
+    y_train: np.ndarray,
+    tabular_columns: list[int] | None = None,
+    note_dim: int = 0,
+) -> ModelConfig:
     """The network config for ``cfg``; a regressor's output scale and shift
-    are the training targets' SD and mean (training rows only)."""
+    are the training targets' SD and mean (training rows only). MedFusionNet
+    takes stage 1's ``tabular_columns`` and the note's ``note_dim``."""
     common: dict[str, Any] = dict(
         fusion=cfg.fusion, tabular_dim=schema.n_features, input_shape=tuple(cfg.grid_shape),
         base_filters=cfg.base_filters, dropout=cfg.dropout,
@@ -237,8 +262,13 @@ def model_config_for(cfg: TrainConfig, schema: TabularSchema, y_train: np.ndarra
     if cfg.hyper_sites is not None:
         common["hyper_sites"] = tuple(cfg.hyper_sites)
     try:
-        if cfg.task == "ad":
-            return ModelConfig(backbone="preact_resnet", n_outputs=len(cfg.spec.classes), **common)
+        if cfg.task == "risk" and cfg.fusion == "medfusion":
+            return ModelConfig(
+                backbone="medfusion", n_outputs=len(cfg.spec.labels), tabular_columns=tabular_columns,
+                note_dim=note_dim, **common,
+            )  # fmt: skip
+        if cfg.task in ("ad", "risk"):
+            return ModelConfig(backbone="preact_resnet", n_outputs=len(cfg.spec.outputs), **common)
         common.setdefault("hyper_sites", brain_age_hyper_sites())
         common.setdefault("emb_dim", 1)
         return ModelConfig(
@@ -251,8 +281,11 @@ def model_config_for(cfg: TrainConfig, schema: TabularSchema, y_train: np.ndarra
 
 # -- splits ------------------------------------------------------------------
 def _strata(y: np.ndarray, classification: bool) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2:  # multilabel: stratify by the pattern of labels
+        return (y.astype(np.int64) * (2 ** np.arange(y.shape[1]))).sum(1)
     if classification:
-        return np.asarray(y)
+        return y
     # regression: stratify by quintile so every split spans the age range
     edges = np.quantile(y, [0.2, 0.4, 0.6, 0.8])
     return np.searchsorted(edges, y)
@@ -312,8 +345,16 @@ class TrainingData:
         return len(self.y)
 
     @classmethod
-    def from_cohort(cls, cohort: Cohort, schema: TabularSchema, views: np.ndarray | None) -> TrainingData:
+    def from_cohort(
+        cls, cohort: Cohort, schema: TabularSchema, views: np.ndarray | None, config: ModelConfig | None = None
+    ) -> TrainingData:
+        """``tabular`` is the network's whole non-image input (with the note
+        for a ``config`` that reads one)."""
+        from .model_inputs import encode_table
+
         assert cohort.y is not None
+        if config is not None and config.uses_note:
+            return cls(views=views, tabular=encode_table(config, schema, cohort.table, cohort.notes), y=cohort.y)
         return cls(views=views, tabular=schema.encode_frame(cohort.table), y=cohort.y)
 
 
@@ -384,19 +425,32 @@ class FitResult:
     seconds: float = 0.0
 
 
-def task_scores(spec: TaskSpec, y: np.ndarray, values: np.ndarray) -> dict[str, float]:
+def task_scores(
+    spec: TaskSpec, y: np.ndarray, values: np.ndarray, thresholds: list[float] | None = None
+) -> dict[str, float]:
     """The task's metrics of predictions ``values [N, K]`` (probabilities,
-    or ``[N, 1]`` in the target's unit) against ``y [N]``."""
+    or ``[N, 1]`` in the target's unit) against ``y [N]`` (``[N, L]`` for
+    multilabel, decided at ``thresholds``)."""
+    if spec.is_multilabel:
+        return multilabel_metrics(y, values, spec.labels, thresholds)
     if spec.is_classification:
         return classification_metrics(y, values, spec.classes)
     return regression_metrics(y, np.asarray(values)[:, 0])
 
 
+def selection_metric(spec: TaskSpec) -> str:
+    """The validation metric that picks the best epoch (and the evaluation's
+    headline): balanced accuracy, macro AUC (multilabel) or MAE."""
+    return {"multiclass": "balanced_accuracy", "multilabel": "auc_macro"}.get(spec.kind, "mae")
+
+
 def _score(net: FusionNet, data: TrainingData, spec: TaskSpec, device: torch.device) -> tuple[float, dict]:
-    """Validation loss and metrics; the metric to select on is
-    ``balanced_accuracy`` (classification) or ``mae`` (regression)."""
-    pred = predict_views(net, data.views, data.tabular, spec.is_classification, batch_size=32, device=device)
-    if spec.is_classification:
+    """Validation loss and metrics (see :func:`selection_metric`)."""
+    pred = predict_views(net, data.views, data.tabular, spec.kind, batch_size=32, device=device)
+    if spec.is_multilabel:
+        p = np.clip(pred.values, 1e-7, 1 - 1e-7)
+        loss = float(-(data.y * np.log(p) + (1 - data.y) * np.log(1 - p)).mean())
+    elif spec.is_classification:
         probs = np.clip(pred.values, 1e-7, 1.0)
         loss = float(-np.log(probs[np.arange(len(data.y)), data.y]).mean())
     else:
@@ -410,9 +464,44 @@ def _class_weights(y: np.ndarray, k: int) -> torch.Tensor:
     return torch.tensor(weights / (weights * counts).sum() * len(y), dtype=torch.float32)
 
 
-def _sample_losses(out: torch.Tensor, y: torch.Tensor, net: FusionNet, weights: torch.Tensor | None) -> torch.Tensor:
-    """Per-sample loss: class-weighted cross entropy, or the squared error
-    in units of the training targets' SD."""
+def _pos_weights(y: np.ndarray) -> torch.Tensor:
+    """Per label ``negatives / positives`` on the training rows, clipped to
+    [0.1, 10]: a rare label's positives count as much as its negatives."""
+    pos = y.sum(0)
+    return torch.tensor(np.clip((len(y) - pos) / np.maximum(pos, 1), 0.1, 10.0), dtype=torch.float32)
+
+
+def multilabel_loss(
+    logits: torch.Tensor, y: torch.Tensor, kind: str = "weighted_bce", pos_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-sample multilabel loss ``[B]`` (the mean over labels).
+
+    - ``"bce"``: binary cross entropy per label;
+    - ``"weighted_bce"``: the same with positives weighted by ``pos_weight
+      [L]`` (negatives / positives on the training rows);
+    - ``"asl"``: the asymmetric loss (Ridnik et al., ICCV 2021) with
+      gamma+ = 0, gamma- = 4 and a 0.05 probability margin on negatives,
+      which down-weights the many easy negatives of rare labels.
+
+    Shapes: ``logits [B, L]``, ``y [B, L]`` 0/1 float."""
+    logits, y = logits.float(), y.float()
+    if kind == "asl":
+        p = torch.sigmoid(logits)
+        p_neg = (p - 0.05).clamp(min=0)
+        loss_pos = y * torch.log(p.clamp(min=1e-8))
+        loss_neg = (1 - y) * p_neg.pow(4) * torch.log((1 - p_neg).clamp(min=1e-8))
+        return -(loss_pos + loss_neg).mean(1)
+    weight = pos_weight if kind == "weighted_bce" else None
+    return F.binary_cross_entropy_with_logits(logits, y, pos_weight=weight, reduction="none").mean(1)
+
+
+def _sample_losses(
+    out: torch.Tensor, y: torch.Tensor, net: FusionNet, weights: torch.Tensor | None, loss: str = "weighted_bce"
+) -> torch.Tensor:
+    """Per-sample loss: the multilabel loss, class-weighted cross entropy,
+    or the squared error in units of the training targets' SD."""
+    if y.dim() == 2:
+        return multilabel_loss(out, y, loss, weights)
     if net.config.n_outputs > 1:
         return F.cross_entropy(out.float(), y, weight=weights, reduction="none")
     return ((out.float()[:, 0] - y) / net.config.output_scale) ** 2
@@ -454,10 +543,16 @@ def fit(
     weights = None
     if spec.is_classification and cfg.class_weights:
         weights = _class_weights(train.y, len(spec.classes)).to(device)
+    elif spec.is_multilabel:
+        weights = _pos_weights(train.y).to(device)
+    note_part = None
+    if net.config.uses_note and cfg.note_dropout > 0:
+        note_part = slice(net.config.tabular_dim, net.config.input_dim)
     y_all = torch.as_tensor(train.y)
     tab_all = torch.as_tensor(train.tabular)
 
-    higher = spec.is_classification
+    higher = spec.kind != "regression"
+    metric_name = selection_metric(spec)
     best_metric = -math.inf if higher else math.inf
     best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     best_epoch, bad_epochs, start_epoch = 0, 0, 1
@@ -510,11 +605,15 @@ def fit(
                 image = _batch_images(train, index, cfg, epoch, training=True)
                 image = image.to(device) if image is not None else None
                 tab, y = tab_all[index].to(device), y_all[index].to(device)
+                if note_part is not None:  # the model must also cope without a note
+                    dropped = torch.rand(len(index)) < cfg.note_dropout
+                    tab = tab.clone()
+                    tab[dropped.to(device), note_part] = 0.0
                 sync = world > 1 and m < len(mine) - 1
                 with model.no_sync() if sync else nullcontext():  # type: ignore[operator]
                     with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
                         out = model(image, tab)
-                    losses = _sample_losses(out, y, net, weights)
+                    losses = _sample_losses(out, y, net, weights, cfg.loss)
                     # DDP averages over processes: scale so the step's gradient
                     # is that of the mean loss over the whole batch
                     loss = losses.sum() * world / len(batch)
@@ -537,7 +636,7 @@ def fit(
             dist.all_reduce(totals)
             running, seen = float(totals[0]), int(totals[1])
         val_loss, val_metrics = _score(net, val, spec, device)
-        metric = val_metrics["balanced_accuracy" if higher else "mae"]
+        metric = val_metrics[metric_name]
         row = {"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss, **val_metrics}
         history.append(row)
         improved = metric > best_metric if higher else metric < best_metric
@@ -547,7 +646,7 @@ def fit(
         else:
             bad_epochs += 1
         if bar is not None:
-            name = "bacc" if higher else "MAE"
+            name = {"balanced_accuracy": "bacc", "auc_macro": "AUC", "mae": "MAE"}[metric_name]
             bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}", **{f"val_{name}": f"{metric:.3f}"})
         if on_epoch is not None:
             on_epoch(row)

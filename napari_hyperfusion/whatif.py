@@ -7,7 +7,10 @@ Everything in a network that does not depend on the EHR is computed once per
 paper's AD model: the generated 1x1x1 shortcut of block 4, pooling and the
 head). Response curves decode a whole range of values of one field in one
 batched call. For HyperFusion the generated layers' parameters are
-exposed, and how far they move from the patient's.
+exposed, and how far they move from the patient's. MedFusionNet fuses the
+EHR (and the note) in its label decoder after the whole image stream, so
+its cache is exact too; it generates no weights (:meth:`generated` is
+empty).
 
 Shapes: predictions ``[K]`` (class probabilities or years), curves
 ``[n, K]``; generated weights per layer as in the layer (e.g. ``[256, 128,
@@ -24,6 +27,8 @@ import numpy as np
 import torch
 
 from .model_file import LoadedModel
+from .model_inputs import encode_records
+from .predict import to_probabilities
 from .preprocess import ModelGrid, Scan, prepare_views
 from .schema import Field
 
@@ -63,8 +68,9 @@ class WhatIfSession:
     ``key`` identifies what the cache depends on; :meth:`matches` says
     whether it is still valid for another (model, scan id, device)."""
 
-    def __init__(self, model: LoadedModel, scan: Scan | None, scan_id: str = "") -> None:
+    def __init__(self, model: LoadedModel, scan: Scan | None, scan_id: str = "", note: str = "") -> None:
         self.model = model
+        self.note = note  # a model that reads notes holds the note fixed while the EHR vary
         self.net = model.net.eval()
         self.device = model.device
         self.key = (model.sha256, scan_id, str(model.device))
@@ -88,9 +94,15 @@ class WhatIfSession:
         return self.key == (model.sha256, scan_id, str(model.device))
 
     # -- predictions -----------------------------------------------------------
+    def set_note(self, note: str) -> None:
+        """Change the note (a cheap change: the image features stay)."""
+        if note != self.note:
+            self.note = note
+            self._memo.clear()
+
     def encode_records(self, records: list[Mapping[str, Any]]) -> torch.Tensor:
-        schema = self.model.info.schema
-        return torch.as_tensor(np.stack([schema.encode(r) for r in records]), device=self.device)
+        info = self.model.info
+        return torch.as_tensor(encode_records(info.config, info.schema, records, self.note), device=self.device)
 
     @torch.no_grad()
     def predict_encoded(self, tabular: torch.Tensor) -> np.ndarray:
@@ -103,7 +115,7 @@ class WhatIfSession:
             # row (view i, record j) at i * n + j
             features = {k: f.repeat_interleave(n, 0) if f.shape[0] == v else f for k, f in self._stacked.items()}
             out = self.net.decode(features, tabular.repeat(v, 1))
-        out = torch.softmax(out, -1) if self.model.info.is_classifier else out
+        out = to_probabilities(out, self.model.info.kind)
         return out.view(v, n, -1).mean(0).cpu().numpy()
 
     def _key(self, record: Mapping[str, Any]) -> tuple:

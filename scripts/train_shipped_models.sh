@@ -9,7 +9,7 @@ hf=.venv/bin/hyperfusion
 [ -f data/ad600/cohort.csv ] || $hf make-cohort --task ad --n 600 --seed 0 --out data/ad600 --jobs 2
 [ -f data/ba300/participants.tsv ] || $hf make-cohort --task brain_age --n 300 --seed 0 --out data/ba300 --jobs 2
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(ad_hyperfusion ad_imaging ad_concat brain_age_hyperfusion)  # ad_film.toml: optional
+[ ${#names[@]} -gt 0 ] || names=(ad_hyperfusion ad_imaging ad_concat brain_age_hyperfusion risk_medfusion risk_hyperfusion)  # ad_film.toml: optional
 for name in "${names[@]}"; do
   echo "== $name"
   $hf train "models/configs/$name.toml" --set progress=false
