@@ -76,10 +76,15 @@ def higher_is_better(metric: str) -> bool:
 
 
 def _safe(score, *args) -> float:
-    try:
-        return float(score(*args))
-    except ValueError:  # a label with one class only
-        return float("nan")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a label with one class only: NaN, said once in the docstring
+        try:
+            value = float(score(*args))
+        except ValueError:
+            return float("nan")
+    return value
 
 
 def multilabel_metrics(

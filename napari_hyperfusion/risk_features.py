@@ -37,7 +37,8 @@ _MIN_PER_GROUP = 3
 
 @dataclass(frozen=True)
 class FieldTest:
-    """One (field, label) test. ``statistic`` is U or chi-square, ``p`` the
+    """One (field, label) test. ``statistic`` is U or chi-square (0 when
+    the field could not be tested: too few measured, or constant), ``p`` the
     raw and ``q`` the corrected p-value, ``n`` the rows with the field
     measured, ``rank`` the field's place for this label (1 = strongest)."""
 
@@ -143,17 +144,17 @@ def _test_field(values: list, positive: np.ndarray, numeric: bool) -> tuple[str,
     n = int(seen.sum())
     pos, neg = seen & positive, seen & ~positive
     if pos.sum() < _MIN_PER_GROUP or neg.sum() < _MIN_PER_GROUP:
-        return "too few measured", float("nan"), 0.0, 1.0, n
+        return "too few measured", 0.0, 0.0, 1.0, n
     if numeric:
         x = np.array([float(v) if v is not None else np.nan for v in values])
         if np.ptp(x[seen]) == 0:
-            return "constant", float("nan"), 0.0, 1.0, n
+            return "constant", 0.0, 0.0, 1.0, n
         u, p = mannwhitneyu(x[pos], x[neg], alternative="two-sided")
         auc = u / (pos.sum() * neg.sum())
         return "Mann-Whitney U", float(u), float(2 * auc - 1), float(p), n
     cats = sorted({str(v) for v, s in zip(values, seen) if s})
     if len(cats) < 2:
-        return "constant", float("nan"), 0.0, 1.0, n
+        return "constant", 0.0, 0.0, 1.0, n
     text = np.array([str(v) for v in values])
     counts = np.array([[np.sum(pos & (text == c)), np.sum(neg & (text == c))] for c in cats])
     chi2, p, _, _ = chi2_contingency(counts, correction=False)

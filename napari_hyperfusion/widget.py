@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
     QLabel,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -37,6 +38,7 @@ from .device import available_devices, resolve_device
 from .inference import SubjectPrediction, predict_subject
 from .model_file import LoadedModel, ModelFileError, load_model, read_info
 from .nifti_io import layer_affine
+from .notes import NoteEncoderError
 from .preprocess import ImageError, scan_from_array
 from .records import RecordError, read_record_table, record_from_row
 from .resources import shipped_models
@@ -180,6 +182,16 @@ class HyperFusionPanel(ExplainSection, WhatIfSection, QWidget):
         input_layout.addLayout(image_row)
         self.form = QFormLayout()
         input_layout.addLayout(self.form)
+        self.note_label = QLabel("Clinical note (free text, optional; the model embeds it offline):")
+        self.note_label.setWordWrap(True)
+        self.note_edit = QPlainTextEdit()
+        self.note_edit.setObjectName("note_edit")
+        self.note_edit.setPlaceholderText("e.g. Reports forgetting recent conversations. Mother had Alzheimer's disease.")
+        self.note_edit.setMaximumHeight(80)
+        input_layout.addWidget(self.note_label)
+        input_layout.addWidget(self.note_edit)
+        self.note_label.setVisible(False)
+        self.note_edit.setVisible(False)
         self.load_record_button = QPushButton("Load record from CSV...")
         self.load_record_button.clicked.connect(self._ask_record_file)
         input_layout.addWidget(self.load_record_button)
@@ -295,6 +307,8 @@ class HyperFusionPanel(ExplainSection, WhatIfSection, QWidget):
         self.target_combo.clear()
         self.target_combo.addItems(list(model.info.outputs))
         self._build_form(model.info.schema)
+        self.note_label.setVisible(model.info.config.uses_note)
+        self.note_edit.setVisible(model.info.config.uses_note)
         self._build_whatif(model.info.schema)
         self.device_label.setText(f"using {model.device}")
         self._validate()
@@ -306,11 +320,19 @@ class HyperFusionPanel(ExplainSection, WhatIfSection, QWidget):
                  + (f" ({info.output_unit})" if info.output_unit else "")]  # fmt: skip
         c = info.config
         lines.append(f"Network: {c.fusion} on {c.backbone}" + (f", generated: {', '.join(c.hyper_sites)}" if c.hyper_sites else ""))
+        selection = info.risk_selection()
+        if selection is not None:
+            read = selection.fields(info.schema)
+            lines.append(f"Stage 1 kept {len(read)} of {len(info.schema.names)} EHR fields: {', '.join(read) or 'none'}"
+                         " (the others are in the form but the network does not read them)")  # fmt: skip
+        if c.uses_note:
+            lines.append("Reads a clinical note (all-MiniLM-L6-v2, offline)")
         if info.flags_text:
             lines.append(f"<span style='color:#f0a030'>{info.flags_text}</span>")
         test = info.metrics.get("test") or info.metrics.get("validation") or {}
         label = "held-out test" if "test" in info.metrics else "validation"
-        shown = {k: v for k, v in test.items() if k in ("balanced_accuracy", "auc_macro_ovr", "mae", "r2")}
+        keys = ("balanced_accuracy", "auc_macro_ovr", "mae", "r2", "auc_macro", "ap_macro", "f1_macro")
+        shown = {k: v for k, v in test.items() if k in keys}
         if shown:
             lines.append(f"Training metrics ({label}): " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
         self.model_info.setText("<br>".join(lines))
@@ -340,6 +362,12 @@ class HyperFusionPanel(ExplainSection, WhatIfSection, QWidget):
         """The form's values by field name (``None`` for "not known")."""
         return {name: editor.value() for name, editor in self.editors.items()}
 
+    def note_text(self) -> str:
+        """The clinical note as typed ("" for a model that reads none)."""
+        if self.model is None or not self.model.info.config.uses_note:
+            return ""
+        return self.note_edit.toPlainText().strip()
+
     def set_record(self, record: dict[str, Any]) -> list[str]:
         """Fill the form from a raw record (e.g. a CSV row). Values that do
         not parse are left as they were and reported; returns the problems."""
@@ -347,6 +375,9 @@ class HyperFusionPanel(ExplainSection, WhatIfSection, QWidget):
             return []
         problems = []
         self._building = True
+        note = record.get("NOTE")
+        if note is not None and not (isinstance(note, float) and math.isnan(note)):
+            self.note_edit.setPlainText(str(note))
         for name, editor in self.editors.items():
             if name not in record:
                 continue
@@ -488,14 +519,14 @@ class HyperFusionPanel(ExplainSection, WhatIfSection, QWidget):
             return
         from napari.qt.threading import thread_worker
 
-        model, record, layer = self.model, self.record(), self.current_layer()
+        model, record, layer, note = self.model, self.record(), self.current_layer(), self.note_text()
 
         @thread_worker
         def work():
             yield "resampling the scan onto the model grid"
             try:
-                return predict_subject(model, scan, record)
-            except (ImageError, SchemaError) as err:
+                return predict_subject(model, scan, record, note=note)
+            except (ImageError, SchemaError, NoteEncoderError) as err:
                 # bad input is an answer, not a crash: hand the message back
                 return f"Cannot predict: {err}"
 
@@ -540,7 +571,18 @@ class HyperFusionPanel(ExplainSection, WhatIfSection, QWidget):
         ax_fig = self.figure
         ax_fig.clear()
         ax = ax_fig.add_subplot(111)
-        if result.is_classifier:
+        if result.is_multilabel:
+            cuts = result.thresholds or [0.5] * len(result.values)
+            y = np.arange(len(result.values))[::-1]
+            colors = ["#f0a030" if v >= t else "#4c9be8" for v, t in zip(result.values, cuts)]
+            ax.barh(y, result.values, color=colors)
+            for yi, v, t in zip(y, result.values, cuts):
+                ax.plot([t, t], [yi - 0.4, yi + 0.4], color="k", linewidth=1)
+                ax.text(min(v + 0.02, 0.85), yi, f"{v:.0%}", va="center", fontsize=8)
+            ax.set_yticks(y, result.outputs, fontsize=7)
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("probability per label (black tick: the label's threshold)", fontsize=7)
+        elif result.is_classifier:
             colors = ["#4c9be8" if i != int(np.argmax(result.values)) else "#f0a030" for i in range(len(result.values))]
             ax.bar(result.outputs, result.values, color=colors)
             ax.set_ylim(0, 1)
@@ -565,6 +607,8 @@ class HyperFusionPanel(ExplainSection, WhatIfSection, QWidget):
         self.status.setText("done")
         if result.is_classifier:
             self.target_combo.setCurrentText(result.predicted)
+        elif result.is_multilabel:
+            self.target_combo.setCurrentText(result.outputs[int(np.argmax(result.values))])
         if store and layer is not None:
             layer.metadata[RESULT_KEY] = result.to_metadata()
             self.reset_whatif()

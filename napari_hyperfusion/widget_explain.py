@@ -1,5 +1,6 @@
 """The panel's "Explain (Captum)" section: image maps as overlay layers,
-EHR-field attributions as a bar chart (a mixin of :class:`HyperFusionPanel`;
+EHR-field attributions as a bar chart and, for a model that reads notes,
+the note's sentences as a second chart (a mixin of :class:`HyperFusionPanel`;
 the work is :mod:`napari_hyperfusion.explain`)."""
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from matplotlib.figure import Figure
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox, QVBoxLayout
 
-from .explain import IMAGE_METHODS, Cancelled, attribute_image, attribute_tabular
+from .explain import IMAGE_METHODS, Cancelled, attribute_image, attribute_note, attribute_tabular
 from .model_file import LoadedModel
+from .notes import NoteEncoderError
 from .overlays import OVERLAY_KEY, overlay_layers
 from .preprocess import ImageError
 from .schema import SchemaError
@@ -71,6 +73,11 @@ class ExplainSection:
         self.ehr_canvas = FigureCanvasQTAgg(self.ehr_figure)
         self.ehr_canvas.setMinimumHeight(170)
         explain_layout.addWidget(self.ehr_canvas)
+        self.note_figure = Figure(figsize=(3.2, 1.8), tight_layout=True)
+        self.note_canvas = FigureCanvasQTAgg(self.note_figure)
+        self.note_canvas.setMinimumHeight(140)
+        self.note_canvas.setVisible(False)
+        explain_layout.addWidget(self.note_canvas)
         self.explain_label = QLabel("Maps appear as layers on the scan; EHR fields as bars (IG).")
         self.explain_label.setWordWrap(True)
         explain_layout.addWidget(self.explain_label)
@@ -98,7 +105,7 @@ class ExplainSection:
             return
         from napari.qt.threading import thread_worker
 
-        model, record, layer = self.model, self.record(), self.current_layer()
+        model, record, layer, note = self.model, self.record(), self.current_layer(), self.note_text()
         method = self.method_combo.currentData()
         target = self.target_combo.currentText()
         settings = {"method": method, "target": target, "baseline": self.baseline_combo.currentText(),
@@ -111,14 +118,17 @@ class ExplainSection:
                 image = None
                 if model.info.config.uses_image:
                     image = attribute_image(model, scan, record, progress=step.emit, should_stop=stop.is_set,
-                                            **settings)  # fmt: skip
+                                            note=note, **settings)  # fmt: skip
                 if stop.is_set():
                     raise Cancelled()
-                tabular = attribute_tabular(model, scan, record, target=target)
-                return image, tabular
+                tabular = attribute_tabular(model, scan, record, target=target, note=note)
+                sentences = None
+                if model.info.config.uses_note and note:
+                    sentences = attribute_note(model, scan, record, note, target=target, should_stop=stop.is_set)
+                return image, tabular, sentences
             except Cancelled:
                 return "Explanation cancelled; nothing was changed."
-            except (ImageError, SchemaError, ValueError) as err:
+            except (ImageError, SchemaError, NoteEncoderError, ValueError) as err:
                 return f"Cannot explain: {err}"
 
         worker = work()
@@ -145,8 +155,8 @@ class ExplainSection:
             if not result.startswith("Explanation cancelled"):
                 self.notify_error(result)
             return
-        image, tabular = result
-        self.last_explanation = (image, tabular)
+        image, tabular, sentences = result
+        self.last_explanation = (image, tabular, sentences)
         source = layer.name if layer is not None else ""
         if image is not None:
             for data, kwargs in overlay_layers(image, source, model.info.name, model.sha256, record):
@@ -159,7 +169,8 @@ class ExplainSection:
                     f"change (delta {image.convergence_delta:.2g}); raise 'IG steps' (now "
                     f"{image.params.get('n_steps')}) for a faithful map."
                 )
-        self._draw_tabular(tabular)
+        self._draw_tabular(tabular, model)
+        self._draw_note(sentences, model)
         parts = []
         if image is not None:
             parts.append(f"{METHOD_LABELS[image.method]} for {image.target}: {image.seconds:.1f} s")
@@ -190,14 +201,44 @@ class ExplainSection:
                 return
         self.viewer.add_image(data, **kwargs)
 
-    def _draw_tabular(self, tabular: Any) -> None:
+    def _draw_tabular(self, tabular: Any, model: LoadedModel | None = None) -> None:
         fig = self.ehr_figure
         fig.clear()
         ax = fig.add_subplot(111)
         values = np.asarray(tabular.values)
         colors = ["#4daf4a" if v >= 0 else "#c2a5cf" for v in values]
-        ax.barh(tabular.labels[::-1], values[::-1], color=colors[::-1])
+        labels = list(tabular.labels)
+        selection = model.info.risk_selection() if model is not None else None
+        if selection is not None:  # say which fields stage 1 dropped: their 0 is by design
+            kept = set(selection.fields(model.info.schema))
+            labels = [f"{lab} (not read)" if name in model.info.schema.names and name not in kept else lab
+                      for name, lab in zip(tabular.fields, labels)]  # fmt: skip
+        ax.barh(labels[::-1], values[::-1], color=colors[::-1])
         ax.axvline(0, color="#888888", linewidth=0.8)
         ax.tick_params(labelsize=7)
         ax.set_title(f"EHR fields -> {tabular.target} (IG vs. average record)", fontsize=8)
         self.ehr_canvas.draw_idle()
+
+    def _draw_note(self, sentences: Any, model: LoadedModel) -> None:
+        """Shapley values of the note's sentences (hidden for models
+        without notes)."""
+        reads_note = model.info.config.uses_note
+        self.note_canvas.setVisible(reads_note)
+        if not reads_note:
+            return
+        fig = self.note_figure
+        fig.clear()
+        ax = fig.add_subplot(111)
+        if sentences is None:
+            ax.text(0.5, 0.5, "no note was given: nothing to attribute", ha="center", va="center", fontsize=7)
+            ax.set_axis_off()
+        else:
+            values = np.asarray(sentences.values)
+            names = [s if len(s) <= 38 else s[:36] + "..." for s in sentences.sentences]
+            colors = ["#4daf4a" if v >= 0 else "#c2a5cf" for v in values]
+            ax.barh(names[::-1], values[::-1], color=colors[::-1])
+            ax.axvline(0, color="#888888", linewidth=0.8)
+            ax.tick_params(labelsize=6)
+            how = "exact Shapley" if sentences.exact else "sampled Shapley"
+            ax.set_title(f"note sentences -> {sentences.target} ({how} vs. no note)", fontsize=8)
+        self.note_canvas.draw_idle()

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .notes import NoteEncoderError
 from .overlays import OVERLAY_KEY, overlay_layers
 from .preprocess import ImageError
 from .schema import SchemaError, TabularSchema
@@ -178,7 +179,8 @@ class WhatIfSection:
                 return None
             if self.model.info.config.uses_image and scan is None:
                 return None
-            self._session = WhatIfSession(self.model, scan, scan_id)
+            self._session = WhatIfSession(self.model, scan, scan_id, note=self.note_text())
+        self._session.set_note(self.note_text())  # the note is held fixed while the sliders move
         return self._session
 
     def update_whatif(self) -> dict[str, Any] | None:
@@ -198,7 +200,7 @@ class WhatIfSection:
         change = session.weight_change(self.patient_record, record)
         compute_ms = (time.perf_counter() - start) * 1e3
         info = self.model.info
-        if info.is_classifier:
+        if info.kind != "regression":
             parts = [f"{n} {v:.0%} ({v - b:+.0%})" for n, v, b in zip(info.outputs, values, base)]
         else:
             parts = [f"{info.outputs[0]} {values[0]:.1f} {info.output_unit} ({values[0] - base[0]:+.1f})"]
@@ -273,7 +275,9 @@ class WhatIfSection:
             ax2.set_title(f"{name}: change from the patient's ({matrix.shape[0]} x {matrix.shape[1]})", fontsize=7)
             ax2.tick_params(labelsize=6)
         else:
-            ax2.text(0.5, 0.5, "this model has no generated weights", ha="center", va="center", fontsize=7)
+            why = ("MedFusionNet generates no weights: the EHR and the note\nenter its label decoder as tokens"
+                   if self.model.info.config.backbone == "medfusion" else "this model has no generated weights")
+            ax2.text(0.5, 0.5, why, ha="center", va="center", fontsize=7)
             ax2.set_axis_off()
         # a full draw now; slider ticks then blit only the two changing artists
         self.whatif_canvas.draw()
@@ -319,9 +323,10 @@ class WhatIfSection:
         try:
             scan = self.current_scan()
             target = self.target_combo.currentText() or None
-            before = attribute_image(self.model, scan, self.patient_record, "saliency", target=target)
-            after = attribute_image(self.model, scan, self.whatif_record(), "saliency", target=target)
-        except (ImageError, SchemaError, ValueError) as err:
+            note = self.note_text()
+            before = attribute_image(self.model, scan, self.patient_record, "saliency", target=target, note=note)
+            after = attribute_image(self.model, scan, self.whatif_record(), "saliency", target=target, note=note)
+        except (ImageError, SchemaError, NoteEncoderError, ValueError) as err:
             self.notify_error(f"Cannot compute the saliency shift: {err}")
             return
         after.maps = after.maps - before.maps

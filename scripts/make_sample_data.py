@@ -36,6 +36,8 @@ AD_SUBJECTS = [
     ("SYN_DEMO_05", "AD", 79.0, "Male", 12, 1, 640.0, 380.0, 37.0, 1.01, 1.41, 1.63, 2850.0,
      "typical AD patient, every value measured"),
 ]
+# the synthetic clinical note each demo subject's record carries (MedFusionNet reads it)
+CLINICAL_NOTES = {'SYN_DEMO_01': "Worried about their memory. Daughter reports getting lost driving to familiar places. Needs help managing medications. Mother had Alzheimer's disease.", 'SYN_DEMO_02': 'Denies memory problems. Independent in daily activities. History of hypertension.', 'SYN_DEMO_03': 'No cognitive complaints today. No family history of dementia.', 'SYN_DEMO_04': 'Reports forgetting recent conversations. Spouse reports repeated questions. Independent in daily activities.', 'SYN_DEMO_05': 'Family notes missed appointments and unpaid bills. Requires assistance with finances. Father diagnosed with dementia in his seventies. Sleeps poorly.'}
 BRAIN_AGE_SUBJECTS = [("sub-young", 25.0, "Female", 1.40), ("sub-old", 82.0, "Male", 1.61)]
 
 
@@ -51,7 +53,7 @@ def main() -> None:
                       PTAU=ptau, FDG=fdg, AV45=av45, IMAGE=f"{pid}.nii.gz", ICV_L=icv, ENTORHINAL_MM3=ento,
                       **ad_volumes(dx, age, sex == "Male"))
         realised = write_scan(record, (2026, i), OUT / record["IMAGE"])
-        rows.append(record | {f"REALISED_{k}": round(v, 3) for k, v in realised.items()} | {"SYNTHETIC": True, "NOTE": note})
+        rows.append(record | {f"REALISED_{k}": round(v, 3) for k, v in realised.items()} | {"SYNTHETIC": True, "DESCRIPTION": note, "NOTE": CLINICAL_NOTES[pid]})
     table = pd.DataFrame(rows)
     extra = [c for c in table.columns if c not in AD_COLUMNS]
     table[AD_COLUMNS + extra].to_csv(OUT / "subjects.csv", index=False, float_format="%.6g")

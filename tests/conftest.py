@@ -86,7 +86,7 @@ def brain_age_cohort(tmp_path_factory):
 
 def tiny_train_settings(task: str) -> dict:
     """Training settings small enough for a test (seconds on 2 cores)."""
-    if task == "ad":
+    if task in ("ad", "risk"):
         grid = {"grid_shape": [16, 24, 16], "spacing_mm": 2.0}
     else:
         grid = {"grid_shape": [16, 16, 16], "spacing_mm": 8.0}
