@@ -1,8 +1,10 @@
 """``napari-hyperfusion``: napari with a synthetic sample subject open and
 the HyperFusion panel docked (the README's demo).
 
-    napari-hyperfusion [--subject SYN_DEMO_01] [--predict] [--explain METHOD] [--screenshot PATH]
+    napari-hyperfusion [--subject SYN_DEMO_01] [--model NAME|PATH] [--predict] [--explain METHOD] [--screenshot PATH]
 
+``--model`` opens a shipped model by name (``risk_medfusion``, the
+MedFusionNet risk model; ``ad_hyperfusion`` is the default) or a file.
 ``--explain METHOD`` adds a Captum map after the prediction.
 ``--screenshot`` predicts, saves a screenshot of the whole window and quits
 (used to make the README's picture).
@@ -32,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="napari-hyperfusion", description=__doc__.split("\n\n")[0])
     parser.add_argument("--subject", default="SYN_DEMO_01", choices=sorted(SUBJECTS))
+    parser.add_argument("--model", help="a shipped model's name (e.g. risk_medfusion) or a .safetensors file")
     parser.add_argument("--predict", action="store_true", help="click Predict once the window is up")
     parser.add_argument("--explain", choices=("saliency", "gradcam", "integrated_gradients", "occlusion"),
                         help="after predicting, explain with this method")
@@ -43,6 +46,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     viewer = napari.Viewer(title="napari-hyperfusion (SYNTHETIC demo data - not for diagnosis)")
     panel = open_demo(viewer, args.subject)
+    if args.model:
+        from pathlib import Path
+
+        from .resources import models_dir
+
+        path = Path(args.model)
+        if not path.suffix:
+            path = models_dir() / f"{args.model}.safetensors"
+        if not panel.open_model(path):
+            print(f"napari-hyperfusion: cannot open the model {args.model}", file=sys.stderr)
+            viewer.close()
+            return 2
     if args.screenshot:
         viewer.window._qt_window.resize(1400, 1300)
     if args.predict or args.screenshot:

@@ -22,7 +22,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["NOTE_DIM", "EMBEDDING_DIM", "ENCODER_NAME", "NoteEncoderError", "embed_notes", "encoder_available"]
+__all__ = [
+    "NOTE_DIM", "EMBEDDING_DIM", "ENCODER_NAME", "NoteEncoderError", "embed_notes", "encoder_available",
+    "encoder_loaded",
+]
 
 EMBEDDING_DIM = 384
 NOTE_DIM = EMBEDDING_DIM + 1
@@ -36,6 +39,11 @@ _MEMO_LIMIT = 50_000
 
 class NoteEncoderError(RuntimeError):
     """The note encoder cannot be loaded or a note cannot be used."""
+
+
+def encoder_loaded() -> bool:
+    """Whether the encoder is in memory (its first use takes seconds)."""
+    return _model is not None
 
 
 def encoder_available() -> bool:

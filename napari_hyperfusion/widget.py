@@ -38,7 +38,7 @@ from .device import available_devices, resolve_device
 from .inference import SubjectPrediction, predict_subject
 from .model_file import LoadedModel, ModelFileError, load_model, read_info
 from .nifti_io import layer_affine
-from .notes import NoteEncoderError
+from .notes import NoteEncoderError, embed_notes, encoder_loaded
 from .preprocess import ImageError, scan_from_array
 from .records import RecordError, read_record_table, record_from_row
 from .resources import shipped_models
@@ -523,8 +523,11 @@ class HyperFusionPanel(ExplainSection, WhatIfSection, QWidget):
 
         @thread_worker
         def work():
-            yield "resampling the scan onto the model grid"
             try:
+                if note and not encoder_loaded():
+                    yield "loading the note encoder (first use: a few seconds)"
+                    embed_notes([note])
+                yield "resampling the scan onto the model grid"
                 return predict_subject(model, scan, record, note=note)
             except (ImageError, SchemaError, NoteEncoderError) as err:
                 # bad input is an answer, not a crash: hand the message back

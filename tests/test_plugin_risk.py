@@ -1,0 +1,96 @@
+"""The shipped MedFusionNet risk model in a real napari viewer: it opens in
+the panel, reads the sample subject's note, predicts per-label
+probabilities, explains image, EHR and note, and drives the what-if
+sliders from cached image features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_hyperfusion import widget as widget_module
+from napari_hyperfusion.inference import predict_subject
+from napari_hyperfusion.model_file import load_model
+from napari_hyperfusion.preprocess import load_scan
+from napari_hyperfusion.resources import models_dir, sample_data_dir
+from napari_hyperfusion.sample_data import subject_record
+
+PLUGIN = "napari-hyperfusion"
+RISK_MODEL = models_dir() / "risk_medfusion.safetensors"
+
+
+@pytest.fixture
+def panel(make_napari_viewer, monkeypatch):
+    shown: list[str] = []
+    monkeypatch.setattr(widget_module, "_notify_error", shown.append)
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "SYN_DEMO_01")
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "HyperFusion explorer")
+    assert dock.open_model(RISK_MODEL)
+    dock.errors = shown
+    return dock
+
+
+def _wait(panel, qtbot, timeout=120_000):
+    qtbot.waitUntil(lambda: panel._worker is None, timeout=timeout)
+
+
+def test_the_shipped_risk_model_opens_and_predicts_every_label(panel, qtbot):
+    record = subject_record("SYN_DEMO_01")
+    assert not panel.note_edit.isHidden() and panel.note_text() == record["NOTE"]
+    assert "Stage 1 kept" in panel.model_info.text()
+    panel.predict()
+    _wait(panel, qtbot)
+    result = panel.last_result
+    assert panel.errors == [] and result.is_multilabel
+    assert result.outputs == ["amyloid positive", "hippocampal atrophy", "cognitive impairment", "Alzheimer's dementia"]
+    expected = predict_subject(load_model(RISK_MODEL, "cpu"), load_scan(sample_data_dir() / "SYN_DEMO_01.nii.gz"),
+                               record, note=record["NOTE"])  # fmt: skip
+    np.testing.assert_allclose(result.values, expected.values, atol=1e-5)
+    assert result.note == record["NOTE"]
+    assert "positive:" in panel.result_label.text()
+    # the labels are not exclusive: probabilities need not sum to one
+    assert all(0 <= v <= 1 for v in result.values)
+
+
+def test_explain_attributes_image_ehr_and_note_sentences(panel, qtbot):
+    panel.predict()
+    _wait(panel, qtbot)
+    panel.target_combo.setCurrentText("cognitive impairment")
+    panel.method_combo.setCurrentIndex(panel.method_combo.findData("saliency"))
+    panel.explain()
+    _wait(panel, qtbot)
+    assert panel.errors == []
+    image, tabular, sentences = panel.last_explanation
+    assert image.target == tabular.target == sentences.target == "cognitive impairment"
+    assert tabular.fields[-1] == "NOTE" and not panel.note_canvas.isHidden()
+    assert len(sentences.sentences) == 4 and sentences.exact
+    overlays = [layer for layer in panel.viewer.layers if "hyperfusion_overlay" in layer.metadata]
+    assert len(overlays) == 2  # one map per hippocampus view
+
+
+def test_whatif_with_the_note_held_fixed(panel, qtbot):
+    panel.predict()
+    _wait(panel, qtbot)
+    panel.reset_whatif()
+    session = panel.whatif_session()
+    assert session.note == panel.note_text() and session.generated(panel.patient_record) == {}
+    panel.set_whatif_value("APOE4", 0.0)
+    entry = panel.update_whatif()
+    expected = session.predict(panel.whatif_record())
+    np.testing.assert_allclose([entry[f"out_{n}"] for n in panel.model.info.outputs], expected, atol=1e-6)
+    # changing the note changes the what-if prediction, from the same cached scan
+    panel.note_edit.setPlainText("Denies memory problems. Independent in daily activities.")
+    after = panel.update_whatif()
+    assert panel.whatif_session() is session
+    assert not np.allclose([after[f"out_{n}"] for n in panel.model.info.outputs], expected)
+
+
+def test_an_unusable_note_is_reported_and_kept(panel, qtbot):
+    long_note = "Reports forgetting recent conversations. " * 80
+    panel.note_edit.setPlainText(long_note)
+    panel.predict()
+    _wait(panel, qtbot)
+    assert any("shorten it" in e for e in panel.errors)
+    assert panel.note_edit.toPlainText() == long_note  # nothing the user typed is lost
+    assert panel.predict_button.isEnabled()
