@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("config", help="the training config (task, cohort, settings)")
     evaluate.add_argument("--set", action="append", metavar="KEY=VALUE", help=overrides_help)
     evaluate.add_argument("--fusions", default="hyperfusion,imaging,tabular,concat,film,daft",
-                          help="comma-separated methods to compare (default: all)")
+                          help="comma-separated methods to compare (default: all); a method may carry its own "
+                               "settings after colons, e.g. medfusion:use_note=false")
     evaluate.add_argument("--folds", type=int, default=4)
     evaluate.add_argument("--seeds", default="0,1", help="comma-separated split seeds (default 0,1)")
     evaluate.add_argument("--test-fraction", type=float, default=0.2, help="held-out test share (default 0.2)")

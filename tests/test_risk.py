@@ -332,3 +332,23 @@ def test_attributions_of_a_medfusion_model(risk_run, ad_cohort):
     assert sum(sentences.values) == pytest.approx(sentences.output - sentences.baseline_output, abs=1e-5)
     image = attribute_image(model, scan, record, "gradcam", target=LABELS[1], note=note)
     assert image.maps.shape[0] == 2 and image.target == LABELS[1]
+
+
+def test_evaluate_compares_medfusion_with_multilabel_hyperfusion(ad_cohort, tmp_path):
+    from conftest import write_toml
+
+    from napari_hyperfusion import cli
+
+    config = tmp_path / "risk.toml"
+    write_toml(config, {**tiny_train_settings("risk"), "cohort": str(ad_cohort), "epochs": 1, "risk_alpha": 1.0})
+    out = tmp_path / "report"
+    code = cli.main(["evaluate", str(config), "--fusions", "medfusion,hyperfusion", "--folds", "2", "--seeds", "0",
+                     "--out", str(out)])  # fmt: skip
+    assert code == 0
+    rows = pd.read_csv(out / "evaluation.csv")
+    assert len(rows) == 2 * (2 + 2)  # per method: two ensembles + two fold models
+    assert {"auc_macro", "ap_macro", "f1_micro", "hamming_loss", f"auc_{LABELS[0]}"} <= set(rows.columns)
+    report = (out / "evaluation.md").read_text()
+    assert "| medfusion |" in report and "Per label" in report and "medfusion better than the baseline" in report
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary[summary.fusion == "medfusion"].p_value.isna().all()  # the reference method
