@@ -132,6 +132,9 @@ def predict_subject(
     pred = predict_views(model.net, views, tabular, model.info.kind, device=model.device)
     info = model.info
     view_names = ModelGrid.from_dict(info.image).view_names if info.config.uses_image else []
+    extra: dict[str, Any] = {}
+    if hasattr(model.net, "label_attention") and views is not None:
+        extra["label_attention"] = label_attention(model, views, tabular)
     return SubjectPrediction(
         model_name=info.name,
         model_sha256=model.sha256,
@@ -148,4 +151,19 @@ def predict_subject(
         synthetic_model=info.synthetic_data,
         thresholds=list(info.thresholds),
         note=note if info.config.uses_note else "",
+        extra=extra,
     )
+
+
+def label_attention(model: LoadedModel, views: np.ndarray, tabular: np.ndarray) -> dict[str, dict[str, float]]:
+    """MedFusionNet: where each label's query looked, ``{label: {token:
+    weight}}`` (weights sum to 1 per label; mean over views). Attention is
+    not attribution: it shows the decoder's reading, not what mattered."""
+    import torch
+
+    net = model.net
+    image = torch.as_tensor(views[0][:, None], dtype=torch.float32, device=model.device)  # [V, 1, D, H, W]
+    inputs = torch.as_tensor(tabular, device=model.device).expand(image.shape[0], -1)
+    weights = net.label_attention(image, inputs).mean(0).cpu().numpy()  # [L, M]
+    names = net.token_names
+    return {label: {t: float(w) for t, w in zip(names, row)} for label, row in zip(model.info.outputs, weights)}

@@ -602,6 +602,12 @@ class HyperFusionPanel(ExplainSection, WhatIfSection, QWidget):
         ax.set_title("SYNTHETIC-data model", fontsize=8, color="#c07000")
         self.canvas.draw_idle()
         imputed = f"; filled in: {', '.join(result.imputed)}" if result.imputed else ""
+        attention = result.extra.get("label_attention")
+        if attention:  # MedFusionNet: which tokens each label's query read (not an attribution)
+            imputed += "<br>Label decoder attention (not attribution): " + "; ".join(
+                f"{label}: " + ", ".join(f"{t} {w:.0%}" for t, w in sorted(row.items(), key=lambda x: -x[1])[:2])
+                for label, row in attention.items()
+            )
         inputs = ", ".join(f"{k}={_fmt(v)}" for k, v in result.record.items())
         self.result_label.setText(
             f"<b>{result.summary()}</b><br>{result.model_name} ({result.model_sha256[:12]}) on {result.device}, "

@@ -352,3 +352,16 @@ def test_evaluate_compares_medfusion_with_multilabel_hyperfusion(ad_cohort, tmp_
     assert "| medfusion |" in report and "Per label" in report and "medfusion better than the baseline" in report
     summary = pd.read_csv(out / "summary.csv")
     assert summary[summary.fusion == "medfusion"].p_value.isna().all()  # the reference method
+
+
+def test_label_attention_is_reported_with_a_prediction(risk_run, ad_cohort):
+    from napari_hyperfusion.inference import predict_subject
+    from napari_hyperfusion.preprocess import load_scan
+
+    model = load_model(risk_run[0].model_path, "cpu")
+    row = pd.read_csv(ad_cohort).iloc[1]
+    result = predict_subject(model, load_scan(ad_cohort.parent / row.IMAGE), row.to_dict(), note=row.NOTE)
+    attention = result.extra["label_attention"]
+    assert list(attention) == LABELS
+    for weights in attention.values():
+        assert list(weights) == model.net.token_names and sum(weights.values()) == pytest.approx(1, abs=1e-5)
