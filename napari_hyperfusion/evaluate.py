@@ -224,7 +224,7 @@ def to_markdown(result: EvalResult, title: str = "") -> str:
     n_models = int(single["n"].max()) if len(single) else 0
     lines = [f"## {title}" if title else "", ""]
     lines.append(f"Held-out test split: {result.n_test} subjects; cross-validation on the other {result.n_trainval}.")
-    lines += ["", f"**Fold ensembles** (1/entropy weighted; mean +- sd over {n_seeds} seeds):", ""]
+    lines += ["", f"**Fold ensembles** (1/entropy weighted; mean +- sd over {n_seeds} seed(s)):", ""]
     lines += _table(result, ens)
     if result.headline:  # multilabel: per-label scores of the fold ensembles
         per_label = [m for m in result.metrics if m.split("_", 1)[0] in ("auc", "ap", "f1") and m not in result.headline]

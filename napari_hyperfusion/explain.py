@@ -466,14 +466,13 @@ def attribute_note(
     if views is not None:
         with torch.no_grad():
             features = [net.encode_image(torch.as_tensor(v[None, None], device=device)) for v in views]
-    ehr = info.schema.encode(record)
     calls = [0]
 
     def f(mask: torch.Tensor) -> torch.Tensor:
         if should_stop is not None and should_stop():
             raise Cancelled()
         texts = [" ".join(s for s, keep in zip(sentences, row) if keep > 0.5) for row in mask.tolist()]
-        inputs = np.stack([np.concatenate([ehr, _note_vector(t)]) for t in texts])
+        inputs = np.stack([encode_record(info.config, info.schema, record, t) for t in texts])
         tab = torch.as_tensor(inputs, device=device)
         with torch.no_grad():
             probs = [to_probabilities(net.decode(feat, tab), info.kind)[:, k] for feat in features]
@@ -493,8 +492,3 @@ def attribute_note(
         baseline_output=empty, exact=exact, n_evaluations=calls[0], seconds=time.perf_counter() - start,
     )  # fmt: skip
 
-
-def _note_vector(text: str) -> np.ndarray:
-    from .notes import embed_notes
-
-    return embed_notes([text])[0]
