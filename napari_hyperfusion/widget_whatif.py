@@ -199,8 +199,12 @@ class WhatIfSection:
 
         start = time.perf_counter()
         record = self.whatif_record()
-        values = session.predict(record)
-        base = session.predict(self.patient_record)
+        try:
+            values = session.predict(record)
+            base = session.predict(self.patient_record)
+        except NoteEncoderError as err:  # e.g. an over-long note typed after Predict: say so, keep it
+            self.notify_error(f"Cannot use the note: {err}")
+            return None
         change = session.weight_change(self.patient_record, record)
         compute_ms = (time.perf_counter() - start) * 1e3
         info = self.model.info
@@ -313,7 +317,11 @@ class WhatIfSection:
             self.reset_whatif()
         field = self.curve_field.currentData()
         # swept at the other fields' what-if values; the dotted mark is the patient's own value
-        self.last_curve = session.response_curve(self.whatif_record(), field)
+        try:
+            self.last_curve = session.response_curve(self.whatif_record(), field)
+        except NoteEncoderError as err:
+            self.notify_error(f"Cannot use the note: {err}")
+            return
         self.last_curve.patient_value = self.patient_record.get(field, self.last_curve.patient_value)
         self._draw_whatif(session, self.whatif_record())
 

@@ -94,3 +94,13 @@ def test_an_unusable_note_is_reported_and_kept(panel, qtbot):
     assert any("shorten it" in e for e in panel.errors)
     assert panel.note_edit.toPlainText() == long_note  # nothing the user typed is lost
     assert panel.predict_button.isEnabled()
+    # the same note met by a what-if slider (after a good prediction) is refused, not a traceback
+    panel.note_edit.setPlainText("Denies memory problems.")
+    panel.predict()
+    _wait(panel, qtbot)
+    panel.reset_whatif()
+    panel.note_edit.setPlainText(long_note)
+    panel.errors.clear()
+    assert panel.update_whatif() is None
+    assert any("Cannot use the note" in e for e in panel.errors)
+    assert panel.note_edit.toPlainText() == long_note
