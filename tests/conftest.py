@@ -84,6 +84,28 @@ def brain_age_cohort(tmp_path_factory):
     return make_cohort("brain_age", 24, seed=3, out=tmp_path_factory.mktemp("ba_cohort"), jobs=2)
 
 
+# -- the panel in a real viewer ------------------------------------------------
+PLUGIN = "napari-hyperfusion"
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages the panel shows as napari error notifications."""
+    from napari_hyperfusion import widget as widget_module
+
+    shown: list[str] = []
+    monkeypatch.setattr(widget_module, "_notify_error", shown.append)
+    return shown
+
+
+def dock_panel(viewer, subject: str):
+    """Open a sample ``subject`` in ``viewer`` and dock the panel through
+    the plugin's manifest; returns the panel."""
+    viewer.open_sample(PLUGIN, subject)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "HyperFusion explorer")
+    return dock
+
+
 def tiny_train_settings(task: str) -> dict:
     """Training settings small enough for a test (seconds on 2 cores)."""
     if task in ("ad", "risk"):

@@ -10,15 +10,13 @@ import torch
 from scipy import ndimage
 from scipy.stats import spearmanr
 
-from napari_hyperfusion import widget as widget_module
+from conftest import PLUGIN, dock_panel
 from napari_hyperfusion.explain import Cancelled, attribute_image, attribute_tabular
 from napari_hyperfusion.model_file import LoadedModel, load_model
 from napari_hyperfusion.networks import build_model
 from napari_hyperfusion.preprocess import ModelGrid, foreground_stats, load_scan, prepare_views
 from napari_hyperfusion.resources import models_dir, sample_data_dir
 from napari_hyperfusion.sample_data import subject_record
-
-PLUGIN = "napari-hyperfusion"
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +94,9 @@ def test_brain_age_attributions(subject):
 
 # -- in the viewer -------------------------------------------------------------
 @pytest.fixture
-def panel(make_napari_viewer, monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(widget_module, "_notify_error", shown.append)
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "SYN_DEMO_05")
-    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "HyperFusion explorer")
-    dock.errors = shown
+def panel(make_napari_viewer, errors):
+    dock = dock_panel(make_napari_viewer(), "SYN_DEMO_05")
+    dock.errors = errors
     return dock
 
 

@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import PLUGIN, dock_panel
 from napari_hyperfusion import widget as widget_module
 from napari_hyperfusion.inference import predict_subject
 from napari_hyperfusion.model_file import load_model
@@ -13,16 +14,6 @@ from napari_hyperfusion.nifti_io import get_reader, read_nifti
 from napari_hyperfusion.preprocess import load_scan
 from napari_hyperfusion.resources import sample_data_dir, shipped_models
 from napari_hyperfusion.sample_data import subject_record
-
-PLUGIN = "napari-hyperfusion"
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Messages the panel shows as napari error notifications."""
-    shown: list[str] = []
-    monkeypatch.setattr(widget_module, "_notify_error", shown.append)
-    return shown
 
 
 def _volume(shape=(12, 14, 10), dtype=np.float32):
@@ -116,10 +107,7 @@ def test_sample_data_opens_with_its_record(make_napari_viewer):
 
 @pytest.fixture
 def panel(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "SYN_DEMO_01")
-    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "HyperFusion explorer")
-    return dock
+    return dock_panel(make_napari_viewer(), "SYN_DEMO_01")
 
 
 def _wait_for_result(qtbot, panel):
@@ -194,9 +182,7 @@ def test_switching_models_keeps_typed_values(panel):
 
 
 def test_brain_age_model_predicts_years_for_a_brain_age_subject(make_napari_viewer, qtbot, errors):
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "sub-old")
-    _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "HyperFusion explorer")
+    panel = dock_panel(make_napari_viewer(), "sub-old")
     assert panel.open_model(next(p for p in shipped_models() if "brain_age" in p.stem))
     assert list(panel.editors) == ["PTGENDER"] and panel.record() == {"PTGENDER": "Male"}
     panel.predict()

@@ -8,26 +8,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_hyperfusion import widget as widget_module
+from conftest import dock_panel
 from napari_hyperfusion.inference import predict_subject
 from napari_hyperfusion.model_file import load_model
 from napari_hyperfusion.preprocess import load_scan
 from napari_hyperfusion.resources import models_dir, sample_data_dir
 from napari_hyperfusion.sample_data import subject_record
 
-PLUGIN = "napari-hyperfusion"
+
 RISK_MODEL = models_dir() / "risk_medfusion.safetensors"
 
 
 @pytest.fixture
-def panel(make_napari_viewer, monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(widget_module, "_notify_error", shown.append)
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "SYN_DEMO_01")
-    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "HyperFusion explorer")
+def panel(make_napari_viewer, errors):
+    dock = dock_panel(make_napari_viewer(), "SYN_DEMO_01")
     assert dock.open_model(RISK_MODEL)
-    dock.errors = shown
+    dock.errors = errors
     return dock
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import PLUGIN, dock_panel
 from napari_hyperfusion import widget as widget_module
 from napari_hyperfusion.inference import predict_subject
 from napari_hyperfusion.model_file import load_model
@@ -17,8 +18,6 @@ from napari_hyperfusion.preprocess import ModelGrid, load_scan
 from napari_hyperfusion.resources import models_dir, sample_data_dir
 from napari_hyperfusion.sample_data import subject_record
 from napari_hyperfusion.whatif import WhatIfSession
-
-PLUGIN = "napari-hyperfusion"
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +91,7 @@ def test_film_exposes_its_generated_scale_and_shift(tmp_path):
 @pytest.fixture
 def panel(make_napari_viewer, monkeypatch):
     monkeypatch.setattr(widget_module, "_notify_error", lambda m: pytest.fail(m))
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "SYN_DEMO_03")
-    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "HyperFusion explorer")
+    dock = dock_panel(make_napari_viewer(), "SYN_DEMO_03")
     dock.reset_whatif()
     return dock
 
