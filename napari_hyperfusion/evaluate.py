@@ -114,10 +114,15 @@ def cross_validate(
         for fold, (tr, va) in enumerate(kfold_indices(cohort.y[rest_idx], folds, seed, spec.is_classification)):
             train_idx, val_idx = rest_idx[tr], rest_idx[va]
             schema = base_schema(cfg.task).fit(cohort.subset(train_idx).table, source=f"fold {fold}")
+            inputs: dict[bool, tuple] = {}  # the fold's encoded rows, with and without the note, built once each
             for fusion in fusions:
                 run_cfg = replace(parse_method(fusion, cfg), seed=seed * 1000 + fold, progress=False, resume=False)
                 mcfg, _ = network_config(run_cfg, cohort, train_idx, schema)  # stage 1 on this fold's rows
-                train, val, test = (prepare_data(cohort, views, schema, i, mcfg) for i in (train_idx, val_idx, test_idx))
+                if mcfg.uses_note not in inputs:
+                    inputs[mcfg.uses_note] = tuple(
+                        prepare_data(cohort, views, schema, i, mcfg) for i in (train_idx, val_idx, test_idx)
+                    )
+                train, val, test = inputs[mcfg.uses_note]
                 torch.manual_seed(run_cfg.seed)
                 net = build_model(mcfg)
                 pretrain_embedding(net, train, val, run_cfg, device)

@@ -51,8 +51,8 @@ def encode_records(
     ehr = np.stack([schema.encode(r) for r in records]) if records else np.zeros((0, schema.n_features), np.float32)
     if not config.uses_note:
         return ehr
-    one = _with_notes(config, ehr[:1] if len(ehr) else np.zeros((1, schema.n_features), np.float32), [note])
-    return np.concatenate([ehr, np.repeat(one[:, schema.n_features :], len(ehr), 0)], axis=1)
+    note_part = _with_notes(config, np.zeros((1, 0), np.float32), [note])  # [1, note_dim], embedded once
+    return np.concatenate([ehr, np.repeat(note_part, len(ehr), 0)], axis=1)
 
 
 def encode_table(config: ModelConfig, schema: TabularSchema, table: Any, notes: Sequence[object] | None = None):
