@@ -21,11 +21,11 @@ from common import machine_line, print_table
 
 CHILD = r"""
 import json, resource, statistics, sys, time, torch
-from napari_hyperfusion.explain import attribute_image, attribute_tabular
-from napari_hyperfusion.model_file import load_model
-from napari_hyperfusion.preprocess import load_scan
+from napari_hyperfusion.analysis.explain import attribute_image, attribute_tabular
+from napari_hyperfusion.io.model_file import load_model
+from napari_hyperfusion.data.preprocess import load_scan
 from napari_hyperfusion.resources import models_dir, sample_data_dir
-from napari_hyperfusion.sample_data import SUBJECTS, subject_record
+from napari_hyperfusion.samples import SUBJECTS, subject_record
 model_name, method, device, repeats = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 key = "sub-old" if "brain_age" in model_name else "SYN_DEMO_01"
 model = load_model(models_dir() / f"{model_name}.safetensors", device)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from common import devices, machine_line, median_ms, print_table
-from napari_hyperfusion.hyper import HyperConv3d, HyperLinear
+
+from napari_hyperfusion.nn.hyper import HyperConv3d, HyperLinear
 
 # (label, in, out, kernel, stride, padding, input spatial size)
 CONV_CASES = [
@@ -56,8 +56,11 @@ def main() -> None:
                         times[form] = median_ms(lambda: layer(x, e), device, args.repeats)
                     layer.form = "auto"
                     best = min(times, key=times.get)
-                    rows.append([device.type, label, batch] + [times.get(f, "-") for f in ("bmm", "grouped", "loop")]
-                                + ["-", "-", layer.resolved_form(), best])
+                    rows.append(
+                        [device.type, label, batch]
+                        + [times.get(f, "-") for f in ("bmm", "grouped", "loop")]
+                        + ["-", "-", layer.resolved_form(), best]
+                    )
             for label, fin, fout, emb in LINEAR_CASES:
                 for batch in batches:
                     x = torch.randn(batch, fin, device=device)
@@ -70,10 +73,35 @@ def main() -> None:
                         assert (layer(x, e) - ref).abs().max().item() < 1e-2
                         times[form] = median_ms(lambda: layer(x, e), device, args.repeats)
                     best = min(times, key=times.get)
-                    rows.append([device.type, label, batch, "-", "-", times["loop"], times["factored"], times["einsum"],
-                                 "factored", best])
-    print_table(["device", "layer", "batch", "bmm ms", "grouped ms", "loop ms", "factored ms", "einsum ms",
-                 "auto picks", "fastest"], rows)
+                    rows.append(
+                        [
+                            device.type,
+                            label,
+                            batch,
+                            "-",
+                            "-",
+                            times["loop"],
+                            times["factored"],
+                            times["einsum"],
+                            "factored",
+                            best,
+                        ]
+                    )
+    print_table(
+        [
+            "device",
+            "layer",
+            "batch",
+            "bmm ms",
+            "grouped ms",
+            "loop ms",
+            "factored ms",
+            "einsum ms",
+            "auto picks",
+            "fastest",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ import argparse
 import time
 
 import torch
-
 from common import devices, machine_line, median_ms, print_table
-from napari_hyperfusion.config import ModelConfig, paper_ad_config
-from napari_hyperfusion.networks import build_model
-from napari_hyperfusion.notes import NOTE_DIM
+
+from napari_hyperfusion.data.notes import NOTE_DIM
+from napari_hyperfusion.nn.build import build_model
+from napari_hyperfusion.nn.config import ModelConfig, paper_ad_config
 
 SIZES = {
     "shipped": {"input_shape": (24, 32, 24), "base_filters": 8, "medfusion": {"growth": 8, "attn_dim": 32}},
@@ -44,7 +44,9 @@ def make_config(model: str, size: str) -> ModelConfig:
 
 
 def _inputs(config: ModelConfig, batch: int, device: torch.device):
-    return torch.randn(batch, 1, *config.input_shape, device=device), torch.randn(batch, config.input_dim, device=device)
+    return torch.randn(batch, 1, *config.input_shape, device=device), torch.randn(
+        batch, config.input_dim, device=device
+    )
 
 
 def activation_mib(net: torch.nn.Module, image: torch.Tensor, tab: torch.Tensor) -> float:
@@ -115,8 +117,10 @@ def main() -> None:
             rows.append([size, "ratio MedFusion / HyperFusion", f"{m[0] / h[0]:.2f}x",
                          f"{m[1] / h[1]:.2f}x", f"{m[2] / h[2]:.2f}x", f"{m[3] / h[3]:.2f}x", f"{m[4] / max(h[4], 1e-6):.2f}x"])  # fmt: skip
         print(f"\n### {device.type}, batch {args.batch}\n")
-        print_table(["input", "model", "parameters", "forward ms", "fwd+bwd ms", "decode ms (1 scan)", "memory MiB"], rows)
-    from napari_hyperfusion.notes import embed_notes
+        print_table(
+            ["input", "model", "parameters", "forward ms", "fwd+bwd ms", "decode ms (1 scan)", "memory MiB"], rows
+        )
+    from napari_hyperfusion.data.notes import embed_notes
 
     note = "Reports forgetting recent conversations. Spouse reports repeated questions. Mother had Alzheimer's disease."
     embed_notes(["warm-up sentence."])

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from common import devices, machine_line, median_ms, print_table
-from napari_hyperfusion.config import paper_ad_config, paper_brain_age_config
-from napari_hyperfusion.networks import build_model
+
+from napari_hyperfusion.nn.build import build_model
+from napari_hyperfusion.nn.config import paper_ad_config, paper_brain_age_config
 
 AD_FUSIONS = ("hyperfusion", "imaging", "tabular", "concat", "film", "daft")
 AGE_FUSIONS = ("hyperfusion", "imaging", "tabular", "concat")
@@ -82,8 +82,9 @@ def main() -> None:
             fwd_bwd = median_ms(step, device, args.repeats)
             params = sum(p.numel() for p in net.parameters())
             shape = "x".join(map(str, config.input_shape))
-            train_rows.append([device.type, task, config.fusion, shape, batch, f"{params / 1e6:.2f}M", fwd, fwd_bwd,
-                               fwd / batch])
+            train_rows.append(
+                [device.type, task, config.fusion, shape, batch, f"{params / 1e6:.2f}M", fwd, fwd_bwd, fwd / batch]
+            )
             net.eval()
             one_image, one_tab = inputs(config, 1, device)
             with torch.no_grad():
@@ -93,11 +94,15 @@ def main() -> None:
             cached = sum(v.numel() for v in features.values()) * 4 / 1024
             decode_rows.append([device.type, task, config.fusion, full, dec, f"{full / dec:.0f}x", f"{cached:.0f}"])
     print()
-    print_table(["device", "task", "fusion", "input", "batch", "params", "forward ms", "fwd+bwd ms",
-                 "forward ms/sample"], train_rows)
+    print_table(
+        ["device", "task", "fusion", "input", "batch", "params", "forward ms", "fwd+bwd ms", "forward ms/sample"],
+        train_rows,
+    )
     print()
-    print_table(["device", "task", "fusion", "full forward ms (1 scan)", "decode ms (cached)", "speed-up",
-                 "cache KiB"], decode_rows)
+    print_table(
+        ["device", "task", "fusion", "full forward ms (1 scan)", "decode ms (cached)", "speed-up", "cache KiB"],
+        decode_rows,
+    )
 
 
 if __name__ == "__main__":

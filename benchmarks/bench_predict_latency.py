@@ -16,13 +16,13 @@ import statistics
 import time
 
 import numpy as np
-
 from common import devices, machine_line, print_table
-from napari_hyperfusion.inference import predict_subject
-from napari_hyperfusion.model_file import load_model
+
+from napari_hyperfusion.data.preprocess import scan_from_array
+from napari_hyperfusion.infer.subject import predict_subject
+from napari_hyperfusion.io.model_file import load_model
 from napari_hyperfusion.resources import shipped_models
-from napari_hyperfusion.sample_data import open_subject, subject_record
-from napari_hyperfusion.preprocess import scan_from_array
+from napari_hyperfusion.samples import open_subject, subject_record
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ shipped models' grids, through the real training loop.
 
 Each architecture trains ``--epochs`` epochs on ``--subjects`` random
 subjects (batch 16, augmentation on, Adam) through
-:func:`napari_hyperfusion.training.fit`; the first epoch is a warm-up and
+:func:`napari_hyperfusion.train.loop.fit`; the first epoch is a warm-up and
 throughput is taken over the rest. On CUDA the loop uses mixed precision.
 AD: two 24 x 32 x 24 hippocampus views at 2 mm, 8 base filters; brain age:
 40 x 48 x 40 at 4 mm. Ratios against the imaging-only model are measured
@@ -19,11 +19,11 @@ import time
 
 import numpy as np
 import torch
-
 from common import devices, machine_line, print_table
-from napari_hyperfusion.networks import build_model
-from napari_hyperfusion.schema import adni_schema, brain_age_schema
-from napari_hyperfusion.training import TrainConfig, TrainingData, fit, model_config_for
+
+from napari_hyperfusion.data.schema import adni_schema, brain_age_schema
+from napari_hyperfusion.nn.build import build_model
+from napari_hyperfusion.train.loop import TrainConfig, TrainingData, fit, model_config_for
 
 ARCHS = [("ad", f) for f in ("hyperfusion", "imaging", "tabular", "concat", "film", "daft")] + [
     ("brain_age", f) for f in ("hyperfusion", "imaging", "tabular", "concat")

@@ -21,7 +21,6 @@ import statistics
 import time
 
 import numpy as np
-
 from common import devices, machine_line, print_table
 
 
@@ -31,7 +30,7 @@ def pct(values, q):
 
 def full_pass_ms(model, scan, records) -> list[float]:
     """What a slider move would cost without the cache: resample, encode, decode."""
-    from napari_hyperfusion.inference import predict_subject
+    from napari_hyperfusion.infer.subject import predict_subject
 
     times = []
     for r in records:
@@ -58,14 +57,14 @@ def paper_size_row(device, rng, moves: int) -> list:
     untrained: what the cache saves at the paper's size."""
     import torch
 
-    from napari_hyperfusion.config import paper_ad_config
-    from napari_hyperfusion.model_file import LoadedModel, ModelInfo
-    from napari_hyperfusion.networks import build_model
-    from napari_hyperfusion.preprocess import ModelGrid, load_scan
+    from napari_hyperfusion.analysis.whatif import WhatIfSession
+    from napari_hyperfusion.data.preprocess import ModelGrid, load_scan
+    from napari_hyperfusion.data.schema import adni_schema
+    from napari_hyperfusion.io.model_file import LoadedModel, ModelInfo
+    from napari_hyperfusion.nn.build import build_model
+    from napari_hyperfusion.nn.config import paper_ad_config
     from napari_hyperfusion.resources import sample_data_dir
-    from napari_hyperfusion.sample_data import subject_record
-    from napari_hyperfusion.schema import adni_schema
-    from napari_hyperfusion.whatif import WhatIfSession
+    from napari_hyperfusion.samples import subject_record
 
     config = paper_ad_config()
     grid = ModelGrid(crop="hippocampus", shape=config.input_shape, spacing_mm=1.0)
@@ -89,11 +88,11 @@ def main() -> None:
     args = parser.parse_args()
     import napari
 
-    from napari_hyperfusion.model_file import load_model
-    from napari_hyperfusion.preprocess import load_scan
+    from napari_hyperfusion.analysis.whatif import WhatIfSession
+    from napari_hyperfusion.data.preprocess import load_scan
+    from napari_hyperfusion.io.model_file import load_model
     from napari_hyperfusion.resources import models_dir, sample_data_dir
-    from napari_hyperfusion.sample_data import SUBJECTS, subject_record
-    from napari_hyperfusion.whatif import WhatIfSession
+    from napari_hyperfusion.samples import SUBJECTS, subject_record
 
     print(machine_line())
     rows = []

@@ -14,20 +14,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import CLIError, HyperFusionError
+
 __all__ = ["main"]
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as is, exit status 2."""
-
-
 def _cmd_info(args: argparse.Namespace) -> None:
-    from .model_file import ModelFileError, read_info
+    from .io.model_file import read_info
 
-    try:
-        info = read_info(args.model)
-    except ModelFileError as err:
-        raise CLIError(str(err)) from None
+    info = read_info(args.model)
     if args.json:
         print(json.dumps(info.to_dict(), indent=2, sort_keys=True))
         return
@@ -57,7 +52,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_make_cohort(args: argparse.Namespace) -> None:
-    from .cohort import make_cohort
+    from .synth.cohort import make_cohort
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -70,27 +65,21 @@ def _cmd_make_cohort(args: argparse.Namespace) -> None:
         tqdm = None
     bar = tqdm(total=args.n, unit="scan", desc=f"{args.task} cohort", disable=args.quiet) if tqdm else None
     start = time.perf_counter()
-    path = make_cohort(args.task, args.n, args.seed, out, jobs=args.jobs,
-                       progress=(lambda done, total: bar.update(1)) if bar else None)
-    if bar:
+    path = make_cohort(
+        args.task,
+        args.n,
+        args.seed,
+        out,
+        jobs=args.jobs,
+        progress=(lambda done, total: bar.update(1)) if bar is not None else None,
+    )
+    if bar is not None:
         bar.close()
     print(f"wrote {args.n} SYNTHETIC subjects to {path} in {time.perf_counter() - start:.1f} s")
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from .dataset import CohortError
-    from .device import DeviceError
-    from .model_file import ModelFileError
-    from .notes import NoteEncoderError
-    from .preprocess import ImageError
-    from .schema import SchemaError
-    from .training import TrainConfigError
-
-    return (CohortError, DeviceError, ModelFileError, ImageError, SchemaError, TrainConfigError, NoteEncoderError)
-
-
 def _train_config(args: argparse.Namespace, extra: dict | None = None):
-    from .training import TrainConfig, apply_overrides, load_config_file
+    from .train.loop import TrainConfig, apply_overrides, load_config_file
 
     data = load_config_file(args.config)
     data = apply_overrides(data, args.set or [])
@@ -99,18 +88,15 @@ def _train_config(args: argparse.Namespace, extra: dict | None = None):
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .train_run import train_and_save
-    from .training import dist_info
+    from .train.loop import dist_info
+    from .train.run import train_and_save
 
-    try:
-        cfg = _train_config(args, {"resume": True} if args.resume else None)
-        outcome = train_and_save(cfg, command=" ".join(["hyperfusion", *sys.argv[1:]]))
-    except _user_errors() as err:
-        raise CLIError(str(err)) from None
+    cfg = _train_config(args, {"resume": True} if args.resume else None)
+    outcome = train_and_save(cfg, command=" ".join(["hyperfusion", *sys.argv[1:]]))
     if dist_info()[0] != 0:
         return
     fit = outcome.fit
-    from .training import selection_metric
+    from .train.loop import selection_metric
 
     main = selection_metric(cfg.spec)
     print(
@@ -123,8 +109,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import ENSEMBLES, cross_validate, summarise, to_markdown
-    from .atomic import write_text_atomically
+    from .io.atomic import write_text_atomically
+    from .train.evaluate import ENSEMBLES, cross_validate, summarise, to_markdown
 
     try:
         cfg = _train_config(args)
@@ -136,11 +122,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise CLIError(f"--folds must be at least 2, got {args.folds}")
     out = Path(args.out)
     start = time.perf_counter()
-    try:
-        result = cross_validate(cfg, fusions, folds=args.folds, seeds=seeds, test_fraction=args.test_fraction,
-                                log=lambda m: print(m, flush=True))
-    except _user_errors() as err:
-        raise CLIError(str(err)) from None
+    result = cross_validate(
+        cfg,
+        fusions,
+        folds=args.folds,
+        seeds=seeds,
+        test_fraction=args.test_fraction,
+        log=lambda m: print(m, flush=True),
+    )
     import pandas as pd
 
     summary = pd.concat([summarise(result, kind).assign(ensemble=kind) for kind in ENSEMBLES])
@@ -156,36 +145,42 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from .model_file import load_model
-    from .predict import predict_cohort
-    from .atomic import write_text_atomically
+    from .infer.cohort import predict_cohort
+    from .io.atomic import write_text_atomically
+    from .io.model_file import load_model
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} exists; choose another file or pass --overwrite")
+    model = load_model(args.model, device=args.device)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="predict", unit="subject")
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.total = total
+        bar.set_description(stage)
+        bar.n = done
+        bar.refresh()
+
     try:
-        model = load_model(args.model, device=args.device)
-        bar = None
-        if not args.quiet:
-            from tqdm import tqdm
-
-            bar = tqdm(desc="predict", unit="subject")
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.total = total
-            bar.set_description(stage)
-            bar.n = done
-            bar.refresh()
-
-        frame = predict_cohort(model, args.cohort, batch_size=args.batch_size, jobs=args.jobs,
-                               progress=progress if bar else None)
-        if bar:
+        frame = predict_cohort(
+            model,
+            args.cohort,
+            batch_size=args.batch_size,
+            jobs=args.jobs,
+            progress=progress if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
             bar.close()
-    except _user_errors() as err:
-        raise CLIError(str(err)) from None
     write_text_atomically(out, frame.to_csv(index=False, float_format="%.6g"))
-    print(f"wrote {len(frame)} predictions of {model.info.name} to {out}"
-          + (" (model trained on SYNTHETIC data)" if model.info.synthetic_data else ""))
+    print(
+        f"wrote {len(frame)} predictions of {model.info.name} to {out}"
+        + (" (model trained on SYNTHETIC data)" if model.info.synthetic_data else "")
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,8 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     info.set_defaults(func=_cmd_info)
     cohort = sub.add_parser("make-cohort", help="generate a synthetic cohort (scans + ADNIMERGE-style table)")
-    cohort.add_argument("--task", choices=("ad", "brain_age"), default="ad",
-                        help="'ad' also writes the multilabel risk labels and notes (task 'risk' reads them)")
+    cohort.add_argument(
+        "--task",
+        choices=("ad", "brain_age"),
+        default="ad",
+        help="'ad' also writes the multilabel risk labels and notes (task 'risk' reads them)",
+    )
     cohort.add_argument("--n", type=int, default=800, help="number of subjects (default 800)")
     cohort.add_argument("--seed", type=int, default=0)
     cohort.add_argument("--out", required=True, help="output folder")
@@ -223,9 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="k-fold cross-validation of HyperFusion against baselines")
     evaluate.add_argument("config", help="the training config (task, cohort, settings)")
     evaluate.add_argument("--set", action="append", metavar="KEY=VALUE", help=overrides_help)
-    evaluate.add_argument("--fusions", default="hyperfusion,imaging,tabular,concat,film,daft",
-                          help="comma-separated methods to compare (default: all); a method may carry its own "
-                               "settings after colons, e.g. medfusion:use_note=false")
+    evaluate.add_argument(
+        "--fusions",
+        default="hyperfusion,imaging,tabular,concat,film,daft",
+        help="comma-separated methods to compare (default: all); a method may carry its own "
+        "settings after colons, e.g. medfusion:use_note=false",
+    )
     evaluate.add_argument("--folds", type=int, default=4)
     evaluate.add_argument("--seeds", default="0,1", help="comma-separated split seeds (default 0,1)")
     evaluate.add_argument("--test-fraction", type=float, default=0.2, help="held-out test share (default 0.2)")
@@ -250,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except CLIError as err:
+    except HyperFusionError as err:  # every user-facing error: the message, no traceback
         print(f"hyperfusion {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

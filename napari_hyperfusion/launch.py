@@ -30,14 +30,17 @@ def open_demo(viewer, subject: str = "SYN_DEMO_01"):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .sample_data import SUBJECTS
+    from .samples import SUBJECTS
 
     parser = argparse.ArgumentParser(prog="napari-hyperfusion", description=__doc__.split("\n\n")[0])
     parser.add_argument("--subject", default="SYN_DEMO_01", choices=sorted(SUBJECTS))
     parser.add_argument("--model", help="a shipped model's name (e.g. risk_medfusion) or a .safetensors file")
     parser.add_argument("--predict", action="store_true", help="click Predict once the window is up")
-    parser.add_argument("--explain", choices=("saliency", "gradcam", "integrated_gradients", "occlusion"),
-                        help="after predicting, explain with this method")
+    parser.add_argument(
+        "--explain",
+        choices=("saliency", "gradcam", "integrated_gradients", "occlusion"),
+        help="after predicting, explain with this method",
+    )
     parser.add_argument("--screenshot", metavar="PNG", help="predict, save a window screenshot, quit")
     args = parser.parse_args(argv)
 
@@ -75,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if pending:
         QTimer.singleShot(300, explain_when_idle)
     if args.screenshot:
+
         def shoot() -> None:
             if panel._worker is not None or pending:
                 QTimer.singleShot(200, shoot)

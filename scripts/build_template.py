@@ -82,7 +82,13 @@ def main() -> None:
     # lateral ventricles: dark CSF deep inside the brain
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in t1.shape], indexing="ij"), -1)
     world = ijk @ src[:3, :3].T + src[:3, 3]
-    box = (np.abs(world[..., 0]) < 36) & (world[..., 1] > -48) & (world[..., 1] < 36) & (world[..., 2] > -22) & (world[..., 2] < 36)
+    box = (
+        (np.abs(world[..., 0]) < 36)
+        & (world[..., 1] > -48)
+        & (world[..., 1] < 36)
+        & (world[..., 2] > -22)
+        & (world[..., 2] < 36)
+    )
     csf = (1 - tissue) > 0.6
     wm_level = np.median(t1[wm > 0.9])
     candidate = csf & box & ndimage.binary_erosion(brain, iterations=8) & (t1 < 0.5 * wm_level)
@@ -93,7 +99,9 @@ def main() -> None:
 
     aal_img = nib.load(atlas_dir / "AAL3.nii")
     aal = np.asarray(aal_img.dataobj)
-    aal_world_y = (aal_img.affine @ np.c_[np.argwhere(np.ones(aal.shape, bool)), np.ones(aal.size)].T)[1].reshape(aal.shape)
+    aal_world_y = (aal_img.affine @ np.c_[np.argwhere(np.ones(aal.shape, bool)), np.ones(aal.size)].T)[1].reshape(
+        aal.shape
+    )
 
     maps = {
         "hippocampus_L": (aal == 41, aal_img.affine),
@@ -111,8 +119,10 @@ def main() -> None:
     gm2, wm2 = resample(gm, src, dst), resample(wm, src, dst)
 
     def save(array: np.ndarray, name: str, scale: float = 255.0) -> None:
-        img = nib.Nifti1Image(np.round(np.clip(array, 0, 1) * scale).astype(np.uint8) if scale != 1 else
-                              np.round(array).astype(np.uint8), dst)
+        img = nib.Nifti1Image(
+            np.round(np.clip(array, 0, 1) * scale).astype(np.uint8) if scale != 1 else np.round(array).astype(np.uint8),
+            dst,
+        )
         img.header.set_xyzt_units("mm")
         img.set_qform(dst, code=4)  # MNI152
         img.set_sform(dst, code=4)

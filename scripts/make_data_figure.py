@@ -1,6 +1,6 @@
 """Mid-slice montage of the shipped sample subjects -> docs/sample_subjects.png.
 
-    python scripts/make_data_figure.py
+python scripts/make_data_figure.py
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ def main() -> None:
             ax.imshow(view.T, origin="lower", cmap="gray", vmin=0, vmax=255)
             ax.set_axis_off()
         apoe = "?" if pd.isna(row.APOE4) else int(row.APOE4)
-        axes[0, col].set_title(f"{row.PTID}\n{row.DX}, {row.AGE:.0f} y, {row.PTGENDER}, APOE4 {apoe}",
-                               color="white", fontsize=9)
+        axes[0, col].set_title(
+            f"{row.PTID}\n{row.DX}, {row.AGE:.0f} y, {row.PTGENDER}, APOE4 {apoe}", color="white", fontsize=9
+        )
     fig.suptitle("SYNTHETIC subjects (MNI152 template, deformed) - not real patients", color="orange", fontsize=11)
     fig.tight_layout()
     out = ROOT / "docs" / "sample_subjects.png"

@@ -3,9 +3,10 @@
 #  - the system libraries napari's OpenGL canvas needs, and Xvfb for headless use;
 #  - a virtual environment in .venv;
 #  - torch 2.13.0 first, pinned: an unpinned torch can pull a multi-GB CUDA build;
-#  - the package in editable mode with its Qt binding (PyQt6 via napari's extra)
-#    and the test tools.
-# Safe to run again: it only installs what is missing.
+#  - the package in editable mode with its Qt binding (PyQt6 via napari's extra),
+#    the clinical-note encoder ([notes]), the test tools and ruff ([dev]).
+# Safe to run again: it only installs what is missing, and skips pip entirely
+# while pyproject.toml and this script are unchanged since the last success.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +38,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($python --version)"
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[qt,testing]"
+stamp=.venv/.setup-stamp
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[qt,notes,testing,dev]"
+  echo "$want" > "$stamp"
+fi
 echo "setup: done ($(.venv/bin/python -c 'import torch, napari; print("torch", torch.__version__, "/ napari", napari.__version__)'))"

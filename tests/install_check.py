@@ -13,8 +13,8 @@ import sys
 
 
 def main() -> int:
-    from npe2 import PluginManager, PluginManifest
     from napari.plugins import _initialize_plugins
+    from npe2 import PluginManager, PluginManifest
 
     import napari_hyperfusion
     from napari_hyperfusion import resources

@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import tiny_train_settings, write_toml
+
 from napari_hyperfusion import cli
 
 

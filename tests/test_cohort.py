@@ -11,14 +11,14 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from volumetry import measure
 
 from napari_hyperfusion.cli import main as cli_main
-from napari_hyperfusion.cohort import make_cohort
+from napari_hyperfusion.data.schema import adni_schema
+from napari_hyperfusion.data.template import load_template
 from napari_hyperfusion.resources import sample_data_dir
-from napari_hyperfusion.schema import adni_schema
-from napari_hyperfusion.synth_records import AD_TABLE, CLASSES, MISSING, sample_ad_records
-from napari_hyperfusion.template import load_template
-from volumetry import measure
+from napari_hyperfusion.synth.cohort import make_cohort
+from napari_hyperfusion.synth.records import AD_TABLE, CLASSES, MISSING, sample_ad_records
 
 
 def _files(folder):
@@ -32,8 +32,20 @@ def test_same_seed_gives_byte_identical_files_and_ids_match_images(tmp_path):
     assert _files(a.parent) == _files(b.parent)
     assert _files(a.parent) != _files(c.parent)
     table = pd.read_csv(a)
-    assert list(table.columns[:12]) == ["PTID", "DX", "AGE", "PTGENDER", "PTEDUCAT", "APOE4", "ABETA", "TAU", "PTAU",
-                                        "FDG", "AV45", "IMAGE"]
+    assert list(table.columns[:12]) == [
+        "PTID",
+        "DX",
+        "AGE",
+        "PTGENDER",
+        "PTEDUCAT",
+        "APOE4",
+        "ABETA",
+        "TAU",
+        "PTAU",
+        "FDG",
+        "AV45",
+        "IMAGE",
+    ]
     images = sorted(p.relative_to(a.parent).as_posix() for p in a.parent.rglob("*.nii.gz"))
     assert sorted(table.IMAGE) == images
     assert all(pid in path for pid, path in zip(table.PTID, table.IMAGE))
@@ -63,9 +75,15 @@ def measured_cohort(tmp_path_factory):
 
 def _fit(table, column):
     """Least squares ``column ~ 1 + MCI + AD + (age - 75) + male``."""
-    x = np.column_stack([
-        np.ones(len(table)), table.DX.eq("MCI"), table.DX.eq("AD"), table.AGE - 75, table.PTGENDER.eq("Male"),
-    ]).astype(float)
+    x = np.column_stack(
+        [
+            np.ones(len(table)),
+            table.DX.eq("MCI"),
+            table.DX.eq("AD"),
+            table.AGE - 75,
+            table.PTGENDER.eq("Male"),
+        ]
+    ).astype(float)
     coef, *_ = np.linalg.lstsq(x, table[column].to_numpy(float), rcond=None)
     return dict(zip(["cn", "mci", "ad", "age", "male"], coef))
 
@@ -102,8 +120,11 @@ def test_class_shares_and_demographics_match_the_table(records):
     for dx, target in zip(CLASSES, (0.349, 0.479, 0.172)):
         assert shares[dx] == pytest.approx(target, abs=0.02)
     groups = records.groupby("DX")
-    for dx, age, educ, apoe, female in [("CN", 72.2, 16.4, 0.34, 0.58), ("MCI", 72.7, 16.0, 0.60, 0.44),
-                                        ("AD", 75.1, 15.3, 0.88, 0.46)]:
+    for dx, age, educ, apoe, female in [
+        ("CN", 72.2, 16.4, 0.34, 0.58),
+        ("MCI", 72.7, 16.0, 0.60, 0.44),
+        ("AD", 75.1, 15.3, 0.88, 0.46),
+    ]:
         g = groups.get_group(dx)
         assert g.AGE.mean() == pytest.approx(age, abs=1.0)
         assert g.PTEDUCAT.mean() == pytest.approx(educ, abs=0.3)
@@ -138,8 +159,12 @@ def test_missing_rates_match_the_table_and_csf_is_missing_together(records):
 
 def test_cli_makes_a_cohort_and_refuses_a_non_empty_folder(tmp_path, capsys):
     out = tmp_path / "cohort"
-    assert cli_main(["make-cohort", "--task", "ad", "--n", "2", "--seed", "1", "--out", str(out), "--jobs", "1",
-                     "--quiet"]) == 0
+    assert (
+        cli_main(
+            ["make-cohort", "--task", "ad", "--n", "2", "--seed", "1", "--out", str(out), "--jobs", "1", "--quiet"]
+        )
+        == 0
+    )
     assert "wrote 2 SYNTHETIC subjects" in capsys.readouterr().out
     assert cli_main(["make-cohort", "--n", "2", "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -168,7 +193,9 @@ def test_sample_subjects_ship_with_valid_records_and_the_interesting_pair():
 def test_template_is_shipped_with_its_notice_and_nilearn_is_not_needed():
     folder = sample_data_dir() / "template"
     assert "McGill" in (folder / "LICENSE_MNI152.txt").read_text()
-    code = ("import sys; from napari_hyperfusion.template import load_template; t = load_template(); "
-            "assert 'nilearn' not in sys.modules; print(round(t.region_volume_ml('hippocampus_L'), 1))")
+    code = (
+        "import sys; from napari_hyperfusion.data.template import load_template; t = load_template(); "
+        "assert 'nilearn' not in sys.modules; print(round(t.region_volume_ml('hippocampus_L'), 1))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert 5.0 < float(out) < 10.0  # AAL3's left hippocampus in MNI space, ml

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import config_id, random_inputs, small_configs
-from napari_hyperfusion.device import DeviceError, available_devices, describe_device, resolve_device
-from napari_hyperfusion.hyper import HyperConv3d, HyperLinear
-from napari_hyperfusion.model_file import load_model, save_model
-from napari_hyperfusion.networks import build_model
 from test_model_file import info_for
+
+from napari_hyperfusion.io.model_file import load_model, save_model
+from napari_hyperfusion.nn.build import build_model
+from napari_hyperfusion.nn.devices import DeviceError, available_devices, describe_device, resolve_device
+from napari_hyperfusion.nn.hyper import HyperConv3d, HyperLinear
 
 
 def test_auto_picks_cuda_exactly_when_available():
@@ -71,4 +71,6 @@ def test_a_model_file_loads_onto_cuda(tmp_path):
     assert next(loaded.net.parameters()).is_cuda and loaded.device.type == "cuda"
     image, tabular = random_inputs(config, batch=2)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.net(image.cuda(), tabular.cuda()).cpu(), net(image, tabular), rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(
+            loaded.net(image.cuda(), tabular.cuda()).cpu(), net(image, tabular), rtol=1e-3, atol=1e-4
+        )

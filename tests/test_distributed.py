@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import torch
-
 from conftest import tiny_train_settings, write_toml
 
 

@@ -7,16 +7,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import PLUGIN, dock_panel
 from scipy import ndimage
 from scipy.stats import spearmanr
 
-from conftest import PLUGIN, dock_panel
-from napari_hyperfusion.explain import Cancelled, attribute_image, attribute_tabular
-from napari_hyperfusion.model_file import LoadedModel, load_model
-from napari_hyperfusion.networks import build_model
-from napari_hyperfusion.preprocess import ModelGrid, foreground_stats, load_scan, prepare_views
+from napari_hyperfusion.analysis.explain import Cancelled, attribute_image, attribute_tabular
+from napari_hyperfusion.data.preprocess import ModelGrid, foreground_stats, load_scan, prepare_views
+from napari_hyperfusion.io.model_file import LoadedModel, load_model
+from napari_hyperfusion.nn.build import build_model
 from napari_hyperfusion.resources import models_dir, sample_data_dir
-from napari_hyperfusion.sample_data import subject_record
+from napari_hyperfusion.samples import subject_record
 
 
 @pytest.fixture(scope="module")

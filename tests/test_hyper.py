@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_hyperfusion.hyper import FillEmbedding, HyperConv3d, HyperLinear, TabularEmbedding
+from napari_hyperfusion.nn.hyper import FillEmbedding, HyperConv3d, HyperLinear, TabularEmbedding
 
 CONV_CASES = [
     # (in, out, kernel, stride, padding, spatial, forms)

@@ -9,13 +9,13 @@ import struct
 
 import pytest
 import torch
+from conftest import config_id, random_inputs, small_configs
 from safetensors.torch import save_file
 
-from conftest import config_id, random_inputs, small_configs
 from napari_hyperfusion.cli import main as cli_main
-from napari_hyperfusion.model_file import ModelFileError, ModelInfo, load_model, read_info, save_model
-from napari_hyperfusion.networks import build_model
-from napari_hyperfusion.schema import TabularSchema, adni_schema, brain_age_schema
+from napari_hyperfusion.data.schema import TabularSchema, adni_schema, brain_age_schema
+from napari_hyperfusion.io.model_file import ModelFileError, ModelInfo, load_model, read_info, save_model
+from napari_hyperfusion.nn.build import build_model
 
 
 def info_for(config, name="test model") -> ModelInfo:
@@ -28,7 +28,11 @@ def info_for(config, name="test model") -> ModelInfo:
 def saved(tmp_path):
     config = small_configs()[0]
     net = build_model(config).eval()
-    path = save_model(tmp_path / "model.safetensors", net, info_for(config), )
+    path = save_model(
+        tmp_path / "model.safetensors",
+        net,
+        info_for(config),
+    )
     return path, net, config
 
 
@@ -130,8 +134,8 @@ def test_a_foreign_safetensors_file_is_not_a_model(tmp_path):
 
 def _rewrite_metadata(src, dst, edit):
     """Copy a model file with its metadata JSON edited by ``edit(dict)``."""
-    from safetensors.torch import load_file
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
     with safe_open(str(src), "pt") as fh:
         meta = dict(fh.metadata())
@@ -168,7 +172,7 @@ def test_metadata_that_contradicts_the_network_is_refused():
 
 
 def test_saving_is_atomic_and_leaves_no_partial_file(tmp_path, monkeypatch):
-    import napari_hyperfusion.model_file as mf
+    import napari_hyperfusion.io.model_file as mf
 
     config = small_configs()[0]
     net = build_model(config)

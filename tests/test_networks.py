@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import AD_TEST_SHAPE, config_id, random_inputs, small_configs
-from napari_hyperfusion.config import ConfigError, ModelConfig, paper_ad_config, paper_brain_age_config, resnet_hyper_sites
-from napari_hyperfusion.hyper import HyperConv3d, HyperLinear
-from napari_hyperfusion.networks import build_model
+
+from napari_hyperfusion.nn.build import build_model
+from napari_hyperfusion.nn.config import (
+    ConfigError,
+    ModelConfig,
+    paper_ad_config,
+    paper_brain_age_config,
+    resnet_hyper_sites,
+)
+from napari_hyperfusion.nn.hyper import HyperConv3d, HyperLinear
 
 CONFIGS = small_configs()
 
@@ -75,7 +81,7 @@ def test_every_resnet_hyper_site_can_be_generated(site):
     net = build_model(config).eval()
     hyper = net.hyper_layers()
     assert len(hyper) == 1
-    (name, layer), = hyper.items()
+    ((name, layer),) = hyper.items()
     expected = HyperLinear if site.startswith("fc") else HyperConv3d
     assert isinstance(layer, expected)
     image, tabular = random_inputs(config, batch=2)

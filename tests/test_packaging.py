@@ -12,7 +12,6 @@ import sysconfig
 import venv
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 CHECK = Path(__file__).with_name("install_check.py")
 
@@ -62,7 +61,9 @@ def test_wheel_in_a_fresh_venv_is_discovered_with_its_data(tmp_path):
     venv.EnvBuilder(with_pip=False).create(env)
     python = env / "bin" / "python"
     env_site = Path(
-        subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip()
+        subprocess.check_output(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
     )
     view = _dependency_view(tmp_path)
     (env_site / "_deps_view.pth").write_text(f"import site; site.addsitedir({str(view)!r})\n")
@@ -83,3 +84,38 @@ def test_napari_viewer_lists_the_plugin(make_napari_viewer):
 
     make_napari_viewer()
     assert "napari-hyperfusion" in {m.name for m in PluginManager.instance().iter_manifests()}
+
+
+def test_a_checkout_without_symlinks_finds_its_files(tmp_path):
+    """A Windows checkout with core.symlinks=false writes each symlink as a
+    small text file holding its target; the package still finds models/ and
+    sample_data/ at the repository root and napari still reads its manifest."""
+    checkout = tmp_path / "checkout"
+    for top in ("napari_hyperfusion", "models", "sample_data"):
+        for src in (REPO / top).rglob("*"):
+            if "__pycache__" in src.parts or src.is_dir() and not src.is_symlink():
+                continue
+            dest = checkout / src.relative_to(REPO)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_symlink():
+                dest.write_text(str(src.readlink()))  # what git writes without symlink support
+            elif not any(p.is_symlink() for p in src.relative_to(REPO).parents if p != Path(".")):
+                dest.write_bytes(src.read_bytes())
+    assert (checkout / "napari_hyperfusion" / "models").is_file()  # the link became a text file
+    code = (
+        "import json\n"
+        "from npe2 import PluginManifest\n"
+        "from napari_hyperfusion import resources\n"
+        "manifest = PluginManifest.from_file(resources.manifest_path())\n"
+        "print(json.dumps({'manifest': manifest.name, 'models': str(resources.models_dir()),\n"
+        "  'n_models': len(resources.shipped_models()),\n"
+        "  'template': (resources.sample_data_dir() / 'template').is_dir()}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=checkout, timeout=300,
+        env={"PYTHONPATH": str(checkout), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["manifest"] == "napari-hyperfusion"
+    assert report["models"] == str(checkout / "models") and report["n_models"] >= 4 and report["template"]

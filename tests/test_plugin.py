@@ -5,15 +5,15 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import PLUGIN, dock_panel
-from napari_hyperfusion import widget as widget_module
-from napari_hyperfusion.inference import predict_subject
-from napari_hyperfusion.model_file import load_model
-from napari_hyperfusion.nifti_io import get_reader, read_nifti
-from napari_hyperfusion.preprocess import load_scan
+
+from napari_hyperfusion._qt import panel as widget_module
+from napari_hyperfusion.data.preprocess import load_scan
+from napari_hyperfusion.infer.subject import predict_subject
+from napari_hyperfusion.io.model_file import load_model
+from napari_hyperfusion.io.nifti import get_reader, read_nifti
 from napari_hyperfusion.resources import sample_data_dir, shipped_models
-from napari_hyperfusion.sample_data import subject_record
+from napari_hyperfusion.samples import subject_record
 
 
 def _volume(shape=(12, 14, 10), dtype=np.float32):

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import dock_panel
-from napari_hyperfusion.inference import predict_subject
-from napari_hyperfusion.model_file import load_model
-from napari_hyperfusion.preprocess import load_scan
-from napari_hyperfusion.resources import models_dir, sample_data_dir
-from napari_hyperfusion.sample_data import subject_record
 
+from napari_hyperfusion.data.preprocess import load_scan
+from napari_hyperfusion.infer.subject import predict_subject
+from napari_hyperfusion.io.model_file import load_model
+from napari_hyperfusion.resources import models_dir, sample_data_dir
+from napari_hyperfusion.samples import subject_record
 
 RISK_MODEL = models_dir() / "risk_medfusion.safetensors"
 

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_hyperfusion.preprocess import (
+from napari_hyperfusion.data.preprocess import (
     ImageError,
     ModelGrid,
     foreground_stats,
@@ -17,7 +17,7 @@ from napari_hyperfusion.preprocess import (
     resample_to_grid,
     scan_from_array,
 )
-from napari_hyperfusion.template import load_template
+from napari_hyperfusion.data.template import load_template
 
 
 def _blob_volume(shape=(40, 48, 40)) -> np.ndarray:

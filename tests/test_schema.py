@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_hyperfusion.schema import Field, SchemaError, TabularSchema, adni_schema, brain_age_schema
+from napari_hyperfusion.data.schema import Field, SchemaError, TabularSchema, adni_schema, brain_age_schema
 
 
 @pytest.fixture(scope="module")

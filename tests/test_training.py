@@ -8,15 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_train_settings, write_toml
+
 from napari_hyperfusion import cli
-from napari_hyperfusion.evaluate import cross_validate, summarise, to_markdown
-from napari_hyperfusion.model_file import load_model, read_info
-from napari_hyperfusion.predict import predict_cohort
-from napari_hyperfusion.schema import TabularSchema
-from napari_hyperfusion.train_run import train_and_save
-from napari_hyperfusion.training import (
+from napari_hyperfusion.data.schema import TabularSchema
+from napari_hyperfusion.infer.cohort import predict_cohort
+from napari_hyperfusion.io.model_file import load_model, read_info
+from napari_hyperfusion.train.evaluate import cross_validate, summarise, to_markdown
+from napari_hyperfusion.train.loop import (
     TrainConfig,
     TrainConfigError,
     apply_overrides,
@@ -24,6 +23,7 @@ from napari_hyperfusion.training import (
     load_config_file,
     split_indices,
 )
+from napari_hyperfusion.train.run import train_and_save
 
 
 def _config(cohort, out, **changes) -> TrainConfig:
@@ -138,7 +138,7 @@ def test_evaluate_cli_writes_tables(ad_cohort, tmp_path):
 
 
 def test_mann_whitney_direction(ad_cohort):
-    from napari_hyperfusion.evaluate import EvalResult
+    from napari_hyperfusion.train.evaluate import EvalResult
 
     rows = pd.DataFrame(
         [{"fusion": "hyperfusion", "seed": s, "ensemble": "entropy", "balanced_accuracy": 0.8 + s / 100, "mae": 1.0}

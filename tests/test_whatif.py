@@ -9,15 +9,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from conftest import PLUGIN, dock_panel
-from napari_hyperfusion import widget as widget_module
-from napari_hyperfusion.inference import predict_subject
-from napari_hyperfusion.model_file import load_model
-from napari_hyperfusion.preprocess import ModelGrid, load_scan
+
+from napari_hyperfusion._qt import panel as widget_module
+from napari_hyperfusion.analysis.whatif import WhatIfSession
+from napari_hyperfusion.data.preprocess import ModelGrid, load_scan
+from napari_hyperfusion.infer.subject import predict_subject
+from napari_hyperfusion.io.model_file import load_model
 from napari_hyperfusion.resources import models_dir, sample_data_dir
-from napari_hyperfusion.sample_data import subject_record
-from napari_hyperfusion.whatif import WhatIfSession
+from napari_hyperfusion.samples import subject_record
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +68,10 @@ def test_generated_weights_move_with_distance_from_the_patient(session):
 
 
 def test_film_exposes_its_generated_scale_and_shift(tmp_path):
-    from napari_hyperfusion.config import paper_ad_config
-    from napari_hyperfusion.model_file import ModelInfo, save_model
-    from napari_hyperfusion.networks import build_model
-    from napari_hyperfusion.schema import adni_schema
+    from napari_hyperfusion.data.schema import adni_schema
+    from napari_hyperfusion.io.model_file import ModelInfo, save_model
+    from napari_hyperfusion.nn.build import build_model
+    from napari_hyperfusion.nn.config import paper_ad_config
 
     config = paper_ad_config("film", input_shape=(24, 32, 24), base_filters=4)
     net = build_model(config)

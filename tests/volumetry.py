@@ -17,8 +17,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from napari_hyperfusion.synth_images import SIGMA_MM, _displacement, _gains, _grid, _warp
-from napari_hyperfusion.template import load_template
+from napari_hyperfusion.data.template import load_template
+from napari_hyperfusion.synth.images import SIGMA_MM, _displacement, _gains, _grid, _warp
 
 SCALES = np.linspace(0.7, 1.2, 21)
 
@@ -32,7 +32,7 @@ def _library():
         crops[side] = tuple(slice(v - 10, v + 11) for v in c)
     lib = {side: [] for side in crops}
     for s in SCALES:
-        scales = {k: 1.0 for k in SIGMA_MM} | {"global": 1.0, "hippocampus_L": s, "hippocampus_R": s}
+        scales = dict.fromkeys(SIGMA_MM, 1.0) | {"global": 1.0, "hippocampus_L": s, "hippocampus_R": s}
         warped = _warp(tpl.t1, _grid(tpl.shape) + _displacement(tpl, scales, _gains()))
         for side, sl in crops.items():
             lib[side].append(warped[sl].ravel())
@@ -56,4 +56,8 @@ def measure(path) -> dict[str, float]:
         x = data[sl].ravel()
         x = (x - x.mean()) / x.std()
         fitted.append(SCALES[int(np.argmax([np.corrcoef(x, ref)[0, 1] for ref in lib[side]]))])
-    return {"icv_ml": icv, "ventricles_permille": ventricles / icv * 1000, "hippocampus_ratio": float(np.mean(fitted)) ** 3}
+    return {
+        "icv_ml": icv,
+        "ventricles_permille": ventricles / icv * 1000,
+        "hippocampus_ratio": float(np.mean(fitted)) ** 3,
+    }

@@ -1,0 +1,426 @@
+"""The panel's "What if..." section: live EHR sliders over cached image
+features, response curves, the generated weights, saliency shift, export
+(a mixin of :class:`HyperFusionPanel`; the work is
+:mod:`napari_hyperfusion.analysis.whatif`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..analysis.overlays import OVERLAY_KEY, overlay_layers
+from ..analysis.whatif import WhatIfSession, field_grid
+from ..data.notes import NoteEncoderError, encoder_loaded
+from ..data.preprocess import ImageError
+from ..data.schema import SchemaError, TabularSchema
+
+__all__ = ["WhatIfSection"]
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+class WhatIfSection:
+    """What-if controls; needs the panel's ``model``, ``record``,
+    ``current_layer``, ``current_scan``, ``target_combo`` and
+    ``_put_overlay``."""
+
+    def _build_whatif_section(self, layout: QVBoxLayout) -> None:
+        """Sliders, the live readout, curve and kernel plots, shift and export buttons."""
+        whatif_box = QGroupBox("What if...")
+        whatif_layout = QVBoxLayout(whatif_box)
+        self.whatif_form = QFormLayout()
+        whatif_layout.addLayout(self.whatif_form)
+        self.whatif_label = QLabel("Move a slider: the prediction updates live from cached image features.")
+        self.whatif_label.setWordWrap(True)
+        self.whatif_label.setObjectName("whatif_label")
+        whatif_layout.addWidget(self.whatif_label)
+        row = QHBoxLayout()
+        self.reset_button = QPushButton("Reset to patient values")
+        self.curve_field = QComboBox()
+        self.curve_field.setToolTip("the field whose whole range the response curve sweeps")
+        self.curve_button = QPushButton("Response curve")
+        row.addWidget(self.reset_button)
+        row.addWidget(self.curve_field)
+        row.addWidget(self.curve_button)
+        whatif_layout.addLayout(row)
+        self.whatif_figure = Figure(figsize=(3.2, 3.6), tight_layout=True)
+        self.whatif_canvas = FigureCanvasQTAgg(self.whatif_figure)
+        self.whatif_canvas.setMinimumHeight(260)
+        whatif_layout.addWidget(self.whatif_canvas)
+        row2 = QHBoxLayout()
+        self.shift_button = QPushButton("Saliency shift")
+        self.shift_button.setToolTip("saliency at the what-if values minus at the patient's, as a signed overlay")
+        self.export_button = QPushButton("Export CSV...")
+        self.summary_button = QPushButton("Summary figure...")
+        for button in (self.shift_button, self.export_button, self.summary_button):
+            row2.addWidget(button)
+        whatif_layout.addLayout(row2)
+        layout.addWidget(whatif_box)
+        self.sliders: dict[str, QWidget] = {}
+        self.patient_record: dict[str, Any] = {}
+        self.explored: list[dict[str, Any]] = []
+        self.last_curve = None
+        self._session: WhatIfSession | None = None
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(15)  # ms: coalesces a burst of slider events into one update
+        self._debounce.timeout.connect(self.update_whatif)
+        self._wi_background = None
+        self.whatif_canvas.mpl_connect("draw_event", self._on_whatif_drawn)
+        self.reset_button.clicked.connect(self.reset_whatif)
+        self.curve_button.clicked.connect(self.show_response_curve)
+        self.shift_button.clicked.connect(self.saliency_shift)
+        self.export_button.clicked.connect(self._ask_export)
+        self.summary_button.clicked.connect(self._ask_summary)
+
+    # -- what if ------------------------------------------------------------------
+    _SLIDER_STEPS = 200
+
+    def _build_whatif(self, schema: TabularSchema) -> None:
+        while self.whatif_form.rowCount():
+            self.whatif_form.removeRow(0)
+        self.sliders = {}
+        self.curve_field.clear()
+        for field in schema.fields:
+            if field.kind == "category":
+                control: QWidget = QComboBox()
+                control.addItems(list(field.categories))
+                control.currentIndexChanged.connect(self._debounce.start)
+            else:
+                control = QSlider(Qt.Orientation.Horizontal)
+                values = field_grid(field, self._SLIDER_STEPS + 1)
+                control.setRange(0, len(values) - 1)
+                control.setProperty("values", values)
+                control.valueChanged.connect(self._debounce.start)
+            control.setObjectName(f"whatif_{field.name}")
+            self.whatif_form.addRow(f"{field.display_name}:", control)
+            self.sliders[field.name] = control
+            self.curve_field.addItem(field.display_name, field.name)
+        self.patient_record = {}
+        self._session = None
+
+    def _slider_value(self, name: str) -> Any:
+        control = self.sliders[name]
+        if isinstance(control, QComboBox):
+            return control.currentText()
+        return control.property("values")[control.value()]
+
+    def set_whatif_value(self, name: str, value: Any) -> None:
+        """Move a slider (or choice) to the nearest available value."""
+        control = self.sliders[name]
+        if isinstance(control, QComboBox):
+            control.setCurrentText(str(value))
+        else:
+            values = np.asarray(control.property("values"))
+            control.setValue(int(np.abs(values - float(value)).argmin()))
+
+    def whatif_record(self) -> dict[str, Any]:
+        """The what-if values: the sliders, except where the slider sits on
+        the patient's own value's position (so the exact value is kept)."""
+        out = {}
+        for name in self.sliders:
+            value = self._slider_value(name)
+            patient = self.patient_record.get(name)
+            if patient is not None and not isinstance(patient, str):
+                values = np.asarray(self.sliders[name].property("values"))
+                if int(np.abs(values - float(patient)).argmin()) == self.sliders[name].value():
+                    value = patient
+            out[name] = value
+        return out
+
+    def reset_whatif(self) -> None:
+        """Start the sliders at the patient's values (the form, filled)."""
+        if self.model is None:
+            return
+        try:
+            filled, _ = self.model.info.schema.fill(self.record())
+        except SchemaError as err:
+            self.notify_error(f"The record is not complete: {err}")
+            return
+        self.patient_record = dict(filled)
+        for name, value in filled.items():
+            control = self.sliders[name]
+            blocker = control.blockSignals(True)
+            self.set_whatif_value(name, value)
+            control.blockSignals(blocker)
+        self.update_whatif()
+
+    def whatif_session(self) -> WhatIfSession | None:
+        """The cached features for the current model, scan and device,
+        rebuilt when any of them changed."""
+        if self.model is None:
+            return None
+        layer = self.current_layer() if self.model.info.config.uses_image else None
+        scan_id = f"{layer.name}:{id(layer.data)}" if layer is not None else ""
+        if self._session is None or not self._session.matches(self.model, scan_id):
+            try:
+                scan = self.current_scan()
+            except ImageError as err:
+                self.notify_error(f"Cannot use this scan: {err}")
+                return None
+            if self.model.info.config.uses_image and scan is None:
+                return None
+            self._session = WhatIfSession(self.model, scan, scan_id, note=self.note_text())
+        self._session.set_note(self.note_text())  # the note is held fixed while the sliders move
+        return self._session
+
+    def update_whatif(self) -> dict[str, Any] | None:
+        """Recompute the prediction for the sliders' values (decode only)."""
+        if not self.patient_record:
+            self.reset_whatif()
+            return None
+        if self.note_text() and not encoder_loaded():
+            # loading the encoder takes seconds: it happens in Predict's worker, never on a slider tick
+            self.whatif_label.setText("Click Predict first: it loads the note encoder off the UI thread.")
+            return None
+        session = self.whatif_session()
+        if session is None:
+            return None
+        import time
+
+        start = time.perf_counter()
+        record = self.whatif_record()
+        try:
+            values = session.predict(record)
+            base = session.predict(self.patient_record)
+        except NoteEncoderError as err:  # e.g. an over-long note typed after Predict: say so, keep it
+            self.notify_error(f"Cannot use the note: {err}")
+            return None
+        change = session.weight_change(self.patient_record, record)
+        compute_ms = (time.perf_counter() - start) * 1e3
+        info = self.model.info
+        if info.kind != "regression":
+            parts = [f"{n} {v:.0%} ({v - b:+.0%})" for n, v, b in zip(info.outputs, values, base)]
+        else:
+            parts = [f"{info.outputs[0]} {values[0]:.1f} {info.output_unit} ({values[0] - base[0]:+.1f})"]
+        text = "What if: " + ", ".join(parts) + " vs. the patient's values"
+        if change:
+            text += "<br>Generated weights moved: " + ", ".join(f"{k} {v:.1%}" for k, v in change.items())
+        self.whatif_label.setText(text + f"<br><small>{compute_ms:.1f} ms from cached features</small>")
+        entry = {**{f"in_{k}": v for k, v in record.items()},
+                 **{f"out_{n}": float(v) for n, v in zip(info.outputs, values)}}  # fmt: skip
+        self.explored.append(entry)
+        self._draw_whatif(session, record)
+        return entry
+
+    def _kernel_change(self, session: WhatIfSession, record: dict[str, Any]):
+        """The first external layer's generated parameters minus the
+        patient's, as a 2D matrix: ``(name, matrix)`` or ``None``."""
+        generated = session.generated(record)
+        if not generated:
+            return None
+        name, params = next(iter(generated.items()))
+        key = "weight" if "weight" in params else "scale"
+        delta = params[key] - session.generated(self.patient_record)[name][key]
+        return f"{name}.{key}", (delta.reshape(delta.shape[0], -1) if delta.ndim > 1 else delta[None])
+
+    def _draw_whatif(self, session: WhatIfSession, record: dict[str, Any]) -> None:
+        """Redraw the curve and the kernel change; on a slider tick only the
+        artists' data change (rebuilding the axes costs more than a frame)."""
+        layout = (session.key, id(self.last_curve), id(self.patient_record))
+        change = self._kernel_change(session, record)
+        curve = self.last_curve
+        x_now = None
+        if curve is not None and not isinstance(record.get(curve.field), str):
+            x_now = float(record[curve.field])
+        if getattr(self, "_whatif_layout", None) == layout and self._wi_background is not None:
+            if change is not None and self._wi_image is not None:
+                limit = float(np.abs(change[1]).max()) or 1e-6
+                self._wi_image.set_data(change[1])
+                self._wi_image.set_clim(-limit, limit)
+            if self._wi_line is not None and x_now is not None:
+                self._wi_line.set_xdata([x_now, x_now])
+            self._blit_whatif()
+            return
+        self._whatif_layout = layout
+        self._wi_image = self._wi_line = self._wi_background = None
+        fig = self.whatif_figure
+        fig.clear()
+        ax = fig.add_subplot(211)
+        if curve is not None:
+            numeric = not isinstance(curve.values[0], str)
+            x = curve.values if numeric else list(range(len(curve.values)))
+            for k, name in enumerate(curve.output_names):
+                ax.plot(x, curve.outputs[:, k], label=name)
+            if not numeric:
+                ax.set_xticks(x, curve.values)
+            patient_x = float(curve.patient_value) if numeric else x[curve.values.index(curve.patient_value)]
+            ax.axvline(patient_x, color="k", linestyle=":", linewidth=1)
+            if x_now is not None:
+                self._wi_line = ax.axvline(x_now, color="#f0a030", linewidth=1, animated=True)
+            ax.set_xlabel(self.model.info.schema[curve.field].display_name + " (dotted: patient; orange: what if)",
+                          fontsize=7)  # fmt: skip
+            ax.legend(fontsize=6)
+            ax.tick_params(labelsize=6)
+        else:
+            ax.text(0.5, 0.5, "Response curve: choose a field", ha="center", va="center", fontsize=7)
+            ax.set_axis_off()
+        ax2 = fig.add_subplot(212)
+        if change is not None:
+            name, matrix = change
+            limit = float(np.abs(matrix).max()) or 1e-6
+            self._wi_image = ax2.imshow(matrix, cmap="PiYG", vmin=-limit, vmax=limit, aspect="auto",
+                                        interpolation="nearest", animated=True)  # fmt: skip
+            ax2.set_title(f"{name}: change from the patient's ({matrix.shape[0]} x {matrix.shape[1]})", fontsize=7)
+            ax2.tick_params(labelsize=6)
+        else:
+            why = (
+                "MedFusionNet generates no weights: the EHR and the note\nenter its label decoder as tokens"
+                if self.model.info.config.backbone == "medfusion"
+                else "this model has no generated weights"
+            )
+            ax2.text(0.5, 0.5, why, ha="center", va="center", fontsize=7)
+            ax2.set_axis_off()
+        # a full draw now; slider ticks then blit only the two changing artists
+        self.whatif_canvas.draw()
+
+    def _on_whatif_drawn(self, event: Any = None) -> None:
+        """After any full draw (first layout, resize): keep the static
+        background and paint the animated artists on it."""
+        canvas = self.whatif_canvas
+        self._wi_background = canvas.copy_from_bbox(self.whatif_figure.bbox)
+        for artist in (getattr(self, "_wi_image", None), getattr(self, "_wi_line", None)):
+            if artist is not None:
+                self.whatif_figure.draw_artist(artist)
+        canvas.blit(self.whatif_figure.bbox)
+
+    def _blit_whatif(self) -> None:
+        canvas = self.whatif_canvas
+        canvas.restore_region(self._wi_background)
+        for artist in (self._wi_image, self._wi_line):
+            if artist is not None:
+                self.whatif_figure.draw_artist(artist)
+        canvas.blit(self.whatif_figure.bbox)
+
+    def show_response_curve(self) -> None:
+        """The output over the chosen field's range, in one batched decode."""
+        session = self.whatif_session()
+        if session is None or not self.curve_field.currentData():
+            return
+        if not self.patient_record:
+            self.reset_whatif()
+        field = self.curve_field.currentData()
+        # swept at the other fields' what-if values; the dotted mark is the patient's own value
+        try:
+            self.last_curve = session.response_curve(self.whatif_record(), field)
+        except NoteEncoderError as err:
+            self.notify_error(f"Cannot use the note: {err}")
+            return
+        self.last_curve.patient_value = self.patient_record.get(field, self.last_curve.patient_value)
+        self._draw_whatif(session, self.whatif_record())
+
+    def saliency_shift(self) -> None:
+        """Saliency at the what-if values minus at the patient's, as a signed overlay."""
+        from ..analysis.explain import attribute_image
+
+        if self.model is None or not self.model.info.config.uses_image or not self.patient_record:
+            self.notify_error("The saliency shift needs an image model and a patient record")
+            return
+        try:
+            scan = self.current_scan()
+            target = self.target_combo.currentText() or None
+            note = self.note_text()
+            before = attribute_image(self.model, scan, self.patient_record, "saliency", target=target, note=note)
+            after = attribute_image(self.model, scan, self.whatif_record(), "saliency", target=target, note=note)
+        except (ImageError, SchemaError, NoteEncoderError, ValueError) as err:
+            self.notify_error(f"Cannot compute the saliency shift: {err}")
+            return
+        after.maps = after.maps - before.maps
+        after.method, after.signed = "saliency_shift", True
+        layer = self.current_layer()
+        record = dict(self.whatif_record())
+        for data, kwargs in overlay_layers(after, layer.name, self.model.info.name, self.model.sha256, record):
+            kwargs["metadata"][OVERLAY_KEY]["kind"] = "saliency shift"
+            kwargs["metadata"]["attribution"]["patient_values"] = dict(self.patient_record)
+            self._put_overlay(data, kwargs)
+
+    def export_exploration(self, path: str | Path) -> Path:
+        """The values tried and their predictions (and the last response
+        curve, if any) as CSV, written atomically."""
+        import pandas as pd
+
+        from ..io.atomic import write_text_atomically
+
+        frame = pd.DataFrame(self.explored).assign(kind="slider")
+        if self.last_curve is not None:
+            c = self.last_curve
+            curve = pd.DataFrame({f"in_{c.field}": c.values,
+                                  **{f"out_{n}": c.outputs[:, k] for k, n in enumerate(c.output_names)}})  # fmt: skip
+            frame = pd.concat([frame, curve.assign(kind=f"curve {c.field}")], ignore_index=True)
+        frame["model"] = self.model.info.name if self.model else ""
+        frame["synthetic_model"] = bool(self.model and self.model.info.synthetic_data)
+        return write_text_atomically(path, frame.to_csv(index=False, float_format="%.6g"))
+
+    def save_summary(self, path: str | Path) -> Path:
+        """A one-page teaching figure (PNG or PDF by suffix)."""
+        from matplotlib.figure import Figure
+
+        session = self.whatif_session()
+        if session is None:
+            raise ValueError("no model and scan to summarise")
+        info = self.model.info
+        record = self.whatif_record()
+        fig = Figure(figsize=(8.27, 11.69))
+        fig.suptitle(f"What if? {info.name}\nSYNTHETIC-data model - research and teaching only, not for diagnosis",
+                     fontsize=10)  # fmt: skip
+        ax = fig.add_subplot(311)
+        patient, whatif = session.predict(self.patient_record), session.predict(record)
+        x = np.arange(len(info.outputs))
+        ax.bar(x - 0.2, patient, 0.4, label="patient")
+        ax.bar(x + 0.2, whatif, 0.4, label="what if")
+        ax.set_xticks(x, info.outputs)
+        ax.legend()
+        changed = {k: v for k, v in record.items() if v != self.patient_record.get(k)}
+        ax.set_title("changed: " + (", ".join(f"{k} {_short(self.patient_record.get(k))} -> {_short(v)}"
+                                              for k, v in changed.items()) or "nothing"), fontsize=8)  # fmt: skip
+        if self.last_curve is not None:
+            ax2 = fig.add_subplot(312)
+            c = self.last_curve
+            xs = c.values if not isinstance(c.values[0], str) else list(range(len(c.values)))
+            for k, n in enumerate(c.output_names):
+                ax2.plot(xs, c.outputs[:, k], label=n)
+            ax2.set_xlabel(info.schema[c.field].display_name)
+            ax2.legend()
+        change = session.weight_change(self.patient_record, record)
+        ax3 = fig.add_subplot(313)
+        ax3.axis("off")
+        ax3.text(0, 1, "Generated weights, relative change from the patient's:\n"
+                 + ("\n".join(f"  {k}: {v:.1%}" for k, v in change.items()) or "  (none in this model)"),
+                 va="top", fontsize=9)  # fmt: skip
+        from ..io.atomic import atomic_write
+
+        suffix = Path(path).suffix.lower() or ".png"
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix.lstrip(".")))
+        return Path(path)
+
+    def _ask_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export the exploration", "whatif.csv", "CSV (*.csv)")
+        if path:
+            self.export_exploration(path)
+
+    def _ask_summary(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save a summary figure", "whatif.pdf", "PDF (*.pdf);;PNG (*.png)")
+        if path:
+            try:
+                self.save_summary(path)
+            except ValueError as err:
+                self.notify_error(str(err))

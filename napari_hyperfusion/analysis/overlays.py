@@ -1,0 +1,68 @@
+"""Attribution maps as napari layer data, placed in world space.
+
+Each view's map keeps its model-grid affine (voxel -> MNI mm; the mirrored
+left hippocampus view has a negative x step), so it lies on the scan
+without resampling. Unsigned maps (saliency, Grad-CAM): ``inferno``,
+additive blending, limits from 0 to the 99.5th percentile. Signed maps
+(Integrated Gradients, occlusion): a purple-transparent-green diverging map
+(green: pushes the output up; zero is see-through), translucent, symmetric
+limits at the 99.5th percentile of
+``|map|``. The metadata records method, parameters, target, the model's
+hash and the EHR values, and ``overlay_key`` identifies the map so that a
+re-run replaces it in place while other scans keep theirs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..io.nifti import layer_kwargs_for
+from .explain import ImageAttribution
+
+__all__ = ["overlay_layers", "OVERLAY_KEY", "DIVERGING"]
+
+OVERLAY_KEY = "hyperfusion_overlay"
+# purple (pulls the output down) -> transparent at 0 -> green (pushes it up):
+# a signed map must not veil the scan where it is near zero
+DIVERGING = {
+    "name": "hyperfusion_diverging",
+    "colors": [[0.46, 0.16, 0.51, 1.0], [0.76, 0.65, 0.81, 0.6], [1.0, 1.0, 1.0, 0.0],
+               [0.65, 0.86, 0.63, 0.6], [0.11, 0.47, 0.22, 1.0]],
+    "controls": [0.0, 0.25, 0.5, 0.75, 1.0],
+}  # fmt: skip
+
+
+def overlay_layers(
+    attribution: ImageAttribution, source_layer: str, model_name: str, model_sha256: str, record: dict[str, Any]
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """``[(data [D, H, W], layer kwargs), ...]``, one per view."""
+    out = []
+    for data, affine, view in zip(attribution.maps, attribution.affines, attribution.view_names):
+        magnitude = float(np.percentile(np.abs(data), 99.5)) or float(np.abs(data).max()) or 1.0
+        if attribution.signed:
+            style = {"colormap": DIVERGING, "blending": "translucent", "opacity": 0.9,
+                     "contrast_limits": (-magnitude, magnitude)}  # fmt: skip
+        else:
+            style = {"colormap": "inferno", "blending": "additive", "opacity": 0.8, "contrast_limits": (0.0, magnitude)}
+        method = attribution.method.replace("_", " ")
+        name = f"{method} -> {attribution.target} [{model_name}] {view} on {source_layer}"
+        metadata = {
+            OVERLAY_KEY: {"source_layer": source_layer, "view": view, "model_sha256": model_sha256},
+            "affine": np.asarray(affine).tolist(),
+            "attribution": {
+                "method": attribution.method,
+                "parameters": attribution.params,
+                "target": attribution.target,
+                "model": model_name,
+                "model_sha256": model_sha256,
+                "ehr_values": dict(record),
+                "output": attribution.output,
+                "convergence_delta": attribution.convergence_delta,
+                "relative_delta": attribution.relative_delta,
+                "space": "MNI152 mm (model grid)",
+            },
+        }
+        out.append((data, {"name": name, "metadata": metadata, **style, **layer_kwargs_for(affine)}))
+    return out

@@ -1,0 +1,144 @@
+"""Batched inference: views and EHR vectors in, probabilities or years out.
+
+A subject is seen through every view of the model grid (both hippocampus
+crops for the AD models, the whole brain for brain age); its prediction is
+the mean over views of the softmax (classification) or of the output
+(regression), as in the paper's test-time averaging of both hemispheres.
+
+Shapes: ``views [N, V, D, H, W]`` (float16 or float32, normalised),
+``tabular [N, T]`` float32; result ``[N, K]`` probabilities or ``[N, 1]``
+years, plus ``per_view [N, V, K]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..nn.base import FusionNet
+
+__all__ = ["Prediction", "predict_views", "predict_cohort", "to_probabilities"]
+
+
+@dataclass
+class Prediction:
+    """``values [N, K]``: class probabilities, or ``[N, 1]`` regression
+    outputs in the target's unit; ``per_view [N, V, K]`` before averaging."""
+
+    values: np.ndarray
+    per_view: np.ndarray
+
+
+KINDS = ("multiclass", "multilabel", "regression")
+
+
+def to_probabilities(outputs: torch.Tensor, kind: str) -> torch.Tensor:
+    """Softmax for a classifier's logits, a sigmoid per label for a
+    multilabel model, identity for a regressor."""
+    if kind == "multiclass":
+        return torch.softmax(outputs.float(), dim=-1)
+    if kind == "multilabel":
+        return torch.sigmoid(outputs.float())
+    if kind == "regression":
+        return outputs.float()
+    raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+
+
+@torch.no_grad()
+def predict_views(
+    net: FusionNet,
+    views: np.ndarray | torch.Tensor | None,
+    tabular: np.ndarray | torch.Tensor,
+    kind: str,
+    batch_size: int = 16,
+    device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Prediction:
+    """Run ``net`` (in eval mode) over subjects in batches of ``batch_size``.
+
+    ``tabular`` is the full non-image input (``model_inputs``); ``kind`` is
+    ``"multiclass"``, ``"multilabel"`` or ``"regression"``. ``views`` may be
+    ``None`` for the tabular-only baseline."""
+    was_training = net.training
+    net.eval()
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    tab = torch.as_tensor(np.asarray(tabular, dtype=np.float32))
+    n = tab.shape[0]
+    n_views = 1 if views is None or not net.config.uses_image else views.shape[1]
+    out = []
+    try:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            t = tab[start:stop].to(device)
+            per_view = []
+            for v in range(n_views):
+                image = None
+                if views is not None and net.config.uses_image:
+                    image = torch.as_tensor(views[start:stop, v]).to(device=device, dtype=torch.float32)[:, None]
+                per_view.append(to_probabilities(net(image, t), kind))
+            out.append(torch.stack(per_view, 1).cpu())
+            if progress:
+                progress(stop, n)
+    finally:
+        net.train(was_training)
+    per_view = torch.cat(out).numpy() if out else np.zeros((0, n_views, net.config.n_outputs), np.float32)
+    return Prediction(values=per_view.mean(1), per_view=per_view)
+
+
+def predict_cohort(
+    model,
+    table: str | Path,
+    batch_size: int = 16,
+    jobs: int = 1,
+    progress: Callable[[str, int, int], None] | None = None,
+):
+    """Predict every row of a cohort table with a loaded model file
+    (:class:`~napari_hyperfusion.io.model_file.LoadedModel`).
+
+    Returns a DataFrame: the ID column, then ``prob_<class>`` and
+    ``predicted`` (classifier), ``prob_<label>`` and ``positive_<label>``
+    (multilabel, at the model's thresholds) or ``predicted_<output>``
+    (regressor), and
+    the model's name and hash. The table is checked like a training table
+    (columns, values, image paths) but needs no target column."""
+    import pandas as pd
+
+    from ..data.dataset import TASK_SPECS, load_images, read_cohort
+    from ..data.model_inputs import encode_table
+    from ..data.preprocess import ModelGrid
+
+    info = model.info
+    spec = next(s for s in TASK_SPECS.values() if s.model_task == info.task)
+    uses_image = info.config.uses_image
+    cohort = read_cohort(table, spec, info.schema, need_target=False, need_images=uses_image)
+    views = None
+    if uses_image:
+        grid = ModelGrid.from_dict(info.image)
+        views = load_images(
+            cohort, grid, jobs=jobs, progress=(lambda i, n: progress("load", i, n)) if progress else None
+        )
+    tabular = encode_table(info.config, info.schema, cohort.table, cohort.notes)
+    pred = predict_views(
+        model.net, views, tabular, info.kind, batch_size=batch_size, device=model.device,
+        progress=(lambda i, n: progress("predict", i, n)) if progress else None,
+    )  # fmt: skip
+    out = pd.DataFrame({spec.id_column: cohort.ids})
+    if info.is_classifier:
+        for k, name in enumerate(info.outputs):
+            out[f"prob_{name}"] = pred.values[:, k]
+        out["predicted"] = [info.outputs[k] for k in pred.values.argmax(1)]
+    elif info.kind == "multilabel":
+        for k, (name, cut) in enumerate(zip(info.outputs, info.label_thresholds)):
+            out[f"prob_{name}"] = pred.values[:, k]
+            out[f"positive_{name}"] = (pred.values[:, k] >= cut).astype(int)
+    else:
+        out[f"predicted_{info.outputs[0].replace(' ', '_')}"] = pred.values[:, 0]
+        if pred.per_view.shape[1] > 1:
+            out["spread_over_views"] = pred.per_view[:, :, 0].std(1)
+    out["model"] = info.name
+    out["model_sha256"] = model.short_hash
+    return out

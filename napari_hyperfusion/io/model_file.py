@@ -1,0 +1,346 @@
+"""Model files: safetensors weights with JSON metadata, never a pickle.
+
+One file holds everything: the tensors of the network's ``state_dict`` and,
+in the safetensors header's ``__metadata__`` under the key
+``"napari_hyperfusion"``, a JSON document with the architecture config, the
+tabular schema, the task and its outputs, provenance, metrics and the
+"synthetic / research use" flags. Loading parses that header, rebuilds the
+network from the config and copies the tensors in; no code from the file is
+ever run, so a file from anywhere is safe to open.
+
+Errors are :class:`ModelFileError` with a ``reason`` code (``"not_found"``,
+``"pickle"``, ``"not_safetensors"``, ``"truncated"``, ``"not_a_model"``,
+``"bad_metadata"``, ``"unknown_architecture"``, ``"weights_mismatch"``)
+and a message that says what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..data.schema import SchemaError, TabularSchema
+from ..errors import ModelFileError
+from ..nn.base import FusionNet
+from ..nn.build import build_model
+from ..nn.config import ConfigError, ModelConfig
+from ..nn.devices import resolve_device
+from .atomic import atomic_write
+
+__all__ = [
+    "ModelFileError",
+    "ModelInfo",
+    "LoadedModel",
+    "save_model",
+    "load_model",
+    "read_info",
+    "MODEL_SUFFIX",
+]
+
+METADATA_KEY = "napari_hyperfusion"
+FORMAT_NAME = "napari-hyperfusion-model"
+FORMAT_VERSION = 1
+MODEL_SUFFIX = ".safetensors"
+TASKS = ("ad_classification", "brain_age", "risk_multilabel")
+_HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
+
+
+@dataclass
+class ModelInfo:
+    """Everything about a model except its weights.
+
+    ``outputs`` are class names (classification), label names
+    (multilabel) or one name (regression); ``output_unit`` e.g.
+    ``"years"``; ``image`` describes the model grid (``{"shape": [D, H, W],
+    "spacing_mm": [..], "space": "MNI152", ...}``). Multilabel models also
+    carry ``thresholds`` (one decision threshold per label, chosen on the
+    validation rows), ``feature_selection`` (stage 1's tests, see
+    :class:`~napari_hyperfusion.data.risk_features.RiskSelection`) and, when they
+    read notes, ``note_encoder`` (which embedding model).
+    """
+
+    name: str
+    task: str
+    config: ModelConfig
+    schema: TabularSchema
+    outputs: list[str]
+    output_unit: str = ""
+    description: str = ""
+    synthetic_data: bool = True
+    research_use_only: bool = True
+    image: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    thresholds: list[float] = field(default_factory=list)
+    feature_selection: dict[str, Any] = field(default_factory=dict)
+    note_encoder: str = ""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ModelFileError(f"unknown task {self.task!r}; known: {', '.join(TASKS)}", "bad_metadata")
+        if len(self.outputs) != self.config.n_outputs:
+            raise ModelFileError(
+                f"{len(self.outputs)} output names for a network with {self.config.n_outputs} outputs",
+                "bad_metadata",
+            )
+        if self.schema.n_features != self.config.tabular_dim:
+            raise ModelFileError(
+                f"the schema encodes {self.schema.n_features} numbers but the network takes {self.config.tabular_dim}",
+                "bad_metadata",
+            )
+        if self.thresholds and len(self.thresholds) != len(self.outputs):
+            raise ModelFileError(f"{len(self.thresholds)} thresholds for {len(self.outputs)} labels", "bad_metadata")
+
+    @property
+    def is_classifier(self) -> bool:
+        """Single-label classification (softmax)."""
+        return self.task == "ad_classification"
+
+    @property
+    def kind(self) -> str:
+        """``"multiclass"``, ``"multilabel"`` or ``"regression"``."""
+        return {"ad_classification": "multiclass", "risk_multilabel": "multilabel"}.get(self.task, "regression")
+
+    @property
+    def label_thresholds(self) -> list[float]:
+        """A multilabel model's decision thresholds (0.5 where none stored)."""
+        return list(self.thresholds) if self.thresholds else [0.5] * len(self.outputs)
+
+    def risk_selection(self):
+        """Stage 1's :class:`~napari_hyperfusion.data.risk_features.RiskSelection`,
+        or ``None`` for a model without one."""
+        if not self.feature_selection:
+            return None
+        from ..data.risk_features import RiskSelection
+
+        return RiskSelection.from_dict(self.feature_selection)
+
+    @property
+    def flags_text(self) -> str:
+        parts = []
+        if self.synthetic_data:
+            parts.append("trained on SYNTHETIC data")
+        if self.research_use_only:
+            parts.append("research and teaching use only, not a diagnostic device")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "task": self.task,
+            "description": self.description,
+            "config": self.config.to_dict(),
+            "schema": self.schema.to_dict(),
+            "outputs": {"names": list(self.outputs), "unit": self.output_unit},
+            "flags": {"synthetic_data": self.synthetic_data, "research_use_only": self.research_use_only},
+            "image": self.image,
+            "metrics": self.metrics,
+            "provenance": self.provenance,
+            "thresholds": list(self.thresholds),
+            "feature_selection": self.feature_selection,
+            "note_encoder": self.note_encoder,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        if data.get("format") != FORMAT_NAME:
+            raise ModelFileError(f"metadata format is {data.get('format')!r}, not {FORMAT_NAME!r}", "bad_metadata")
+        version = data.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelFileError(
+                f"model file format version {version!r} is newer than this napari-hyperfusion "
+                f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade the plugin",
+                "bad_metadata",
+            )
+        try:
+            config = ModelConfig.from_dict(data["config"])
+        except ConfigError as err:
+            raise ModelFileError(f"unknown architecture: {err}", "unknown_architecture") from None
+        try:
+            schema = TabularSchema.from_dict(data["schema"])
+            flags = data.get("flags", {})
+            return cls(
+                name=str(data["name"]),
+                task=str(data["task"]),
+                config=config,
+                schema=schema,
+                outputs=list(data["outputs"]["names"]),
+                output_unit=str(data["outputs"].get("unit", "")),
+                description=str(data.get("description", "")),
+                synthetic_data=bool(flags.get("synthetic_data", True)),
+                research_use_only=bool(flags.get("research_use_only", True)),
+                image=dict(data.get("image", {})),
+                metrics=dict(data.get("metrics", {})),
+                provenance=dict(data.get("provenance", {})),
+                thresholds=[float(v) for v in data.get("thresholds", [])],
+                feature_selection=dict(data.get("feature_selection", {})),
+                note_encoder=str(data.get("note_encoder", "")),
+            )
+        except (KeyError, TypeError, SchemaError) as err:
+            raise ModelFileError(f"malformed model metadata: {err!r}", "bad_metadata") from None
+
+
+@dataclass
+class LoadedModel:
+    """A network in eval mode on ``device``, with its metadata and the file's
+    SHA-256 (which identifies the exact weights in results and overlays)."""
+
+    net: FusionNet
+    info: ModelInfo
+    path: Path
+    sha256: str
+    device: torch.device
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:12]
+
+
+def save_model(path: str | os.PathLike, net: FusionNet, info: ModelInfo, dtype: torch.dtype | None = None) -> Path:
+    """Write ``net``'s weights and ``info`` to one safetensors file, atomically
+    (a temporary file renamed into place: a crash leaves no half file).
+
+    ``dtype=torch.float16`` halves the size of float weights; they are cast
+    back to the network's dtype on load. Returns the path written.
+    """
+    from safetensors.torch import save_file
+
+    if info.config != net.config:
+        raise ValueError("info.config differs from the network's config")
+    path = Path(path)
+    tensors = {}
+    for key, value in net.state_dict().items():
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[key] = value.contiguous()
+    metadata = {METADATA_KEY: json.dumps(info.to_dict(), sort_keys=True)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return path
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Parse and check a safetensors header without reading the tensors."""
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file", "not_found")
+    if not path.is_file():
+        raise ModelFileError(f"{path} is not a file", "not_found")
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(9)
+        # a safetensors file starts with its header's length (8 bytes, little
+        # endian) and then "{"; a length whose low byte is 0x80 must not be
+        # taken for a pickle's PROTO opcode
+        looks_safetensors = len(head) == 9 and head[4:8] == b"\0\0\0\0" and head[8:9] == b"{"
+        if not looks_safetensors and (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"):
+            kind = "a zip archive (torch.save checkpoint)" if head[:2] == b"PK" else "a Python pickle"
+            raise ModelFileError(
+                f"{path.name} is {kind}, not a safetensors model file. napari-hyperfusion never "
+                "unpickles files, because a pickle can run arbitrary code when opened. Convert the "
+                "checkpoint with napari_hyperfusion.io.model_file.save_model on a machine you trust.",
+                "pickle",
+            )
+        if len(head) < 8:
+            raise ModelFileError(f"{path.name} is too short to be a model file ({size} bytes)", "truncated")
+        (n_header,) = struct.unpack("<Q", head[:8])
+        fh.seek(8)
+        if n_header > _HEADER_LIMIT:
+            raise ModelFileError(f"{path.name} is not a safetensors model file", "not_safetensors")
+        if 8 + n_header > size:
+            raise ModelFileError(
+                f"{path.name} is truncated: its header needs {8 + n_header} bytes, the file has {size}",
+                "truncated",
+            )
+        raw = fh.read(n_header)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError
+    except (UnicodeDecodeError, ValueError):
+        raise ModelFileError(f"{path.name} is not a safetensors model file", "not_safetensors") from None
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    needed = 8 + n_header + max(ends, default=0)
+    if needed > size:
+        raise ModelFileError(
+            f"{path.name} is truncated: it should be {needed} bytes, it has {size}. Copy it again.",
+            "truncated",
+        )
+    return header
+
+
+def read_info(path: str | os.PathLike) -> ModelInfo:
+    """A model file's metadata, without loading any weights."""
+    path = Path(path)
+    header = _read_header(path)
+    meta = header.get("__metadata__") or {}
+    if METADATA_KEY not in meta:
+        raise ModelFileError(
+            f"{path.name} is a safetensors file but not a napari-hyperfusion model (it has no "
+            f"'{METADATA_KEY}' metadata); it may hold another tool's weights",
+            "not_a_model",
+        )
+    try:
+        data = json.loads(meta[METADATA_KEY])
+    except ValueError:
+        raise ModelFileError(f"{path.name}: the model metadata is not valid JSON", "bad_metadata") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path.name}: the model metadata is not a JSON object", "bad_metadata")
+    return ModelInfo.from_dict(data)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> LoadedModel:
+    """Open a model file: rebuild the network from its config, load the
+    weights (checking every name and shape), move it to ``device`` and put
+    it in eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    info = read_info(path)
+    net = build_model(info.config)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except SafetensorError as err:
+        raise ModelFileError(f"{path.name} could not be read as safetensors: {err}", "not_safetensors") from None
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [
+        f"{k}: file {tuple(tensors[k].shape)}, network {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong:
+        lines = []
+        if wrong:
+            lines.append("shape mismatch: " + "; ".join(wrong[:5]))
+        if missing:
+            lines.append("missing: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+        if unexpected:
+            lines.append("unexpected: " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
+        raise ModelFileError(
+            f"{path.name}: the weights do not match the architecture in its metadata ({'; '.join(lines)})",
+            "weights_mismatch",
+        )
+    net.load_state_dict({k: tensors[k].to(v.dtype) for k, v in expected.items()})
+    target = resolve_device(device)
+    net.to(target).eval()
+    return LoadedModel(net=net, info=info, path=path, sha256=_sha256(path), device=target)

@@ -1,0 +1,225 @@
+"""Model configuration: one plain, JSON-serialisable description per model.
+
+A :class:`ModelConfig` names a backbone, a fusion method and their sizes;
+:func:`napari_hyperfusion.nn.build.build_model` turns it into a network. The
+same config is stored in every model file, so a file can be rebuilt without
+running any code from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = [
+    "ModelConfig",
+    "ConfigError",
+    "BACKBONES",
+    "FUSIONS",
+    "resnet_hyper_sites",
+    "paper_ad_config",
+    "paper_brain_age_config",
+]
+
+BACKBONES = ("preact_resnet", "brain_age_cnn", "medfusion")
+FUSIONS = ("hyperfusion", "imaging", "tabular", "concat", "film", "daft", "medfusion")
+# FiLM and DAFT modulate a residual block; the brain-age CNN has none.
+_FUSIONS_BY_BACKBONE = {
+    "preact_resnet": FUSIONS[:6],
+    "brain_age_cnn": ("hyperfusion", "imaging", "tabular", "concat"),
+    "medfusion": ("medfusion",),
+}
+EMBEDDINGS = ("mlp", "fill")
+N_RESNET_BLOCKS = 4
+N_BRAIN_AGE_FC = 4
+
+
+def resnet_hyper_sites() -> tuple[str, ...]:
+    """Every layer of the pre-activation ResNet that can be hypernetwork-made."""
+    blocks = tuple(f"block{i}.{part}" for i in range(1, N_RESNET_BLOCKS + 1) for part in ("conv1", "conv2", "shortcut"))
+    return blocks + ("fc1", "fc2")
+
+
+def brain_age_hyper_sites() -> tuple[str, ...]:
+    return tuple(f"fc{i}" for i in range(1, N_BRAIN_AGE_FC + 1))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one model.
+
+    Attributes:
+        backbone: ``"preact_resnet"`` (AD and risk tasks), ``"brain_age_cnn"``
+            or ``"medfusion"`` (MedFusionNet, risk task).
+        fusion: ``"hyperfusion"`` or a baseline: ``"imaging"``, ``"tabular"``,
+            ``"concat"``, ``"film"``, ``"daft"``; ``"medfusion"`` with its backbone.
+        tabular_dim: length of the encoded tabular vector.
+        n_outputs: classes (logits) or 1 for regression.
+        input_shape: image grid ``(D, H, W)`` in voxels.
+        hyper_sites: layers whose parameters the hypernetwork generates
+            (HyperFusion only), e.g. ``("block4.shortcut",)``.
+        embedding: ``"mlp"`` (Linear-BN-PReLU) or ``"fill"`` (ones-filled,
+            both sexes start tied).
+        emb_dim: embedding size fed to every hyper layer.
+        base_filters: channels of the first stage; later stages double.
+        dropout: dropout rate inside blocks and the head.
+        head_hidden: hidden width of the classification head (ResNet).
+        modulation_hidden: bottleneck width of FiLM/DAFT's MLP.
+        hyper_form: computation form of hyper layers (``"auto"`` is measured best).
+        output_shift, output_scale: regression output is ``y * scale + shift``
+            so that the network can learn standardised targets but report
+            years.
+        tabular_columns: MedFusionNet: the encoded EHR columns that stage 1
+            (risk-feature selection) kept; ``None`` reads all.
+        note_dim: MedFusionNet: length of the note's embedding plus its
+            presence flag (0: the model reads no note).
+        growth, dense_layers: MedFusionNet's DenseNet growth rate and layers
+            per dense block.
+        attn_dim, attn_heads: width and heads of its attention stream, the
+            feature pyramid and the label decoder.
+    """
+
+    backbone: str = "preact_resnet"
+    fusion: str = "hyperfusion"
+    tabular_dim: int = 16
+    n_outputs: int = 3
+    input_shape: tuple[int, int, int] = (64, 96, 64)
+    in_channels: int = 1
+    hyper_sites: tuple[str, ...] = ("block4.shortcut",)
+    embedding: str = "mlp"
+    emb_dim: int = 8
+    base_filters: int = 16
+    dropout: float = 0.2
+    head_hidden: int = 64
+    modulation_hidden: int = 16
+    hyper_form: str = "auto"
+    output_shift: float = 0.0
+    output_scale: float = 1.0
+    tabular_columns: tuple[int, ...] | None = None
+    note_dim: int = 0
+    growth: int = 8
+    dense_layers: int = 3
+    attn_dim: int = 32
+    attn_heads: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+        object.__setattr__(self, "hyper_sites", tuple(self.hyper_sites))
+        if self.tabular_columns is not None:
+            object.__setattr__(self, "tabular_columns", tuple(int(v) for v in self.tabular_columns))
+        self.validate()
+
+    def validate(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"unknown architecture backbone {self.backbone!r}; known: {', '.join(BACKBONES)}")
+        allowed = _FUSIONS_BY_BACKBONE[self.backbone]
+        if self.fusion not in allowed:
+            raise ConfigError(
+                f"fusion {self.fusion!r} is not available on {self.backbone}; choose from {', '.join(allowed)}"
+            )
+        if self.embedding not in EMBEDDINGS:
+            raise ConfigError(f"unknown embedding {self.embedding!r}; choose from {', '.join(EMBEDDINGS)}")
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise ConfigError(f"input_shape must be three positive sizes, got {self.input_shape}")
+        min_size = 16 if self.backbone in ("preact_resnet", "medfusion") else 8
+        if min(self.input_shape) < min_size:
+            raise ConfigError(f"{self.backbone} needs every input dimension >= {min_size}, got {self.input_shape}")
+        for name in ("tabular_dim", "n_outputs", "in_channels", "emb_dim", "base_filters", "head_hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.backbone == "medfusion":
+            if any(s % 8 for s in self.input_shape):
+                raise ConfigError(f"medfusion needs input sizes that are multiples of 8, got {self.input_shape}")
+            for name in ("growth", "dense_layers", "attn_dim", "attn_heads"):
+                if getattr(self, name) < 1:
+                    raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+            if self.attn_dim % self.attn_heads:
+                raise ConfigError(f"attn_dim {self.attn_dim} must be a multiple of attn_heads {self.attn_heads}")
+            bad = [c for c in self.tabular_columns or () if not 0 <= c < self.tabular_dim]
+            if bad:
+                raise ConfigError(f"tabular_columns {bad} are outside the {self.tabular_dim} encoded EHR columns")
+        elif self.note_dim or self.tabular_columns is not None:
+            raise ConfigError("note_dim and tabular_columns belong to the medfusion backbone")
+        if self.note_dim < 0:
+            raise ConfigError(f"note_dim must be >= 0, got {self.note_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.fusion == "hyperfusion":
+            valid = resnet_hyper_sites() if self.backbone == "preact_resnet" else brain_age_hyper_sites()
+            if not self.hyper_sites:
+                raise ConfigError("hyperfusion needs at least one entry in hyper_sites")
+            unknown = [s for s in self.hyper_sites if s not in valid]
+            if unknown:
+                raise ConfigError(f"unknown hyper_sites {unknown}; valid: {', '.join(valid)}")
+        elif self.hyper_sites and self.fusion != "hyperfusion":
+            object.__setattr__(self, "hyper_sites", ())
+
+    @property
+    def input_dim(self) -> int:
+        """Length of the network's non-image input: the EHR encoding, then
+        the note's embedding (MedFusionNet with a note)."""
+        return self.tabular_dim + self.note_dim
+
+    @property
+    def uses_note(self) -> bool:
+        return self.note_dim > 0
+
+    @property
+    def uses_tabular(self) -> bool:
+        return self.fusion != "imaging"
+
+    @property
+    def uses_image(self) -> bool:
+        return self.fusion != "tabular"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input_shape"] = list(self.input_shape)
+        data["hyper_sites"] = list(self.hyper_sites)
+        if self.tabular_columns is not None:
+            data["tabular_columns"] = list(self.tabular_columns)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+        try:
+            return cls(**dict(data))
+        except TypeError as err:
+            raise ConfigError(f"malformed config: {err}") from None
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return ModelConfig.from_dict({**self.to_dict(), **changes})
+
+
+def paper_ad_config(fusion: str = "hyperfusion", **overrides: Any) -> ModelConfig:
+    """The paper's AD classifier: 64x96x64 hippocampus crop, 16 base
+    filters, block 4's shortcut generated from a 16 -> 8 embedding."""
+    return ModelConfig(backbone="preact_resnet", fusion=fusion, **overrides)
+
+
+def paper_brain_age_config(fusion: str = "hyperfusion", **overrides: Any) -> ModelConfig:
+    """The paper's sex-conditioned brain-age regressor: all four FC layers
+    generated from a 1-d "fill" embedding of one-hot sex.
+
+    Input: 80 x 96 x 80 voxels, the brain of a 2 mm MNI-space scan (our
+    choice; the paper's input was larger, at 1 mm)."""
+    defaults: dict[str, Any] = dict(
+        backbone="brain_age_cnn",
+        fusion=fusion,
+        tabular_dim=2,
+        n_outputs=1,
+        input_shape=(80, 96, 80),
+        hyper_sites=brain_age_hyper_sites(),
+        embedding="fill",
+        emb_dim=1,
+        dropout=0.2,
+    )
+    defaults.update(overrides)
+    return ModelConfig(**defaults)

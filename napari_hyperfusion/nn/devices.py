@@ -1,0 +1,46 @@
+"""Choosing the compute device: CUDA when present, the CPU otherwise."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..errors import DeviceError
+
+__all__ = ["DeviceError", "resolve_device", "available_devices", "describe_device"]
+
+
+def available_devices() -> list[str]:
+    """Device names usable here, best first: ``["cuda:0", ..., "cpu"]``."""
+    names = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return names + ["cpu"]
+
+
+def resolve_device(choice: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None) picks CUDA when available, else the CPU;
+    ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` are checked and returned."""
+    if isinstance(choice, torch.device):
+        choice = str(choice)
+    choice = (choice or "auto").strip().lower()
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", choice):
+        if not torch.cuda.is_available():
+            build = "a CPU-only PyTorch build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+            raise DeviceError(f"CUDA was requested but no CUDA GPU is available ({build}); use 'cpu' or 'auto'")
+        device = torch.device(choice)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"{choice} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return device
+    raise DeviceError(f"unknown device {choice!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def describe_device(device: torch.device) -> str:
+    """A short human description, e.g. ``"CPU (2 threads)"``."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"{torch.cuda.get_device_name(index)} (cuda:{index})"
+    return f"CPU ({torch.get_num_threads()} threads)"

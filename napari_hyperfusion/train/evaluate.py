@@ -1,0 +1,260 @@
+"""Compare HyperFusion with baselines the way the paper does.
+
+A fixed, stratified test split is held out. The rest is split into ``k``
+stratified folds, once per seed; each fold trains one model per fusion
+method (early stopping on its validation fold, EHR preprocessing fitted on
+its training rows only), and the ``k`` fold models of a seed form an
+ensemble on the test split, weighted by 1 / entropy (the paper) or plainly
+averaged. Per method and metric we report mean +- sd over seeds and a
+one-sided Mann-Whitney U test of HyperFusion against each baseline
+(``greater`` for scores, ``less`` for MAE).
+
+The multilabel risk task works the same way with the reference method
+``medfusion`` (MedFusionNet) against HyperFusion with a multilabel head and
+the other baselines: per-label AUC, average precision and F1, macro and
+micro F1, Hamming loss. Each fold model's label thresholds come from its
+own validation fold; an ensemble uses its members' mean thresholds, and
+the 1/entropy weighting uses each label's Bernoulli entropy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.dataset import load_images, read_cohort
+from ..infer.cohort import predict_views
+from ..nn.build import build_model
+from ..nn.devices import resolve_device
+from .loop import (
+    TrainConfig,
+    base_schema,
+    fit,
+    grid_for,
+    kfold_indices,
+    pretrain_embedding,
+    selection_metric,
+    split_indices,
+    task_scores,
+)
+from .metrics import (
+    binary_entropy_weighted_ensemble,
+    choose_thresholds,
+    entropy_weighted_ensemble,
+    higher_is_better,
+    mean_ensemble,
+)
+from .run import is_synthetic, network_config, prepare_data
+
+__all__ = ["EvalResult", "cross_validate", "summarise", "to_markdown", "ENSEMBLES", "parse_method"]
+
+ENSEMBLES = ("entropy", "mean", "single")
+
+
+@dataclass
+class EvalResult:
+    """``rows``: one per (fusion, seed, ensemble) with every metric, and one
+    per fold model (``ensemble == "single"``, with its ``fold``);
+    ``metrics``: the metric names, main one first."""
+
+    rows: pd.DataFrame
+    metrics: list[str]
+    fusions: list[str]
+    n_test: int
+    n_trainval: int
+    synthetic: bool = False
+    reference: str = "hyperfusion"
+    headline: list[str] | None = None  # metrics of the main table (all when None)
+
+
+def parse_method(method: str, cfg: TrainConfig) -> TrainConfig:
+    """A method name: a fusion (``"medfusion"``), optionally with settings
+    that differ from ``cfg``, each after a colon, e.g.
+    ``"medfusion:use_note=false"`` (an ablation on the same folds). Raises
+    :class:`~napari_hyperfusion.train.loop.TrainConfigError` for an unknown
+    or invalid setting."""
+    from .loop import apply_overrides
+
+    fusion, *settings = [part.strip() for part in method.split(":")]
+    data = apply_overrides({**cfg.to_dict(), "fusion": fusion}, settings)
+    return TrainConfig.from_dict(data)
+
+
+def cross_validate(
+    cfg: TrainConfig,
+    fusions: Sequence[str],
+    folds: int = 4,
+    seeds: Sequence[int] = (0, 1),
+    test_fraction: float = 0.2,
+    log: Callable[[str], None] = print,
+) -> EvalResult:
+    """Train ``len(seeds) * folds * len(fusions)`` models; see the module
+    docstring. ``cfg`` gives the task, cohort and training settings."""
+    spec = cfg.spec
+    device = resolve_device(cfg.device)
+    for method in fusions:  # a bad method name fails before hours of training, not after
+        parse_method(method, cfg)
+    need_images = any(parse_method(f, cfg).fusion != "tabular" for f in fusions)
+    cohort = read_cohort(cfg.cohort, spec, base_schema(cfg.task), need_target=True, need_images=need_images)
+    assert cohort.y is not None
+    test_idx, rest_idx = split_indices(cohort.y, [test_fraction], cfg.seed, spec.is_classification)
+    views = load_images(cohort, grid_for(cfg), jobs=cfg.jobs) if need_images else None
+    log(f"cohort {cohort.source.name}: {len(rest_idx)} for cross-validation, {len(test_idx)} held-out test")
+    rows = []
+    y_test = cohort.y[test_idx]
+    for seed in seeds:
+        members: dict[str, list[np.ndarray]] = {f: [] for f in fusions}
+        singles: dict[str, list[dict[str, float]]] = {f: [] for f in fusions}
+        thresholds: dict[str, list[list[float]]] = {f: [] for f in fusions}
+        for fold, (tr, va) in enumerate(kfold_indices(cohort.y[rest_idx], folds, seed, spec.is_classification)):
+            train_idx, val_idx = rest_idx[tr], rest_idx[va]
+            schema = base_schema(cfg.task).fit(cohort.subset(train_idx).table, source=f"fold {fold}")
+            inputs: dict[bool, tuple] = {}  # the fold's encoded rows, with and without the note, built once each
+            for fusion in fusions:
+                run_cfg = replace(parse_method(fusion, cfg), seed=seed * 1000 + fold, progress=False, resume=False)
+                mcfg, _ = network_config(run_cfg, cohort, train_idx, schema)  # stage 1 on this fold's rows
+                if mcfg.uses_note not in inputs:
+                    inputs[mcfg.uses_note] = tuple(
+                        prepare_data(cohort, views, schema, i, mcfg) for i in (train_idx, val_idx, test_idx)
+                    )
+                train, val, test = inputs[mcfg.uses_note]
+                torch.manual_seed(run_cfg.seed)
+                net = build_model(mcfg)
+                pretrain_embedding(net, train, val, run_cfg, device)
+                result = fit(net, train, val, run_cfg, device)
+                net.load_state_dict(result.best_state)
+                cuts = None
+                if spec.is_multilabel:
+                    cuts = choose_thresholds(
+                        val.y, predict_views(net, val.views, val.tabular, spec.kind, device=device).values
+                    )
+                    thresholds[fusion].append(cuts)
+                pred = predict_views(net, test.views, test.tabular, spec.kind, device=device).values
+                members[fusion].append(pred)
+                singles[fusion].append({"fold": fold, **task_scores(spec, y_test, pred, cuts)})
+                main = selection_metric(spec)
+                log(
+                    f"seed {seed} fold {fold} {fusion:11s} best epoch {result.best_epoch:3d} "
+                    f"val {main} {result.best_metric:.3f} "
+                    f"test {main} {singles[fusion][-1][main]:.3f} ({result.seconds:.0f} s)"
+                )
+        for fusion in fusions:
+            stack = np.stack(members[fusion])
+            weighted = {"multiclass": entropy_weighted_ensemble, "multilabel": binary_entropy_weighted_ensemble}
+            ens = {"entropy": weighted.get(spec.kind, mean_ensemble)(stack), "mean": mean_ensemble(stack)}
+            cuts = list(np.mean(thresholds[fusion], 0)) if spec.is_multilabel else None
+            for kind, probs in ens.items():
+                scores = task_scores(spec, y_test, probs, cuts)
+                rows.append({"fusion": fusion, "seed": seed, "ensemble": kind, **scores})
+            for single in singles[fusion]:
+                rows.append({"fusion": fusion, "seed": seed, "ensemble": "single", **single})
+    frame = pd.DataFrame(rows)
+    metrics = [c for c in frame.columns if c not in ("fusion", "seed", "ensemble", "fold")]
+    reference = "medfusion" if spec.is_multilabel and "medfusion" in fusions else "hyperfusion"
+    headline = MULTILABEL_HEADLINE if spec.is_multilabel else None
+    return EvalResult(
+        frame, metrics, list(fusions), len(test_idx), len(rest_idx), is_synthetic(cohort), reference, headline
+    )
+
+
+MULTILABEL_HEADLINE = ["auc_macro", "ap_macro", "f1_macro", "f1_micro", "hamming_loss", "subset_accuracy"]
+
+
+def summarise(result: EvalResult, ensemble: str = "entropy", reference: str | None = None) -> pd.DataFrame:
+    """Mean, sd and (for baselines) the one-sided Mann-Whitney p-value of
+    ``reference`` against each method, per metric. Long format:
+    ``fusion, metric, mean, sd, n, p_value``."""
+    from scipy.stats import mannwhitneyu
+
+    reference = reference or result.reference
+    rows = result.rows[result.rows.ensemble == ensemble]
+    out: list[dict] = []
+    if rows.empty:
+        return pd.DataFrame(out, columns=["fusion", "metric", "mean", "sd", "n", "p_value"])
+    for fusion in result.fusions:
+        mine = rows[rows.fusion == fusion]
+        for metric in result.metrics:
+            values = mine[metric].to_numpy(dtype=float)
+            p = math.nan
+            if fusion != reference and reference in result.fusions:
+                ref = rows[rows.fusion == reference][metric].to_numpy(dtype=float)
+                ok = np.isfinite(ref).all() and np.isfinite(values).all() and len(ref) and len(values)
+                if ok:
+                    alt = "greater" if higher_is_better(metric) else "less"
+                    p = float(mannwhitneyu(ref, values, alternative=alt).pvalue)
+            out.append({
+                "fusion": fusion, "metric": metric, "mean": float(np.mean(values)),
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values), "p_value": p,
+            })  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def _table(result: EvalResult, summary: pd.DataFrame, metrics: list[str] | None = None) -> list[str]:
+    metrics = metrics or result.headline or result.metrics
+    lines = ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for fusion in result.fusions:
+        cells = []
+        for metric in metrics:
+            r = summary[(summary.fusion == fusion) & (summary.metric == metric)].iloc[0]
+            cells.append(f"{r['mean']:.3f} +- {r['sd']:.3f}")
+        lines.append(f"| {fusion} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _p_table(result: EvalResult, summary: pd.DataFrame) -> list[str]:
+    metrics = result.headline or result.metrics
+    baselines = [f for f in result.fusions if f != result.reference]
+    if result.reference not in result.fusions or not baselines:
+        return []
+    lines = ["| baseline | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for fusion in baselines:
+        cells = []
+        for metric in metrics:
+            r = summary[(summary.fusion == fusion) & (summary.metric == metric)].iloc[0]
+            cells.append("n/a" if not np.isfinite(r["p_value"]) else f"{r['p_value']:.3f}")
+        lines.append(f"| {fusion} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def to_markdown(result: EvalResult, title: str = "") -> str:
+    """A Markdown report: the fold ensembles (1/entropy-weighted, mean +- sd
+    over seeds), the single fold models (mean +- sd over seeds x folds) and
+    the one-sided Mann-Whitney p-values of HyperFusion against each baseline
+    for both."""
+    ens, single = summarise(result, "entropy"), summarise(result, "single")
+    n_seeds = int(ens["n"].max()) if len(ens) else 0
+    n_models = int(single["n"].max()) if len(single) else 0
+    lines = [f"## {title}" if title else "", ""]
+    lines.append(f"Held-out test split: {result.n_test} subjects; cross-validation on the other {result.n_trainval}.")
+    lines += ["", f"**Fold ensembles** (1/entropy weighted; mean +- sd over {n_seeds} seed(s)):", ""]
+    lines += _table(result, ens)
+    if result.headline:  # multilabel: per-label scores of the fold ensembles
+        per_label = [
+            m for m in result.metrics if m.split("_", 1)[0] in ("auc", "ap", "f1") and m not in result.headline
+        ]
+        lines += ["", "Per label (fold ensembles; AUC, average precision, F1 at the validation thresholds):", ""]
+        lines += _table(result, ens, per_label)
+    if n_models:
+        lines += ["", f"**Single fold models** (mean +- sd over {n_models} models: seeds x folds):", ""]
+        lines += _table(result, single)
+    p_ens = _p_table(result, ens)
+    p_single = _p_table(result, single) if n_models else []
+    if p_ens:
+        lines += ["", f"One-sided Mann-Whitney U p-values, {result.reference} better than the baseline, "
+                  f"over the fold ensembles (n = {n_seeds} per method; the smallest p possible is "
+                  f"{_min_p(n_seeds):.3f}):", ""]  # fmt: skip
+        lines += p_ens
+        if n_models:
+            lines += ["", f"... and over the single fold models (n = {n_models} per method):", ""]
+            lines += p_single
+    return "\n".join(lines).strip() + "\n"
+
+
+def _min_p(n: int) -> float:
+    """The smallest one-sided Mann-Whitney p with n vs n samples: 1 / C(2n, n)."""
+    return 1.0 / math.comb(2 * n, n) if n > 0 else math.nan
