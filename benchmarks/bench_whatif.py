@@ -124,16 +124,16 @@ def main() -> None:
             viewer.open_sample("napari-hyperfusion", key)
             panel.device_combo.setCurrentText(device.type)
             panel.open_model(model.path)
-            panel.reset_whatif()
+            panel.whatif.reset_whatif()
             ui = []
-            slider = panel.sliders[field]
+            slider = panel.whatif.sliders[field]
             for _ in range(min(args.moves, 50)):
                 if hasattr(slider, "maximum"):
                     slider.blockSignals(True)
                     slider.setValue(int(rng.integers(0, slider.maximum() + 1)))
                     slider.blockSignals(False)
                 start = time.perf_counter()
-                panel.update_whatif()
+                panel.whatif.update_whatif()
                 app.processEvents()  # the label and the blitted plot are painted
                 ui.append((time.perf_counter() - start) * 1e3)
             rows.append([device.type, name, statistics.median(full), statistics.median(compute), pct(compute, 95),

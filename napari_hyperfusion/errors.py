@@ -24,6 +24,7 @@ __all__ = [
     "CohortError",
     "ConfigError",
     "DeviceError",
+    "ExplainError",
     "ImageError",
     "ModelFileError",
     "NoteEncoderError",
@@ -82,6 +83,11 @@ class ModelFileError(HyperFusionError, ValueError):
 
 class TrainConfigError(HyperFusionError, ValueError):
     """A training configuration that cannot be used."""
+
+
+class ExplainError(HyperFusionError, ValueError):
+    """An explanation that cannot be computed for this model and input
+    (e.g. an image map for a model that reads no image)."""
 
 
 class CLIError(HyperFusionError):

@@ -68,11 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pending = [args.explain] if args.explain else []
 
     def explain_when_idle() -> None:
-        if panel._worker is not None:
+        if panel.busy:
             QTimer.singleShot(200, explain_when_idle)
             return
-        index = panel.method_combo.findData(pending.pop())
-        panel.method_combo.setCurrentIndex(index)
+        index = panel.explainer.method_combo.findData(pending.pop())
+        panel.explainer.method_combo.setCurrentIndex(index)
         panel.explain()
 
     if pending:
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.screenshot:
 
         def shoot() -> None:
-            if panel._worker is not None or pending:
+            if panel.busy or pending:
                 QTimer.singleShot(200, shoot)
                 return
             viewer.window.screenshot(args.screenshot, canvas_only=False)

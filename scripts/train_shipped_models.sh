@@ -2,17 +2,26 @@
 # Rebuild the demo models shipped in models/ (SYNTHETIC data, CPU, about 45 min on 2 cores):
 # generate the synthetic cohorts into data/ (if missing), train each config in
 # models/configs/, copy each best model to models/<config name>.safetensors.
-# Usage: bash scripts/train_shipped_models.sh [config names...]
+# Usage: bash scripts/train_shipped_models.sh [--set KEY=VALUE ...] [config names...]
+#   --set goes to every `hyperfusion train` (e.g. --set device=cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hf=.venv/bin/hyperfusion
+sets=(--set progress=false)
+names=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --set) sets+=(--set "$2"); shift 2 ;;
+    --set=*) sets+=(--set "${1#--set=}"); shift ;;
+    *) names+=("$1"); shift ;;
+  esac
+done
 [ -f data/ad600/cohort.csv ] || $hf make-cohort --task ad --n 600 --seed 0 --out data/ad600 --jobs 2
 [ -f data/ba300/participants.tsv ] || $hf make-cohort --task brain_age --n 300 --seed 0 --out data/ba300 --jobs 2
-names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(ad_hyperfusion ad_imaging ad_concat brain_age_hyperfusion risk_medfusion risk_hyperfusion)  # ad_film.toml: optional
 for name in "${names[@]}"; do
   echo "== $name"
-  $hf train "models/configs/$name.toml" --set progress=false
+  $hf train "models/configs/$name.toml" "${sets[@]}"
   cp "runs/$name/model.safetensors" "models/$name.safetensors"
 done
 ls -l models/*.safetensors

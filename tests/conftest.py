@@ -115,10 +115,10 @@ PLUGIN = "napari-hyperfusion"
 @pytest.fixture
 def errors(monkeypatch):
     """Messages the panel shows as napari error notifications."""
-    from napari_hyperfusion._qt import panel as widget_module
+    from napari_hyperfusion._qt import notify
 
     shown: list[str] = []
-    monkeypatch.setattr(widget_module, "_notify_error", shown.append)
+    monkeypatch.setattr(notify, "error", shown.append)
     return shown
 
 

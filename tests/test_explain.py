@@ -101,9 +101,9 @@ def panel(make_napari_viewer, errors):
 
 
 def _explain(panel, qtbot, method="saliency"):
-    panel.method_combo.setCurrentIndex(panel.method_combo.findData(method))
+    panel.explainer.method_combo.setCurrentIndex(panel.explainer.method_combo.findData(method))
     panel.explain()
-    qtbot.waitUntil(lambda: panel._worker is None, timeout=120_000)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
 
 
 def _overlays(viewer):
@@ -145,7 +145,7 @@ def test_rerun_updates_in_place_and_other_scans_keep_their_maps(panel, qtbot):
     assert len(_overlays(viewer)) == 2  # replaced, not piled up
     assert all("gradcam" in layer.name for layer in _overlays(viewer))
     viewer.open_sample(PLUGIN, "SYN_DEMO_02")
-    panel.layer_combo.setCurrentText("SYN_DEMO_02 (SYNTHETIC)")
+    panel.patient.layer_combo.setCurrentText("SYN_DEMO_02 (SYNTHETIC)")
     _explain(panel, qtbot, "saliency")
     overlays = _overlays(viewer)
     assert len(overlays) == 4
@@ -155,14 +155,14 @@ def test_rerun_updates_in_place_and_other_scans_keep_their_maps(panel, qtbot):
 
 
 def test_cancel_leaves_the_viewer_usable(panel, qtbot):
-    panel.method_combo.setCurrentIndex(panel.method_combo.findData("occlusion"))
+    panel.explainer.method_combo.setCurrentIndex(panel.explainer.method_combo.findData("occlusion"))
     panel.explain()
     panel.cancel()
-    qtbot.waitUntil(lambda: panel._worker is None, timeout=120_000)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
     assert _overlays(panel.viewer) == [] and "cancel" in panel.status.text().lower()
-    assert panel.explain_button.isEnabled() and panel.predict_button.isEnabled()
+    assert panel.explainer.explain_button.isEnabled() and panel.predict_button.isEnabled()
     panel.predict()
-    qtbot.waitUntil(lambda: panel._worker is None and panel.last_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
 
 
 @pytest.mark.gpu

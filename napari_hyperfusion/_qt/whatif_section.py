@@ -1,10 +1,14 @@
 """The panel's "What if..." section: live EHR sliders over cached image
-features, response curves, the generated weights, saliency shift, export
-(a mixin of :class:`HyperFusionPanel`; the work is
-:mod:`napari_hyperfusion.analysis.whatif`)."""
+features, response curves, the generated weights, saliency shift, export.
+
+A view of the :class:`Case`: the cached image features belong to the
+case's model, scan and device and are rebuilt when any of them changes;
+the "patient" values are the record the last prediction was made with.
+The work is :mod:`napari_hyperfusion.analysis.whatif`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -25,11 +28,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..analysis.case import Case
 from ..analysis.overlays import OVERLAY_KEY, overlay_layers
 from ..analysis.whatif import WhatIfSession, field_grid
-from ..data.notes import NoteEncoderError, encoder_loaded
-from ..data.preprocess import ImageError
-from ..data.schema import SchemaError, TabularSchema
+from ..data.notes import encoder_loaded
+from ..data.schema import TabularSchema
+from ..errors import HyperFusionError
+from . import notify
+from .layers import put_overlay
 
 __all__ = ["WhatIfSection"]
 
@@ -38,15 +44,15 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-class WhatIfSection:
-    """What-if controls; needs the panel's ``model``, ``record``,
-    ``current_layer``, ``current_scan``, ``target_combo`` and
-    ``_put_overlay``."""
+class WhatIfSection(QWidget):
+    """What-if controls for the case. ``target()`` names the output the
+    saliency shift explains (the Explain section's choice)."""
 
-    def _build_whatif_section(self, layout: QVBoxLayout) -> None:
-        """Sliders, the live readout, curve and kernel plots, shift and export buttons."""
-        whatif_box = QGroupBox("What if...")
-        whatif_layout = QVBoxLayout(whatif_box)
+    def __init__(self, case: Case, viewer: Any, target: Callable[[], str | None], parent=None) -> None:
+        super().__init__(parent)
+        self.case, self.viewer, self.target = case, viewer, target
+        whatif_layout = QVBoxLayout(self)
+        whatif_layout.setContentsMargins(0, 0, 0, 0)
         self.whatif_form = QFormLayout()
         whatif_layout.addLayout(self.whatif_form)
         self.whatif_label = QLabel("Move a slider: the prediction updates live from cached image features.")
@@ -74,12 +80,14 @@ class WhatIfSection:
         for button in (self.shift_button, self.export_button, self.summary_button):
             row2.addWidget(button)
         whatif_layout.addLayout(row2)
-        layout.addWidget(whatif_box)
         self.sliders: dict[str, QWidget] = {}
         self.patient_record: dict[str, Any] = {}
         self.explored: list[dict[str, Any]] = []
         self.last_curve = None
         self._session: WhatIfSession | None = None
+        self._schema: TabularSchema | None = None
+        self._whatif_layout = None
+        self._wi_image = self._wi_line = None
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(15)  # ms: coalesces a burst of slider events into one update
@@ -91,16 +99,51 @@ class WhatIfSection:
         self.shift_button.clicked.connect(self.saliency_shift)
         self.export_button.clicked.connect(self._ask_export)
         self.summary_button.clicked.connect(self._ask_summary)
+        case.changed.connect(self._on_case_changed)
+        case.results_changed.connect(self._on_results_changed)
+        self._on_case_changed()
+
+    @property
+    def model(self):
+        return self.case.model
+
+    def _on_case_changed(self, *args: Any) -> None:
+        model = self.case.model
+        schema = model.info.schema if model is not None else None
+        if schema is not self._schema:
+            self._schema = schema
+            self._build_whatif(schema)
+            self.last_curve = None
+            self.explored = []
+        if self._session is not None and not self._session_matches():
+            # another model, scan or device: the cached features and the patient values belong to the old case
+            self._session = None
+            self.patient_record = {}
+            self.last_curve = None
+            self._whatif_layout = None
+            self.whatif_label.setText("The case changed: click Predict, then move a slider.")
+
+    def _on_results_changed(self, kind: str) -> None:
+        if kind == "prediction" and self.case.result("prediction") is not None:
+            self.reset_whatif()
+
+    def _session_key(self) -> tuple[str, str, str]:
+        identity = self.case.identity
+        return identity.model_sha256, f"{identity.scan_name}:{identity.scan_fingerprint}", identity.device
+
+    def _session_matches(self) -> bool:
+        model = self.case.model
+        return self._session is not None and model is not None and self._session.matches(model, self._session_key()[1])
 
     # -- what if ------------------------------------------------------------------
     _SLIDER_STEPS = 200
 
-    def _build_whatif(self, schema: TabularSchema) -> None:
+    def _build_whatif(self, schema: TabularSchema | None) -> None:
         while self.whatif_form.rowCount():
             self.whatif_form.removeRow(0)
         self.sliders = {}
         self.curve_field.clear()
-        for field in schema.fields:
+        for field in schema.fields if schema is not None else ():
             if field.kind == "category":
                 control: QWidget = QComboBox()
                 control.addItems(list(field.categories))
@@ -152,9 +195,9 @@ class WhatIfSection:
         if self.model is None:
             return
         try:
-            filled, _ = self.model.info.schema.fill(self.record())
-        except SchemaError as err:
-            self.notify_error(f"The record is not complete: {err}")
+            filled, _ = self.model.info.schema.fill(self.case.record)
+        except HyperFusionError as err:
+            notify.error(f"The record is not complete: {err}")
             return
         self.patient_record = dict(filled)
         for name, value in filled.items():
@@ -165,30 +208,33 @@ class WhatIfSection:
         self.update_whatif()
 
     def whatif_session(self) -> WhatIfSession | None:
-        """The cached features for the current model, scan and device,
-        rebuilt when any of them changed."""
-        if self.model is None:
+        """The cached features for the case's model, scan and device,
+        rebuilt when any of them changed (Predict builds them in its worker)."""
+        model = self.case.model
+        if model is None:
             return None
-        layer = self.current_layer() if self.model.info.config.uses_image else None
-        scan_id = f"{layer.name}:{id(layer.data)}" if layer is not None else ""
-        if self._session is None or not self._session.matches(self.model, scan_id):
-            try:
-                scan = self.current_scan()
-            except ImageError as err:
-                self.notify_error(f"Cannot use this scan: {err}")
+        if not self._session_matches():
+            if model.info.config.uses_image and self.case.scan is None:
                 return None
-            if self.model.info.config.uses_image and scan is None:
-                return None
-            self._session = WhatIfSession(self.model, scan, scan_id, note=self.note_text())
-        self._session.set_note(self.note_text())  # the note is held fixed while the sliders move
+            self._session = WhatIfSession(model, self.case.scan, self._session_key()[1], note=self.case.note)
+        self._session.set_note(self.case.note)  # the note is held fixed while the sliders move
         return self._session
+
+    def adopt_session(self, session: WhatIfSession) -> bool:
+        """Use features cached off the UI thread (by Predict's worker), if
+        they belong to the case's model, scan and device."""
+        model = self.case.model
+        if model is None or not session.matches(model, self._session_key()[1]):
+            return False
+        self._session = session
+        return True
 
     def update_whatif(self) -> dict[str, Any] | None:
         """Recompute the prediction for the sliders' values (decode only)."""
         if not self.patient_record:
             self.reset_whatif()
             return None
-        if self.note_text() and not encoder_loaded():
+        if self.case.note and not encoder_loaded():
             # loading the encoder takes seconds: it happens in Predict's worker, never on a slider tick
             self.whatif_label.setText("Click Predict first: it loads the note encoder off the UI thread.")
             return None
@@ -202,8 +248,8 @@ class WhatIfSection:
         try:
             values = session.predict(record)
             base = session.predict(self.patient_record)
-        except NoteEncoderError as err:  # e.g. an over-long note typed after Predict: say so, keep it
-            self.notify_error(f"Cannot use the note: {err}")
+        except HyperFusionError as err:  # e.g. an over-long note typed after Predict: say so, keep it
+            notify.error(f"Cannot use the note: {err}")
             return None
         change = session.weight_change(self.patient_record, record)
         compute_ms = (time.perf_counter() - start) * 1e3
@@ -216,11 +262,17 @@ class WhatIfSection:
         if change:
             text += "<br>Generated weights moved: " + ", ".join(f"{k} {v:.1%}" for k, v in change.items())
         self.whatif_label.setText(text + f"<br><small>{compute_ms:.1f} ms from cached features</small>")
-        entry = {**{f"in_{k}": v for k, v in record.items()},
+        entry = {**self._case_columns(), **{f"in_{k}": v for k, v in record.items()},
                  **{f"out_{n}": float(v) for n, v in zip(info.outputs, values)}}  # fmt: skip
         self.explored.append(entry)
         self._draw_whatif(session, record)
         return entry
+
+    def _case_columns(self) -> dict[str, str]:
+        """The columns that name the case a row was computed for."""
+        identity = self.case.identity
+        return {"scan": identity.scan_name, "scan_fingerprint": identity.scan_fingerprint,
+                "model": identity.model_name, "model_sha256": identity.model_sha256}  # fmt: skip
 
     def _kernel_change(self, session: WhatIfSession, record: dict[str, Any]):
         """The first external layer's generated parameters minus the
@@ -242,7 +294,7 @@ class WhatIfSection:
         x_now = None
         if curve is not None and not isinstance(record.get(curve.field), str):
             x_now = float(record[curve.field])
-        if getattr(self, "_whatif_layout", None) == layout and self._wi_background is not None:
+        if self._whatif_layout == layout and self._wi_background is not None:
             if change is not None and self._wi_image is not None:
                 limit = float(np.abs(change[1]).max()) or 1e-6
                 self._wi_image.set_data(change[1])
@@ -298,7 +350,7 @@ class WhatIfSection:
         background and paint the animated artists on it."""
         canvas = self.whatif_canvas
         self._wi_background = canvas.copy_from_bbox(self.whatif_figure.bbox)
-        for artist in (getattr(self, "_wi_image", None), getattr(self, "_wi_line", None)):
+        for artist in (self._wi_image, self._wi_line):
             if artist is not None:
                 self.whatif_figure.draw_artist(artist)
         canvas.blit(self.whatif_figure.bbox)
@@ -322,8 +374,8 @@ class WhatIfSection:
         # swept at the other fields' what-if values; the dotted mark is the patient's own value
         try:
             self.last_curve = session.response_curve(self.whatif_record(), field)
-        except NoteEncoderError as err:
-            self.notify_error(f"Cannot use the note: {err}")
+        except HyperFusionError as err:
+            notify.error(f"Cannot use the note: {err}")
             return
         self.last_curve.patient_value = self.patient_record.get(field, self.last_curve.patient_value)
         self._draw_whatif(session, self.whatif_record())
@@ -332,26 +384,28 @@ class WhatIfSection:
         """Saliency at the what-if values minus at the patient's, as a signed overlay."""
         from ..analysis.explain import attribute_image
 
-        if self.model is None or not self.model.info.config.uses_image or not self.patient_record:
-            self.notify_error("The saliency shift needs an image model and a patient record")
+        case = self.case
+        if self.model is None or not self.model.info.config.uses_image or not self.patient_record or case.scan is None:
+            notify.error("The saliency shift needs an image model, a scan and a prediction (click Predict)")
             return
         try:
-            scan = self.current_scan()
-            target = self.target_combo.currentText() or None
-            note = self.note_text()
-            before = attribute_image(self.model, scan, self.patient_record, "saliency", target=target, note=note)
-            after = attribute_image(self.model, scan, self.whatif_record(), "saliency", target=target, note=note)
-        except (ImageError, SchemaError, NoteEncoderError, ValueError) as err:
-            self.notify_error(f"Cannot compute the saliency shift: {err}")
+            target = self.target() or None
+            before = attribute_image(
+                self.model, case.scan, self.patient_record, "saliency", target=target, note=case.note
+            )
+            after = attribute_image(
+                self.model, case.scan, self.whatif_record(), "saliency", target=target, note=case.note
+            )
+        except HyperFusionError as err:
+            notify.error(f"Cannot compute the saliency shift: {err}")
             return
         after.maps = after.maps - before.maps
         after.method, after.signed = "saliency_shift", True
-        layer = self.current_layer()
         record = dict(self.whatif_record())
-        for data, kwargs in overlay_layers(after, layer.name, self.model.info.name, self.model.sha256, record):
+        for data, kwargs in overlay_layers(after, case.scan_name, self.model.info.name, self.model.sha256, record):
             kwargs["metadata"][OVERLAY_KEY]["kind"] = "saliency shift"
             kwargs["metadata"]["attribution"]["patient_values"] = dict(self.patient_record)
-            self._put_overlay(data, kwargs)
+            put_overlay(self.viewer, data, kwargs)
 
     def export_exploration(self, path: str | Path) -> Path:
         """The values tried and their predictions (and the last response
@@ -363,10 +417,9 @@ class WhatIfSection:
         frame = pd.DataFrame(self.explored).assign(kind="slider")
         if self.last_curve is not None:
             c = self.last_curve
-            curve = pd.DataFrame({f"in_{c.field}": c.values,
+            curve = pd.DataFrame({**self._case_columns(), f"in_{c.field}": c.values,
                                   **{f"out_{n}": c.outputs[:, k] for k, n in enumerate(c.output_names)}})  # fmt: skip
             frame = pd.concat([frame, curve.assign(kind=f"curve {c.field}")], ignore_index=True)
-        frame["model"] = self.model.info.name if self.model else ""
         frame["synthetic_model"] = bool(self.model and self.model.info.synthetic_data)
         return write_text_atomically(path, frame.to_csv(index=False, float_format="%.6g"))
 
@@ -422,5 +475,5 @@ class WhatIfSection:
         if path:
             try:
                 self.save_summary(path)
-            except ValueError as err:
-                self.notify_error(str(err))
+            except (ValueError, HyperFusionError) as err:
+                notify.error(str(err))

@@ -50,6 +50,7 @@ from scipy import ndimage
 
 from ..data.model_inputs import encode_record
 from ..data.preprocess import ModelGrid, Scan, prepare_views
+from ..errors import ExplainError, ImageError
 from ..infer.cohort import to_probabilities
 from ..io.model_file import LoadedModel
 
@@ -127,10 +128,10 @@ def target_index(model: LoadedModel, target: str | int | None) -> int:
         return 0
     if isinstance(target, int):
         if not 0 <= target < len(outputs):
-            raise ValueError(f"target {target} is out of range for outputs {outputs}")
+            raise ExplainError(f"target {target} is out of range for outputs {outputs}")
         return target
     if target not in outputs:
-        raise ValueError(f"unknown target {target!r}; the model's outputs are {', '.join(outputs)}")
+        raise ExplainError(f"unknown target {target!r}; the model's outputs are {', '.join(outputs)}")
     return outputs.index(target)
 
 
@@ -206,7 +207,7 @@ def attribute_image(
     if method not in IMAGE_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(IMAGE_METHODS)}")
     if not model.info.config.uses_image:
-        raise ValueError(f"{model.info.name} does not read the image; only EHR attributions apply")
+        raise ExplainError(f"{model.info.name} does not read the image; only EHR attributions apply")
     start = time.perf_counter()
     grid = _grid(model)
     views = prepare_views(scan, grid)  # [V, D, H, W]
@@ -350,7 +351,7 @@ def attribute_tabular(
     image = views = grid = None
     if model.info.config.uses_image:
         if scan is None:
-            raise ValueError(f"{model.info.name} needs an image")
+            raise ImageError(f"{model.info.name} needs an image")
         grid = _grid(model)
         views = prepare_views(scan, grid)
         image = torch.as_tensor(views[:1][None], device=device)
@@ -447,15 +448,15 @@ def attribute_note(
 
     start = time.perf_counter()
     if not model.info.config.uses_note:
-        raise ValueError(f"{model.info.name} does not read clinical notes")
+        raise ExplainError(f"{model.info.name} does not read clinical notes")
     sentences = split_sentences(note)
     if not sentences:
-        raise ValueError("the note is empty: there is nothing to attribute")
+        raise ExplainError("the note is empty: there is nothing to attribute")
     info, net, device = model.info, model.net.eval(), model.device
     views = None
     if info.config.uses_image:
         if scan is None:
-            raise ValueError(f"{info.name} needs an image")
+            raise ImageError(f"{info.name} needs an image")
         views = prepare_views(scan, _grid(model))
     if target is None:
         target = _top_class(model, views, record, note)

@@ -29,6 +29,7 @@ import torch
 from ..data.model_inputs import encode_records
 from ..data.preprocess import ModelGrid, Scan, prepare_views
 from ..data.schema import Field
+from ..errors import ImageError
 from ..infer.cohort import to_probabilities
 from ..io.model_file import LoadedModel
 
@@ -79,7 +80,7 @@ class WhatIfSession:
         with torch.no_grad():
             if model.info.config.uses_image:
                 if scan is None:
-                    raise ValueError(f"{model.info.name} needs an image")
+                    raise ImageError(f"{model.info.name} needs an image")
                 views = prepare_views(scan, ModelGrid.from_dict(model.info.image))
                 for view in views:
                     image = torch.as_tensor(view[None, None], device=self.device)

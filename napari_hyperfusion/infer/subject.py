@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data.model_inputs import encode_record
 from ..data.preprocess import ModelGrid, Scan, prepare_views
+from ..errors import ImageError
 from ..io.model_file import LoadedModel
 from .cohort import predict_views
 
@@ -107,7 +108,7 @@ def prepare_subject(model: LoadedModel, scan: Scan | None, record: Mapping[str, 
     views = None
     if info.config.uses_image:
         if scan is None:
-            raise ValueError(f"{info.name} needs an image")
+            raise ImageError(f"{info.name} needs an image")
         views = prepare_views(scan, ModelGrid.from_dict(info.image))[None]
     return views, tabular, filled, sorted(missing)
 

@@ -22,6 +22,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from ..errors import ImageError
+
 __all__ = [
     "NIFTI_SUFFIXES",
     "is_nifti_path",
@@ -87,7 +89,7 @@ def read_nifti(path: str | os.PathLike | list) -> list[LayerData]:
                 note = f"volume 1 of {data.shape[3]}"
             data = data[..., 0]
         if data.ndim != 3:
-            raise ValueError(f"{p.name} has {data.ndim} dimensions; napari-hyperfusion reads 3D NIfTI volumes")
+            raise ImageError(f"{p.name} has {data.ndim} dimensions; napari-hyperfusion reads 3D NIfTI volumes")
         name = p.name[: -len(".nii.gz")] if p.name.lower().endswith(".nii.gz") else p.stem
         finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
         low, high = np.percentile(finite, [0.5, 99.8]) if finite.size else (0.0, 1.0)
@@ -150,7 +152,7 @@ def write_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
     array = np.asarray(data)
     if array.ndim != 3:
-        raise ValueError(f"only 3D image layers can be saved as NIfTI (this one is {array.ndim}D)")
+        raise ImageError(f"only 3D image layers can be saved as NIfTI (this one is {array.ndim}D)")
     if not path.lower().endswith(NIFTI_SUFFIXES):
         path = path + ".nii.gz"
     if array.dtype == np.float64 or array.dtype == bool:

@@ -1,0 +1,165 @@
+"""Long work off the UI thread: one job at a time, with a progress bar, a
+status line and Cancel.
+
+A job is a generator function run by napari's ``thread_worker``: it may
+``yield`` status strings, calls ``progress(done, total)`` from any thread,
+checks ``should_stop()`` between steps, and returns its result. Errors the
+user can fix (:class:`~napari_hyperfusion.errors.HyperFusionError`) come
+back as a notification; cancelling ends in a clear "cancelled" state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from ..analysis.explain import Cancelled
+from ..errors import HyperFusionError
+from . import notify
+
+__all__ = ["JobRunner", "Cancelled"]
+
+
+class _Outcome:
+    """What a job ended with when it did not return a result. (A worker
+    that returns an exception instance has it re-raised by superqt, so a
+    message travels in this plain object instead.)"""
+
+    def __init__(self, cancelled: bool, message: str = "") -> None:
+        self.cancelled, self.message = cancelled, message
+
+
+class _Bridge(QObject):
+    """Carries ``(done, total)`` from a worker thread to the progress bar."""
+
+    step = Signal(int, int)
+
+
+class JobRunner(QWidget):
+    """Cancel button, progress bar and status line, and the worker they show.
+
+    Signals:
+        busy_changed(bool): a job started or ended.
+    """
+
+    busy_changed = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._worker = None
+        self._stop = threading.Event()
+        self._bridge = _Bridge()
+        self._bridge.step.connect(self._on_step)
+        self.started_at = 0.0
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        self.status = QLabel()
+        self.status.setObjectName("status")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def report(self, done: int, total: int) -> None:
+        """Progress from any thread."""
+        self._bridge.step.emit(done, total)
+
+    def start(
+        self,
+        job: Callable[[], Generator[str, None, Any]],
+        on_result: Callable[[Any], None],
+        label: str,
+        failure: str,
+    ) -> bool:
+        """Run ``job`` in a worker thread; ``on_result(value)`` runs on the UI
+        thread with what it returned. ``failure`` prefixes a user error's
+        message ("Cannot predict"). Returns False if a job is running."""
+        if self._worker is not None:
+            notify.error("Wait for the running job to finish, or cancel it.")
+            return False
+        from napari.qt.threading import thread_worker
+
+        @thread_worker
+        def work():
+            try:
+                return (yield from job())
+            except Cancelled:
+                return _Outcome(cancelled=True)
+            except HyperFusionError as err:  # bad input is an answer, not a crash
+                return _Outcome(cancelled=False, message=f"{failure}: {err}")
+
+        worker = work()
+        worker.yielded.connect(self.status.setText)
+        worker.returned.connect(lambda value: self._on_returned(value, on_result))
+        worker.errored.connect(lambda err: self._on_errored(err, failure))
+        worker.finished.connect(self._on_finished)
+        self._stop.clear()
+        self._worker = worker
+        self.started_at = time.perf_counter()
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy until the job reports steps
+        self.status.setText(label)
+        self.busy_changed.emit(True)
+        worker.start()
+        return True
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._stop.set()
+            self._worker.quit()
+            self.status.setText("cancelling...")
+
+    def elapsed(self) -> float:
+        """Seconds since the job's button was pressed."""
+        return time.perf_counter() - self.started_at
+
+    def _on_step(self, done: int, total: int) -> None:
+        if self._worker is not None:
+            self.progress.setRange(0, max(total, 1))
+            self.progress.setValue(done)
+
+    def _on_returned(self, value: Any, on_result: Callable[[Any], None]) -> None:
+        if isinstance(value, _Outcome):
+            if value.cancelled:
+                self.status.setText("Cancelled; nothing was changed.")
+            else:
+                self.status.setText(value.message)
+                notify.error(value.message)
+            return
+        on_result(value)
+
+    def _on_errored(self, err: Exception, failure: str) -> None:
+        message = f"{failure}: unexpected {type(err).__name__}: {err} (a bug in napari-hyperfusion)"
+        self.status.setText(message)
+        notify.error(message)
+
+    def _on_finished(self) -> None:
+        if self._stop.is_set() and self.status.text() == "cancelling...":
+            self.status.setText("Cancelled; nothing was changed.")
+        self._worker = None
+        self._stop.clear()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.cancel_button.setEnabled(False)
+        self.busy_changed.emit(False)

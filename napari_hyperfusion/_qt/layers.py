@@ -1,0 +1,35 @@
+"""Layers the panel adds to the viewer: attribution overlays, updated in
+place when the same map (same scan, view, model and method) is recomputed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..analysis.overlays import OVERLAY_KEY
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["put_overlay"]
+
+
+def put_overlay(viewer: napari.Viewer, data: np.ndarray, kwargs: dict[str, Any]) -> Any:
+    """Replace the overlay with the same key; add it otherwise. Returns the layer."""
+    if isinstance(kwargs["colormap"], dict):
+        from napari.utils import Colormap
+
+        kwargs = {**kwargs, "colormap": Colormap(**kwargs["colormap"])}
+    key = kwargs["metadata"][OVERLAY_KEY]
+    for existing in viewer.layers:
+        if existing.metadata.get(OVERLAY_KEY) == key:
+            existing.data = data
+            existing.name = kwargs["name"]
+            existing.metadata = kwargs["metadata"]
+            existing.colormap = kwargs["colormap"]
+            existing.blending = kwargs["blending"]
+            existing.opacity = kwargs["opacity"]
+            existing.contrast_limits = kwargs["contrast_limits"]
+            return existing
+    return viewer.add_image(data, **kwargs)

@@ -1,0 +1,275 @@
+"""The patient: which scan (an image layer), the EHR form the model's schema
+asks for, the clinical note, and "Load record from CSV...".
+
+Keeps the case's scan, record and note in step with what is on screen:
+the scan picker follows layers being added, removed and renamed, lists
+scans only (overlays the plugin made are tagged and left out), and selects
+a newly opened scan; a sample subject's record (in its layer's metadata)
+fills the form when the scan is first chosen; values typed for a scan are
+kept for that scan when switching to another and back.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QInputDialog,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..analysis.case import Case, scan_fingerprint
+from ..analysis.overlays import OVERLAY_KEY
+from ..data.preprocess import scan_from_array
+from ..data.records import read_record_table, record_from_row
+from ..data.schema import SchemaError, TabularSchema
+from ..errors import HyperFusionError
+from ..io.nifti import layer_affine
+from . import notify
+from .field_editor import FieldEditor
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["PatientForm", "is_scan_layer", "RECORD_KEY"]
+
+RECORD_KEY = "ehr_record"
+
+
+def is_scan_layer(layer: Any) -> bool:
+    """An image layer that is a scan, not an overlay this plugin made."""
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and OVERLAY_KEY not in layer.metadata
+
+
+class PatientForm(QWidget):
+    """Scan picker, EHR form, note and record loading for the case."""
+
+    def __init__(self, case: Case, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.case = case
+        self.viewer = viewer
+        self.editors: dict[str, FieldEditor] = {}
+        self.scan_error = ""  # why the chosen layer cannot be used ("" if it can)
+        self._typed: dict[int, tuple[dict[str, Any], str]] = {}  # layer id -> its form values and note
+        self._layer_id: int | None = None
+        self._schema: TabularSchema | None = None
+        self._building = False
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        top = QFormLayout()
+        self.layer_combo = QComboBox()
+        self.layer_combo.setObjectName("layer_combo")
+        top.addRow("Scan (image layer):", self.layer_combo)
+        layout.addLayout(top)
+        self.form = QFormLayout()
+        layout.addLayout(self.form)
+        self.note_label = QLabel("Clinical note (free text, optional; the model embeds it offline):")
+        self.note_label.setWordWrap(True)
+        self.note_edit = QPlainTextEdit()
+        self.note_edit.setObjectName("note_edit")
+        self.note_edit.setPlaceholderText(
+            "e.g. Reports forgetting recent conversations. Mother had Alzheimer's disease."
+        )
+        self.note_edit.setMaximumHeight(80)
+        layout.addWidget(self.note_label)
+        layout.addWidget(self.note_edit)
+        self.note_label.setVisible(False)
+        self.note_edit.setVisible(False)
+        self.load_record_button = QPushButton("Load record from CSV...")
+        self.load_record_button.clicked.connect(self._ask_record_file)
+        layout.addWidget(self.load_record_button)
+
+        self.layer_combo.currentIndexChanged.connect(self._on_layer_chosen)
+        self.note_edit.textChanged.connect(self._push_note)
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(self.refresh_layers)
+        viewer.layers.events.moved.connect(self.refresh_layers)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh_layers)
+        case.changed.connect(self._on_case_changed)
+        self.refresh_layers()
+
+    # -- scans ------------------------------------------------------------------
+    def _on_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self.refresh_layers)
+        self.refresh_layers(select=event.value if is_scan_layer(event.value) else None)
+
+    def scan_layers(self) -> list[Any]:
+        return [layer for layer in self.viewer.layers if is_scan_layer(layer)]
+
+    def refresh_layers(self, event: Any = None, select: Any = None) -> None:
+        """Re-list the scans; keep the chosen one (by identity, so a rename
+        follows it), or choose ``select`` (a newly opened scan)."""
+        layers = self.scan_layers()
+        current = select if select is not None else self.current_layer()
+        blocker = self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        for layer in layers:
+            self.layer_combo.addItem(layer.name, id(layer))
+        if current is not None and current in layers:
+            self.layer_combo.setCurrentIndex(layers.index(current))
+        elif layers:
+            self.layer_combo.setCurrentIndex(len(layers) - 1)
+        self.layer_combo.blockSignals(blocker)
+        self._on_layer_chosen()
+
+    def current_layer(self) -> Any:
+        """The chosen scan layer, or None."""
+        wanted = self.layer_combo.currentData()
+        return next((layer for layer in self.viewer.layers if id(layer) == wanted), None)
+
+    def _on_layer_chosen(self, *args: Any) -> None:
+        layer = self.current_layer()
+        layer_id = id(layer) if layer is not None else None
+        if layer_id != self._layer_id:
+            if self._layer_id is not None and self.editors:
+                self._typed[self._layer_id] = (self.record(), self.note_edit.toPlainText())
+            self._layer_id = layer_id
+            if layer is not None:
+                if layer_id in self._typed:
+                    record, note = self._typed[layer_id]
+                    self.set_record(record, note=note)
+                elif RECORD_KEY in layer.metadata:
+                    self.set_record(layer.metadata[RECORD_KEY])
+        self._push_scan(layer)
+
+    def _push_scan(self, layer: Any) -> None:
+        if layer is None:
+            self.scan_error = "Open a scan (File > Open, or File > Open Sample > HyperFusion explorer)."
+            self.case.set_scan("", None, "")
+            return
+        meta = {"metadata": layer.metadata, "scale": layer.scale, "translate": layer.translate,
+                "affine": layer.affine.affine_matrix}  # fmt: skip
+        data = np.asarray(layer.data)
+        affine = layer_affine(3, meta) if data.ndim == 3 else np.eye(4)
+        fingerprint = scan_fingerprint(data, affine)
+        if getattr(layer, "rgb", False) or data.ndim != 3:
+            self.scan_error = (f"'{layer.name}' is {data.ndim}D; the model needs a 3D brain MRI volume "
+                               "(T1-weighted, registered to MNI space).")  # fmt: skip
+            self.case.set_scan(layer.name, None, fingerprint)
+            return
+        try:
+            scan = scan_from_array(data, affine, name=f"'{layer.name}'")
+        except HyperFusionError as err:
+            self.scan_error = f"Cannot use this scan: {err}"
+            self.case.set_scan(layer.name, None, fingerprint)
+            return
+        self.scan_error = ""
+        self.case.set_scan(layer.name, scan, fingerprint)
+
+    # -- the form ---------------------------------------------------------------
+    def _on_case_changed(self, identity: Any) -> None:
+        model = self.case.model
+        schema = model.info.schema if model is not None else None
+        if schema is not self._schema:
+            self._schema = schema
+            self._build_form(schema)
+            uses_note = bool(model is not None and model.info.config.uses_note)
+            self.note_label.setVisible(uses_note)
+            self.note_edit.setVisible(uses_note)
+            self._push_note()
+
+    def _build_form(self, schema: TabularSchema | None) -> None:
+        previous = self.record() if self.editors else {}
+        self._building = True
+        while self.form.rowCount():
+            self.form.removeRow(0)
+        self.editors = {}
+        for field in schema.fields if schema is not None else ():
+            editor = FieldEditor(field)
+            editor.changed.connect(self._push_record)
+            editor.unknown.toggled.connect(self._push_record)
+            self.form.addRow(f"{field.display_name}:", editor)
+            self.editors[field.name] = editor
+        self._building = False
+        # keep what was typed when switching models; else the scan's own record
+        layer = self.current_layer()
+        if previous:
+            self.set_record({k: v for k, v in previous.items() if k in self.editors})
+        elif layer is not None and RECORD_KEY in layer.metadata:
+            self.set_record(layer.metadata[RECORD_KEY])
+        else:
+            self._push_record()
+
+    def record(self) -> dict[str, Any]:
+        """The form's values by field name (``None`` for "not known")."""
+        return {name: editor.value() for name, editor in self.editors.items()}
+
+    def note_text(self) -> str:
+        """The clinical note as typed ("" for a model that reads none)."""
+        model = self.case.model
+        if model is None or not model.info.config.uses_note:
+            return ""
+        return self.note_edit.toPlainText().strip()
+
+    def show_imputed(self, filled: dict[str, Any]) -> None:
+        for name, editor in self.editors.items():
+            editor.show_imputed(filled.get(name))
+
+    def _push_record(self, *args: Any) -> None:
+        if not self._building:
+            self.case.set_record(self.record())
+
+    def _push_note(self) -> None:
+        self.case.set_note(self.note_text())
+
+    def set_record(self, record: dict[str, Any], note: str | None = None) -> list[str]:
+        """Fill the form from a raw record (e.g. a CSV row). Values that do
+        not parse are reported; returns the problems."""
+        if not self.editors:
+            return []
+        problems = []
+        self._building = True
+        if note is None:
+            note = record.get("NOTE")
+        if note is not None and not (isinstance(note, float) and math.isnan(note)):
+            self.note_edit.setPlainText(str(note))
+        for name, editor in self.editors.items():
+            if name not in record:
+                continue
+            try:
+                editor.set_value(editor.field.parse(record[name]))
+            except SchemaError as err:
+                problems.append(str(err))
+        self._building = False
+        self._push_record()
+        if problems:
+            notify.error("Some values were not loaded: " + "; ".join(problems))
+        return problems
+
+    def _ask_record_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a record", "", "Tables (*.csv *.tsv);;All files (*)")
+        if not path:
+            return
+        try:
+            table = read_record_table(path)
+        except HyperFusionError as err:
+            notify.error(str(err))
+            return
+        subject, ok = QInputDialog.getItem(self, "Choose the subject", "Subject:", table.ids, 0, False)
+        if ok:
+            self.load_record(path, subject)
+
+    def load_record(self, path: str | Path, subject: str) -> bool:
+        """Fill the form from one subject's row of a CSV/TSV table."""
+        model = self.case.model
+        try:
+            table = read_record_table(path)
+            row = record_from_row(table, subject, model.info.schema if model else None)
+        except HyperFusionError as err:
+            notify.error(str(err))
+            return False
+        return not self.set_record(row)

@@ -1,0 +1,135 @@
+"""The prediction on screen: a bar chart and a line naming the case.
+
+Shows the case's prediction. When the scan, record, note, model or device
+changes after it was computed, the chart is greyed out and the text says it
+is stale and what changed, until Predict is clicked again: a result is
+never shown as if it belonged to another case.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from ..analysis.case import Case, CaseIdentity
+from ..infer.subject import SubjectPrediction
+
+__all__ = ["ResultView", "PREDICTION"]
+
+PREDICTION = "prediction"
+HIGHLIGHT, OTHER, STALE = "#f0a030", "#4c9be8", "#b0b0b0"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}" if math.isfinite(value) else "?"
+    return str(value)
+
+
+class ResultView(QWidget):
+    """The case's prediction (or the last one, marked stale)."""
+
+    def __init__(self, case: Case, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.case = case
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.figure = Figure(figsize=(3.2, 2.0), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(160)
+        layout.addWidget(self.canvas)
+        self.label = QLabel("No prediction yet.")
+        self.label.setObjectName("result_label")
+        self.label.setWordWrap(True)
+        self.label.setTextFormat(Qt.TextFormat.PlainText)  # names come from files: never markup
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.label)
+        self.shown: tuple[CaseIdentity, SubjectPrediction] | None = None
+        self.stale = False
+        case.changed.connect(self.refresh)
+        case.results_changed.connect(self.refresh)
+
+    def refresh(self, *args: Any) -> None:
+        current = self.case.result(PREDICTION)
+        if current is not None:
+            self._show(self.case.identity, current, stale=False)
+            return
+        latest = self.case.latest(PREDICTION)
+        if latest is None:
+            self.shown, self.stale = None, False
+            self.figure.clear()
+            self.canvas.draw_idle()
+            self.label.setText("No prediction yet.")
+            return
+        self._show(*latest, stale=True)
+
+    def _show(self, identity: CaseIdentity, result: SubjectPrediction, stale: bool) -> None:
+        if self.shown is not None and self.shown[1] is result and self.stale == stale:
+            return
+        self.shown, self.stale = (identity, result), stale
+        self._draw(result, stale)
+        lines = []
+        if stale:
+            changed = " and ".join(self.case.identity.differences(identity)) or "case"
+            lines.append(f"STALE: the {changed} changed since this was computed; click Predict.")
+        lines.append(result.summary())
+        seconds = result.extra.get("click_to_result_s", result.seconds)
+        lines.append(f"For {identity.describe()}; {seconds * 1000:.0f} ms from the click")
+        lines.append("Inputs: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.record.items()))
+        if result.imputed:
+            lines.append("Filled in by the model: " + ", ".join(result.imputed))
+        attention = result.extra.get("label_attention")
+        if attention:  # MedFusionNet: which tokens each label's query read (not an attribution)
+            lines.append(
+                "Label decoder attention (not attribution): "
+                + "; ".join(
+                    f"{label}: " + ", ".join(f"{t} {w:.0%}" for t, w in sorted(row.items(), key=lambda x: -x[1])[:2])
+                    for label, row in attention.items()
+                )
+            )
+        self.label.setText("\n".join(lines))
+
+    def _draw(self, result: SubjectPrediction, stale: bool) -> None:
+        fig = self.figure
+        fig.clear()
+        ax = fig.add_subplot(111)
+        grey = (lambda c: STALE) if stale else (lambda c: c)
+        if result.is_multilabel:
+            cuts = result.thresholds or [0.5] * len(result.values)
+            y = np.arange(len(result.values))[::-1]
+            colors = [grey(HIGHLIGHT if v >= t else OTHER) for v, t in zip(result.values, cuts)]
+            ax.barh(y, result.values, color=colors)
+            for yi, v, t in zip(y, result.values, cuts):
+                ax.plot([t, t], [yi - 0.4, yi + 0.4], color="k", linewidth=1)
+                ax.text(min(v + 0.02, 0.85), yi, f"{v:.0%}", va="center", fontsize=8)
+            ax.set_yticks(y, result.outputs, fontsize=7)
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("probability per label (black tick: the label's threshold)", fontsize=7)
+        elif result.is_classifier:
+            top = int(np.argmax(result.values))
+            colors = [grey(HIGHLIGHT if i == top else OTHER) for i in range(len(result.values))]
+            ax.bar(result.outputs, result.values, color=colors)
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("probability")
+            for i, v in enumerate(result.values):
+                ax.text(i, v + 0.02, f"{v:.0%}", ha="center", fontsize=8)
+        else:
+            per_view = np.asarray(result.per_view)[:, 0]
+            ax.barh(
+                [result.outputs[0]],
+                [result.values[0]],
+                xerr=[result.spread] if len(per_view) > 1 else None,
+                color=grey(OTHER),
+            )
+            ax.set_xlabel(result.unit)
+            ax.set_xlim(0, max(100.0, result.values[0] * 1.2))
+            ax.text(result.values[0], 0, f" {result.values[0]:.1f}", va="center", fontsize=9)
+        title = "SYNTHETIC-data model" + (" - STALE" if stale else "")
+        ax.set_title(title, fontsize=8, color="#808080" if stale else "#c07000")
+        self.canvas.draw_idle()

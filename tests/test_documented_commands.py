@@ -1,0 +1,209 @@
+"""Every command the README and docs/ show is run here, so that a documented
+command cannot silently break.
+
+Commands are the lines of the ```bash blocks in README.md and docs/*.md.
+Each must match a rule below, or the test fails and asks for one. A rule
+runs the command as written, at a small size where the real run is long
+(fewer subjects, one epoch, two folds, one benchmark repeat), in a copy of
+the repository's user-facing folders so that nothing in the checkout is
+overwritten. Two kinds are checked rather than run: the test command
+itself (CI runs it: .ci/run) and install lines (scripts/setup.sh runs them
+before every test run).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+BIN = Path(sys.executable).parent
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(file name, command) for every command line in a ```bash block."""
+    found = []
+    for path in DOCS:
+        in_block, pending = False, ""
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            if stripped.startswith("```"):
+                in_block = stripped in ("```bash", "```sh", "```shell", "```console")
+                continue
+            if not in_block or not stripped or stripped.startswith("#"):
+                continue
+            stripped = stripped.removeprefix("$ ")
+            if stripped.endswith("\\"):
+                pending += stripped[:-1] + " "
+                continue
+            command = re.sub(r"\s+#.*$", "", pending + stripped).strip()
+            pending = ""
+            if command not in {c for _, c in found}:  # shown twice, run once
+                found.append((path.relative_to(REPO).as_posix(), command))
+    return found
+
+
+# -- shrinking long runs ---------------------------------------------------------
+def _set_option(argv: list[str], option: str, value: str) -> list[str]:
+    """``option value`` replaced (or appended)."""
+    out = list(argv)
+    if option in out:
+        out[out.index(option) + 1] = value
+    else:
+        out += [option, value]
+    return out
+
+
+TRAIN_SMALL = ["--set", "epochs=1", "--set", "patience=1", "--set", "pretrain_tabular_epochs=0"]
+BENCH_SMALL = {
+    "bench_explain.py": {"--repeats": "1"},
+    "bench_hyper_layers.py": {"--repeats": "1", "--batches": "1"},
+    "bench_medfusion.py": {"--repeats": "1", "--sizes": "shipped", "--batch": "2"},
+    "bench_models.py": {"--repeats": "1", "--batch": "2", "--only": "hyperfusion"},
+    "bench_predict_latency.py": {"--repeats": "1"},
+    "bench_training.py": {"--subjects": "8", "--epochs": "1"},
+    "bench_whatif.py": {"--moves": "3"},
+}
+
+
+def _small(argv: list[str], sandbox: Path) -> list[str]:
+    """The same command at a size a test can afford."""
+    tool = Path(argv[0]).name
+    args = argv[1:]
+    if tool == "torchrun":
+        k = next(i for i, a in enumerate(args) if Path(a).name == "hyperfusion" or a.endswith("cli"))
+        return [argv[0], *args[:k], *_small(args[k:], sandbox)]
+    if tool == "hyperfusion" and args[:1] == ["make-cohort"]:
+        scratch = sandbox / "scratch_cohort"
+        shutil.rmtree(scratch, ignore_errors=True)
+        return _set_option(_set_option(argv, "--n", "16"), "--out", str(scratch))
+    if tool == "hyperfusion" and args[:1] == ["train"]:
+        return argv + TRAIN_SMALL
+    if tool == "hyperfusion" and args[:1] == ["evaluate"]:
+        return _set_option(_set_option(argv, "--folds", "2"), "--seeds", "0") + TRAIN_SMALL
+    if tool in ("python", "python3") and args and args[0].startswith("benchmarks/"):
+        for option, value in BENCH_SMALL.get(Path(args[0]).name, {}).items():
+            argv = _set_option(argv, option, value)
+        return argv
+    if tool == "bash" and args[:1] == ["scripts/train_shipped_models.sh"]:
+        return [argv[0], args[0], *TRAIN_SMALL, *args[1:]]
+    if tool == "napari-hyperfusion" and "--help" not in args and "--screenshot" not in args:
+        return argv + ["--screenshot", str(sandbox / "launcher.png")]
+    return argv
+
+
+# -- where and how a command runs -------------------------------------------------
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory, ad_cohort_dir, brain_age_cohort_dir):
+    """A copy of the user-facing folders, with small cohorts where the
+    shipped configs expect theirs (data/ad600, data/ba300)."""
+    root = tmp_path_factory.mktemp("repo")
+    for name in ("models", "sample_data", "scripts", "benchmarks", "docs"):
+        shutil.copytree(REPO / name, root / name, symlinks=False)
+    (root / ".venv").symlink_to(REPO / ".venv")
+    (root / "data").mkdir()
+    (root / "data" / "ad600").symlink_to(ad_cohort_dir)
+    (root / "data" / "ba300").symlink_to(brain_age_cohort_dir)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ad_cohort_dir(tmp_path_factory):
+    from napari_hyperfusion.synth.cohort import make_cohort
+
+    return make_cohort("ad", 40, seed=5, out=tmp_path_factory.mktemp("ad600"), jobs=2).parent
+
+
+@pytest.fixture(scope="module")
+def brain_age_cohort_dir(tmp_path_factory):
+    from napari_hyperfusion.synth.cohort import make_cohort
+
+    return make_cohort("brain_age", 24, seed=5, out=tmp_path_factory.mktemp("ba300"), jobs=2).parent
+
+
+def _environment(display: bool = True) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    if not display:
+        env.pop("DISPLAY", None)
+        env.pop("WAYLAND_DISPLAY", None)
+    return env
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    argv = [a.removeprefix(".venv/bin/") if a.startswith(".venv/bin/") else a for a in argv[:1]] + argv[1:]
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{shlex.join(argv)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return proc
+
+
+@dataclass
+class Rule:
+    pattern: str  # regex on the command
+    kind: str  # "run" (in the sandbox), "repo" (in the checkout, no display), "ci", "setup"
+    why: str = ""
+
+
+RULES = [
+    Rule(r"^bash scripts/test\.sh\b", "ci", "the test command: .ci/run runs it on every submission"),
+    Rule(r"^(\.venv/bin/)?(python -m )?pip install\b", "setup", "install lines: scripts/setup.sh runs them"),
+    Rule(r"^bash scripts/demo\.sh\b", "repo", "the demo, headless: it must set itself up and run under Xvfb"),
+    Rule(r"^(\.venv/bin/)?ruff (check|format)\b", "repo", "style checks on the checkout"),
+    Rule(r"^(\.venv/bin/)?(hyperfusion|napari-hyperfusion|torchrun)\b", "run"),
+    Rule(r"^(\.venv/bin/)?python3? (benchmarks|scripts)/", "run"),
+    Rule(r"^bash scripts/train_shipped_models\.sh\b", "run"),
+]
+COMMANDS = documented_commands()
+
+
+def _rule(command: str) -> Rule | None:
+    return next((r for r in RULES if re.search(r.pattern, command)), None)
+
+
+def test_the_docs_show_commands_and_each_has_a_rule():
+    assert len(COMMANDS) >= 10, "the README and docs/ show fewer commands than expected: is the parser broken?"
+    unknown = [f"{f}: {c}" for f, c in COMMANDS if _rule(c) is None]
+    assert not unknown, "documented commands no test runs (add a rule):\n" + "\n".join(unknown)
+
+
+def test_the_readme_shows_the_two_commands():
+    readme = [c for f, c in COMMANDS if f == "README.md"]
+    assert "bash scripts/demo.sh" in readme and "bash scripts/test.sh" in readme
+    assert not any("xvfb-run" in c for _, c in COMMANDS), "setup installs Xvfb; demo.sh uses it by itself"
+
+
+@pytest.mark.parametrize(("source", "command"), COMMANDS, ids=[f"{f}:{c[:60]}" for f, c in COMMANDS])
+def test_documented_command_works(source, command, sandbox, tmp_path):
+    rule = _rule(command)
+    assert rule is not None, f"no rule for {command!r} ({source})"
+    argv = shlex.split(command)
+    if rule.kind == "ci":
+        assert command.split()[:2] == ["bash", "scripts/test.sh"]
+        assert "bash scripts/test.sh" in (REPO / ".ci" / "run").read_text()
+        return
+    if rule.kind == "setup":
+        setup = (REPO / "scripts" / "setup.sh").read_text()
+        for spec in (a for a in argv if not a.startswith("-") and a not in ("pip", "install", "python", "-m")):
+            spec = spec.strip("'\"")
+            base = re.sub(r"\[.*\]", "", spec)
+            assert base in setup or spec in setup, f"{spec} is documented but scripts/setup.sh does not install it"
+        return
+    if rule.kind == "repo":
+        if argv[:2] == ["bash", "scripts/demo.sh"]:
+            shot = tmp_path / "demo.png"
+            _run([*argv, "--screenshot", str(shot)], REPO, _environment(display=False), timeout=900)
+            assert shot.stat().st_size > 50_000  # a real window, not an empty picture
+        else:
+            _run(argv, REPO, _environment())
+        return
+    small = _small(argv, sandbox)
+    _run(small, sandbox, _environment(), timeout=900)
