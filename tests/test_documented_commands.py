@@ -141,7 +141,9 @@ def _environment(display: bool = True) -> dict[str, str]:
 def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
     argv = [a.removeprefix(".venv/bin/") if a.startswith(".venv/bin/") else a for a in argv[:1]] + argv[1:]
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{shlex.join(argv)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{shlex.join(argv)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     return proc
 

@@ -88,8 +88,8 @@ def _assert_ships_real_files_and_notices(wheel: Path) -> None:
         manifest = archive.read("napari_hyperfusion/napari.yaml").decode()
     assert "name: napari-hyperfusion" in manifest  # the manifest itself, not a link's text
     for notice in ("LICENSE", "THIRD_PARTY_NOTICES.md", "LICENSE_MNI152.txt"):
-        assert any(n.endswith(f".dist-info/licenses/{notice}") or n.endswith(f"licenses/sample_data/template/{notice}")
-                   for n in names), f"{notice} not in the wheel"  # fmt: skip
+        ends = (f".dist-info/licenses/{notice}", f"licenses/sample_data/template/{notice}")
+        assert any(n.endswith(ends) for n in names), f"{notice} not in the wheel"
     assert "napari_hyperfusion/models/ad_hyperfusion.safetensors" in names
     assert "napari_hyperfusion/sample_data/template/mni152_2009a_2mm_t1.nii.gz" in names
 

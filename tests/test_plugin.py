@@ -12,7 +12,7 @@ from napari_hyperfusion.data.preprocess import load_scan
 from napari_hyperfusion.infer.subject import predict_subject
 from napari_hyperfusion.io.model_file import load_model
 from napari_hyperfusion.io.nifti import get_reader, read_nifti
-from napari_hyperfusion.resources import sample_data_dir, shipped_models
+from napari_hyperfusion.resources import models_dir, sample_data_dir, shipped_models
 from napari_hyperfusion.samples import subject_record
 
 

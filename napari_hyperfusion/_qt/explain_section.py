@@ -166,7 +166,10 @@ class ExplainSection(QWidget):
             return
         image, tabular, sentences = result
         if image is not None:
-            for data, kwargs in overlay_layers(image, identity.scan_name, model.info.name, model.sha256, record):
+            for data, kwargs in overlay_layers(
+                image, identity.scan_name, model.info.name, model.sha256, record,
+                scan_fingerprint=identity.scan_fingerprint, case=identity.describe(),
+            ):  # fmt: skip
                 put_overlay(self.viewer, data, kwargs)
             if image.completeness_is_poor(IG_DELTA_WARNING):
                 notify.warning(

@@ -12,7 +12,7 @@ from ..analysis.overlays import OVERLAY_KEY
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["put_overlay"]
+__all__ = ["put_overlay", "overlays_of"]
 
 
 def put_overlay(viewer: napari.Viewer, data: np.ndarray, kwargs: dict[str, Any]) -> Any:
@@ -33,3 +33,12 @@ def put_overlay(viewer: napari.Viewer, data: np.ndarray, kwargs: dict[str, Any])
             existing.contrast_limits = kwargs["contrast_limits"]
             return existing
     return viewer.add_image(data, **kwargs)
+
+
+def overlays_of(viewer: napari.Viewer, scan_fingerprint: str) -> list[Any]:
+    """The overlay layers computed on the scan with this fingerprint."""
+    return [
+        layer
+        for layer in viewer.layers
+        if scan_fingerprint and layer.metadata.get(OVERLAY_KEY, {}).get("scan_fingerprint") == scan_fingerprint
+    ]

@@ -37,6 +37,7 @@ from ..errors import HyperFusionError
 from ..io.nifti import layer_affine
 from . import notify
 from .field_editor import FieldEditor
+from .layers import overlays_of
 
 if TYPE_CHECKING:
     import napari
@@ -64,6 +65,7 @@ class PatientForm(QWidget):
         self.scan_error = ""  # why the chosen layer cannot be used ("" if it can)
         self._typed: dict[int, tuple[dict[str, Any], str]] = {}  # layer id -> its form values and note
         self._layer_id: int | None = None
+        self._fingerprints: dict[int, str] = {}  # layer id -> scan fingerprint, for the layers shown
         self._schema: TabularSchema | None = None
         self._building = False
 
@@ -95,7 +97,7 @@ class PatientForm(QWidget):
         self.layer_combo.currentIndexChanged.connect(self._on_layer_chosen)
         self.note_edit.textChanged.connect(self._push_note)
         viewer.layers.events.inserted.connect(self._on_inserted)
-        viewer.layers.events.removed.connect(self.refresh_layers)
+        viewer.layers.events.removed.connect(self._on_removed)
         viewer.layers.events.moved.connect(self.refresh_layers)
         for layer in viewer.layers:
             layer.events.name.connect(self.refresh_layers)
@@ -106,6 +108,17 @@ class PatientForm(QWidget):
     def _on_inserted(self, event: Any) -> None:
         event.value.events.name.connect(self.refresh_layers)
         self.refresh_layers(select=event.value if is_scan_layer(event.value) else None)
+
+    def _on_removed(self, event: Any) -> None:
+        """A scan's overlays go with it (an overlay must not outlive its scan)."""
+        removed = event.value
+        fingerprint = self._fingerprints.pop(id(removed), "")
+        self._typed.pop(id(removed), None)
+        others = {fp for lid, fp in self._fingerprints.items() if lid != id(removed)}
+        if is_scan_layer(removed) and fingerprint and fingerprint not in others:
+            for overlay in overlays_of(self.viewer, fingerprint):
+                self.viewer.layers.remove(overlay)
+        self.refresh_layers()
 
     def scan_layers(self) -> list[Any]:
         return [layer for layer in self.viewer.layers if is_scan_layer(layer)]
@@ -155,7 +168,9 @@ class PatientForm(QWidget):
                 "affine": layer.affine.affine_matrix}  # fmt: skip
         data = np.asarray(layer.data)
         affine = layer_affine(3, meta) if data.ndim == 3 else np.eye(4)
-        fingerprint = scan_fingerprint(data, affine)
+        fingerprint = self._fingerprints.get(id(layer)) if id(layer) == self._layer_id else None
+        fingerprint = fingerprint or scan_fingerprint(data, affine)
+        self._fingerprints[id(layer)] = fingerprint
         if getattr(layer, "rgb", False) or data.ndim != 3:
             self.scan_error = (f"'{layer.name}' is {data.ndim}D; the model needs a 3D brain MRI volume "
                                "(T1-weighted, registered to MNI space).")  # fmt: skip

@@ -39,6 +39,8 @@ from .layers import put_overlay
 
 __all__ = ["WhatIfSection"]
 
+MAX_EXPLORED = 20_000  # rows kept for export (a long lecture's worth of slider moves)
+
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
@@ -113,8 +115,7 @@ class WhatIfSection(QWidget):
         if schema is not self._schema:
             self._schema = schema
             self._build_whatif(schema)
-            self.last_curve = None
-            self.explored = []
+            self.last_curve = None  # rows already explored stay: each names its own case
         if self._session is not None and not self._session_matches():
             # another model, scan or device: the cached features and the patient values belong to the old case
             self._session = None
@@ -265,6 +266,7 @@ class WhatIfSection(QWidget):
         entry = {**self._case_columns(), **{f"in_{k}": v for k, v in record.items()},
                  **{f"out_{n}": float(v) for n, v in zip(info.outputs, values)}}  # fmt: skip
         self.explored.append(entry)
+        del self.explored[:-MAX_EXPLORED]
         self._draw_whatif(session, record)
         return entry
 
@@ -402,7 +404,11 @@ class WhatIfSection(QWidget):
         after.maps = after.maps - before.maps
         after.method, after.signed = "saliency_shift", True
         record = dict(self.whatif_record())
-        for data, kwargs in overlay_layers(after, case.scan_name, self.model.info.name, self.model.sha256, record):
+        identity = case.identity
+        for data, kwargs in overlay_layers(
+            after, case.scan_name, self.model.info.name, self.model.sha256, record,
+            scan_fingerprint=identity.scan_fingerprint, case=identity.describe(),
+        ):  # fmt: skip
             kwargs["metadata"][OVERLAY_KEY]["kind"] = "saliency shift"
             kwargs["metadata"]["attribution"]["patient_values"] = dict(self.patient_record)
             put_overlay(self.viewer, data, kwargs)

@@ -35,9 +35,19 @@ DIVERGING = {
 
 
 def overlay_layers(
-    attribution: ImageAttribution, source_layer: str, model_name: str, model_sha256: str, record: dict[str, Any]
+    attribution: ImageAttribution,
+    source_layer: str,
+    model_name: str,
+    model_sha256: str,
+    record: dict[str, Any],
+    scan_fingerprint: str = "",
+    case: str = "",
 ) -> list[tuple[np.ndarray, dict[str, Any]]]:
-    """``[(data [D, H, W], layer kwargs), ...]``, one per view."""
+    """``[(data [D, H, W], layer kwargs), ...]``, one per view.
+
+    ``scan_fingerprint`` ties each map to the scan it was computed on (the
+    panel removes a scan's maps with the scan); ``case`` names the case in
+    words (:meth:`CaseIdentity.describe`)."""
     out = []
     for data, affine, view in zip(attribution.maps, attribution.affines, attribution.view_names):
         magnitude = float(np.percentile(np.abs(data), 99.5)) or float(np.abs(data).max()) or 1.0
@@ -49,7 +59,13 @@ def overlay_layers(
         method = attribution.method.replace("_", " ")
         name = f"{method} -> {attribution.target} [{model_name}] {view} on {source_layer}"
         metadata = {
-            OVERLAY_KEY: {"source_layer": source_layer, "view": view, "model_sha256": model_sha256},
+            OVERLAY_KEY: {
+                "source_layer": source_layer,
+                "view": view,
+                "model_sha256": model_sha256,
+                "scan_fingerprint": scan_fingerprint,
+            },  # fmt: skip
+            "case": case,
             "affine": np.asarray(affine).tolist(),
             "attribution": {
                 "method": attribution.method,

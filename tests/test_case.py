@@ -1,0 +1,240 @@
+"""The case on screen: a result belongs to the scan, record, note, model and
+device it was computed for, in the Case model and in a real viewer.
+
+The GUI tests replay the sequences that showed another patient's result
+(issue 14) and a seeded random walk over open / delete / rename / switch
+model / switch scan / predict / explain / slider / cancel that checks,
+after every step, that nothing shown belongs to another case.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from conftest import PLUGIN, dock_panel
+
+from napari_hyperfusion.analysis.case import Case, record_fingerprint, scan_fingerprint
+from napari_hyperfusion.analysis.overlays import OVERLAY_KEY
+from napari_hyperfusion.resources import models_dir
+from napari_hyperfusion.samples import subject_record
+
+AD_MODEL = models_dir() / "ad_hyperfusion.safetensors"
+AGE_MODEL = models_dir() / "brain_age_hyperfusion.safetensors"
+
+
+# -- the plain model --------------------------------------------------------------
+def test_a_result_is_kept_only_for_the_case_it_was_computed_for():
+    case = Case()
+    changes = []
+    case.changed.connect(changes.append)
+    case.set_record({"AGE": 70.0})
+    computed_for = case.identity
+    case.set_record({"AGE": 71.0})  # the user typed while the worker ran
+    assert not case.store("prediction", computed_for, "old")  # dropped, never shown
+    assert case.result("prediction") is None and case.latest("prediction") is None
+    assert case.store("prediction", case.identity, "new") and case.result("prediction") == "new"
+    case.set_note("Reports memory problems.")
+    assert case.result("prediction") is None  # the note is part of the case
+    identity, stale = case.latest("prediction")
+    assert stale == "new" and case.identity.differences(identity) == ["record"]
+    case.set_note("")  # back to the case it was computed for: current again
+    assert case.result("prediction") == "new"
+    assert len(changes) == 4
+
+
+def test_results_are_bounded_per_case():
+    case = Case()
+    for age in range(20):
+        case.set_record({"AGE": float(age)})
+        case.store("prediction", case.identity, np.zeros(1000))
+    assert len(case._results) <= 6  # memory does not grow with every click
+
+
+def test_fingerprints_see_content_and_placement():
+    data = np.random.default_rng(0).normal(size=(40, 48, 40)).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    fp = scan_fingerprint(data, affine)
+    assert fp == scan_fingerprint(data.copy(), affine)
+    shifted = affine.copy()
+    shifted[0, 3] = 1.0
+    assert fp != scan_fingerprint(data, shifted)
+    changed = data.copy()
+    changed[::7, ::7, ::7] += 1
+    assert fp != scan_fingerprint(changed, affine)
+    assert record_fingerprint({"AGE": 70.0}) != record_fingerprint({"AGE": 70.0}, note="x")
+
+
+# -- in a real viewer -----------------------------------------------------------------
+@pytest.fixture
+def panel(make_napari_viewer, errors):
+    dock = dock_panel(make_napari_viewer(), "SYN_DEMO_01")
+    assert dock.open_model(AD_MODEL)
+    dock.errors = errors
+    return dock
+
+
+def _predict(panel, qtbot):
+    panel.predict()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
+
+
+def _scan_names(panel):
+    combo = panel.patient.layer_combo
+    return [combo.itemText(i) for i in range(combo.count())]
+
+
+def test_opening_another_sample_switches_scan_and_record(panel, qtbot):
+    _predict(panel, qtbot)
+    assert panel.last_result.record["AGE"] == 62
+    panel.viewer.open_sample(PLUGIN, "SYN_DEMO_04")
+    assert panel.patient.current_layer().name.startswith("SYN_DEMO_04")
+    assert panel.patient.record()["AGE"] == float(subject_record("SYN_DEMO_04")["AGE"])
+    assert panel.last_result is None and panel.result_view.stale  # 01's result is not 04's
+    assert "STALE" in panel.result_view.label.text()
+    _predict(panel, qtbot)
+    assert panel.last_result.record["AGE"] == float(subject_record("SYN_DEMO_04")["AGE"])
+    assert "SYN_DEMO_04" in panel.result_view.label.text()
+
+
+def test_switching_model_marks_results_stale_and_the_other_task_predicts(panel, qtbot):
+    _predict(panel, qtbot)
+    panel.whatif.curve_field.setCurrentIndex(0)
+    panel.whatif.show_response_curve()
+    assert panel.open_model(AGE_MODEL)
+    assert panel.last_result is None and panel.result_view.stale
+    assert panel.whatif.last_curve is None and panel.whatif.patient_record == {}
+    panel.viewer.open_sample(PLUGIN, "sub-old")
+    _predict(panel, qtbot)
+    assert panel.last_result.is_classifier is False and panel.last_result.model_name == panel.model.info.name
+    panel.whatif.set_whatif_value("PTGENDER", "F")
+    assert panel.whatif.update_whatif() is not None
+    assert panel.errors == []
+
+
+def test_a_result_for_a_deleted_scan_is_dropped(panel, qtbot):
+    viewer = panel.viewer
+    viewer.open_sample(PLUGIN, "SYN_DEMO_02")  # the current scan now
+    panel.predict()
+    viewer.layers.remove(panel.patient.current_layer())  # while the worker runs
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
+    assert panel.patient.current_layer().name.startswith("SYN_DEMO_01")
+    assert panel.last_result is None  # 02's answer is not shown under 01
+    latest = panel.case.latest("prediction")
+    assert latest is None or "SYN_DEMO_02" not in panel.result_view.label.text().split("\n")[-3]
+
+
+def test_overlays_are_not_scans_and_go_with_their_scan(panel, qtbot):
+    _predict(panel, qtbot)
+    panel.explain()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    overlays = [layer for layer in panel.viewer.layers if OVERLAY_KEY in layer.metadata]
+    assert overlays and _scan_names(panel) == ["SYN_DEMO_01 (SYNTHETIC)"]
+    panel.viewer.layers.remove(panel.patient.current_layer())
+    assert not [layer for layer in panel.viewer.layers if OVERLAY_KEY in layer.metadata]
+    assert _scan_names(panel) == [] and not panel.predict_button.isEnabled()
+    panel.viewer.open_sample(PLUGIN, "SYN_DEMO_03")  # the sequence that crashed napari
+    qtbot.wait(200)
+    assert _scan_names(panel) == ["SYN_DEMO_03 (SYNTHETIC)"] and panel.predict_button.isEnabled()
+
+
+def test_the_picker_follows_renames_and_keeps_typed_values_per_scan(panel):
+    layer = panel.patient.current_layer()
+    layer.name = "patient A"
+    assert _scan_names(panel) == ["patient A"] and panel.patient.current_layer() is layer
+    panel.patient.editors["AGE"].set_value(81.0)
+    panel.viewer.open_sample(PLUGIN, "SYN_DEMO_05")
+    assert panel.patient.record()["AGE"] == float(subject_record("SYN_DEMO_05")["AGE"])
+    panel.patient.layer_combo.setCurrentIndex(0)  # back to patient A
+    assert panel.patient.record()["AGE"] == 81.0  # what was typed for A is A's
+
+
+def test_cancel_ends_in_a_clear_state(panel, qtbot):
+    panel.explainer.method_combo.setCurrentIndex(panel.explainer.method_combo.findData("occlusion"))
+    panel.explain()
+    qtbot.wait(100)
+    panel.cancel()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    assert panel.status.text().startswith("Cancelled")
+    assert panel.predict_button.isEnabled()
+
+
+def test_exported_rows_name_the_model_they_were_computed_with(panel, qtbot, tmp_path):
+    import pandas as pd
+
+    _predict(panel, qtbot)
+    panel.whatif.set_whatif_value("AGE", 80)
+    panel.whatif.update_whatif()
+    ad_name = panel.model.info.name
+    assert panel.open_model(models_dir() / "ad_concat.safetensors")
+    _predict(panel, qtbot)
+    panel.whatif.set_whatif_value("AGE", 70)
+    panel.whatif.update_whatif()
+    frame = pd.read_csv(panel.whatif.export_exploration(tmp_path / "x.csv"))
+    assert set(frame["model"]) <= {ad_name, panel.model.info.name}
+    assert (frame["model"] == ad_name).sum() >= 1 and (frame["model"] == panel.model.info.name).sum() >= 1
+    assert frame["scan"].str.startswith("SYN_DEMO_01").all() and frame["scan_fingerprint"].notna().all()
+
+
+def _check_invariants(panel):
+    case = panel.case
+    result = panel.last_result
+    if result is not None:
+        assert result.model_name == case.model.info.name and result.model_sha256 == case.model.sha256
+        assert result.extra["case"] == case.identity.describe()
+    shown = panel.result_view.shown
+    if shown is not None and not panel.result_view.stale:
+        assert shown[0] == case.identity
+    names = _scan_names(panel)
+    scans = [layer.name for layer in panel.viewer.layers if OVERLAY_KEY not in layer.metadata]
+    assert names == scans  # every scan, and nothing but scans
+    layer = panel.patient.current_layer()
+    assert (layer.name if layer is not None else "") == case.scan_name
+    for overlay in (layer for layer in panel.viewer.layers if OVERLAY_KEY in layer.metadata):
+        fingerprint = overlay.metadata[OVERLAY_KEY]["scan_fingerprint"]
+        assert fingerprint in panel.patient._fingerprints.values()  # no overlay outlives its scan
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_sequences_never_show_another_cases_result(panel, qtbot, seed):
+    rng = random.Random(seed)
+    viewer = panel.viewer
+    samples = ["SYN_DEMO_01", "SYN_DEMO_02", "SYN_DEMO_03", "SYN_DEMO_04", "SYN_DEMO_05"]
+    models = [AD_MODEL, models_dir() / "ad_concat.safetensors", AGE_MODEL]
+
+    def scans():
+        return [layer for layer in viewer.layers if OVERLAY_KEY not in layer.metadata]
+
+    actions = {
+        "open": lambda: viewer.open_sample(PLUGIN, rng.choice(samples)),
+        "delete": lambda: scans() and viewer.layers.remove(rng.choice(scans())),
+        "rename": lambda: scans() and setattr(rng.choice(scans()), "name", f"scan {rng.randrange(1000)}"),
+        "model": lambda: panel.open_model(rng.choice(models)),
+        "scan": lambda: (
+            panel.patient.layer_combo.count()
+            and panel.patient.layer_combo.setCurrentIndex(rng.randrange(panel.patient.layer_combo.count()))
+        ),
+        "predict": lambda: panel.predict_button.isEnabled() and panel.predict(),
+        "explain": lambda: panel.explainer.explain_button.isEnabled() and panel.explain(),
+        "slider": lambda: (
+            panel.whatif.sliders and panel.whatif.set_whatif_value("AGE", rng.uniform(55, 90))
+            if "AGE" in panel.whatif.sliders
+            else None
+        ),
+        "type": lambda: "AGE" in panel.patient.editors and panel.patient.editors["AGE"].set_value(rng.uniform(55, 90)),
+        "cancel": panel.cancel,
+        "wait": lambda: qtbot.waitUntil(lambda: not panel.busy, timeout=120_000),
+    }
+    names = list(actions)
+    for _ in range(40):
+        name = rng.choice(names)
+        if panel.busy and name in ("predict", "explain"):
+            name = "wait"
+        actions[name]()
+        qtbot.wait(rng.choice([0, 5, 50]))
+        _check_invariants(panel)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    _check_invariants(panel)
+    unexpected = [e for e in panel.errors if "a bug in napari-hyperfusion" in e]
+    assert not unexpected, unexpected
