@@ -144,19 +144,39 @@ def test_invalid_input_disables_predict_and_says_why(panel, qtbot, errors, tmp_p
     assert "2D" in panel.status.text()
     panel.patient.layer_combo.setCurrentText("SYN_DEMO_01 (SYNTHETIC)")
     assert panel.predict_button.isEnabled()
-    # a CSV without the needed columns: a notification, the form untouched
+    # a table with only some fields (a BIDS participants.tsv): those load, the
+    # rest are not known (the model imputes them), a required one is missing
+    bids = tmp_path / "participants.tsv"
+    bids.write_text("participant_id\tage\nsub-1\t70\n")
+    assert not panel.patient.load_record(bids, "sub-1")
+    assert "Sex is required" in errors[-1]
+    editors = panel.patient.editors
+    assert editors["AGE"].value() == 70 and editors["AGE"].state == "record"
+    assert editors["ABETA"].value() is None and editors["ABETA"].state == "imputed"
+    assert editors["PTGENDER"].state == "missing" and not panel.predict_button.isEnabled()
+    assert "Sex" in panel.predict_button.toolTip()
+    # refused and censored values (ADNIMERGE writes >1700, <8): a refused value
+    # is cleared and marked, never kept from the previous patient
+    rows = tmp_path / "rows.csv"
+    rows.write_text(
+        "PTID,AGE,PTGENDER,PTEDUCAT,APOE4,ABETA,TAU,PTAU,FDG,AV45\n"
+        "X2,70,F,12,0,99999,300,<8,1.2,1.1\n"
+        "X3,71,M,16,1,>1700,abc,30,1.1,1.0\n"
+    )
+    assert not panel.patient.load_record(rows, "X2")
+    assert "Abeta42 = 99999 is outside" in errors[-1]
+    assert editors["ABETA"].value() is None and editors["ABETA"].state == "refused"
+    assert editors["PTAU"].value() == 8 and editors["PTAU"].state == "censored" and "<8" in editors["PTAU"].detail
+    assert editors["AGE"].value() == 70 and panel.predict_button.isEnabled()
+    assert not panel.patient.load_record(rows, "X3")
+    assert editors["ABETA"].value() == 1700 and editors["ABETA"].state == "censored"
+    assert editors["TAU"].value() is None and editors["TAU"].state == "refused"  # not X2's 300
+    # a table with none of the model's fields is refused as a whole, the form untouched
     before = panel.patient.record()
     bad = tmp_path / "bad.csv"
-    bad.write_text("PTID,AGE\nX1,70\n")
+    bad.write_text("PTID,WEIGHT\nX1,70\n")
     assert not panel.patient.load_record(bad, "X1")
-    assert "lacks the column(s) PTGENDER" in errors[-1]
-    assert panel.patient.record() == before
-    # a value out of range in a CSV row: reported, that field keeps its value
-    good = tmp_path / "rows.csv"
-    good.write_text("PTID,AGE,PTGENDER,PTEDUCAT,APOE4,ABETA,TAU,PTAU,FDG,AV45\nX2,70,F,12,0,99999,300,25,1.2,1.1\n")
-    assert not panel.patient.load_record(good, "X2")
-    assert "Abeta42 = 99999 is outside" in errors[-1] and panel.patient.record()["ABETA"] == before["ABETA"]
-    assert panel.patient.record()["AGE"] == 70
+    assert "none of the fields this model reads" in errors[-1] and panel.patient.record() == before
     # NaNs in the scan: refused with a message, nothing runs
     nan_volume = np.ones((40, 48, 40), np.float32)
     nan_volume[1, 2, 3] = np.nan

@@ -32,7 +32,7 @@ from ..analysis.case import Case, scan_fingerprint
 from ..analysis.overlays import OVERLAY_KEY
 from ..data.preprocess import scan_from_array
 from ..data.records import read_record_table, record_from_row
-from ..data.schema import SchemaError, TabularSchema
+from ..data.schema import TabularSchema
 from ..errors import HyperFusionError
 from ..io.nifti import layer_affine
 from . import notify
@@ -149,12 +149,11 @@ class PatientForm(QWidget):
         layer_id = id(layer) if layer is not None else None
         if layer_id != self._layer_id:
             if self._layer_id is not None and self.editors:
-                self._typed[self._layer_id] = (self.record(), self.note_edit.toPlainText())
+                self._typed[self._layer_id] = (self.snapshot(), self.note_edit.toPlainText())
             self._layer_id = layer_id
             if layer is not None:
                 if layer_id in self._typed:
-                    record, note = self._typed[layer_id]
-                    self.set_record(record, note=note)
+                    self.restore(*self._typed[layer_id])
                 elif RECORD_KEY in layer.metadata:
                     self.set_record(layer.metadata[RECORD_KEY])
         self._push_scan(layer)
@@ -189,7 +188,7 @@ class PatientForm(QWidget):
     def _on_case_changed(self, identity: Any) -> None:
         model = self.case.model
         schema = model.info.schema if model is not None else None
-        if schema is not self._schema:
+        if schema is not self._schema and not getattr(self, "_building", False):
             self._schema = schema
             self._build_form(schema)
             uses_note = bool(model is not None and model.info.config.uses_note)
@@ -198,7 +197,7 @@ class PatientForm(QWidget):
             self._push_note()
 
     def _build_form(self, schema: TabularSchema | None) -> None:
-        previous = self.record() if self.editors else {}
+        previous = self.snapshot() if self.editors else {}
         self._building = True
         while self.form.rowCount():
             self.form.removeRow(0)
@@ -213,7 +212,7 @@ class PatientForm(QWidget):
         # keep what was typed when switching models; else the scan's own record
         layer = self.current_layer()
         if previous:
-            self.set_record({k: v for k, v in previous.items() if k in self.editors})
+            self.restore({k: v for k, v in previous.items() if k in self.editors}, self.note_edit.toPlainText())
         elif layer is not None and RECORD_KEY in layer.metadata:
             self.set_record(layer.metadata[RECORD_KEY])
         else:
@@ -242,28 +241,47 @@ class PatientForm(QWidget):
         self.case.set_note(self.note_text())
 
     def set_record(self, record: dict[str, Any], note: str | None = None) -> list[str]:
-        """Fill the form from a raw record (e.g. a CSV row). Values that do
-        not parse are reported; returns the problems."""
+        """Fill the whole form from a raw record (a CSV row, a sample's
+        metadata, values kept for a scan). Every field takes the record's
+        value or is marked: a field the record lacks is not known (filled in
+        by the model) or, if required, missing; a value that does not parse
+        is refused and cleared, never kept from the previous patient.
+        Returns the problems (also shown as one notification)."""
         if not self.editors:
             return []
         problems = []
         self._building = True
         if note is None:
             note = record.get("NOTE")
-        if note is not None and not (isinstance(note, float) and math.isnan(note)):
-            self.note_edit.setPlainText(str(note))
+        if note is None or (isinstance(note, float) and math.isnan(note)):
+            note = ""
+        self.note_edit.setPlainText(str(note))
         for name, editor in self.editors.items():
-            if name not in record:
-                continue
-            try:
-                editor.set_value(editor.field.parse(record[name]))
-            except SchemaError as err:
-                problems.append(str(err))
+            problem = editor.load(record.get(name))
+            if problem:
+                problems.append(problem)
+            elif editor.state == "missing":
+                problems.append(f"{editor.field.display_name} is required and the record has no value")
         self._building = False
         self._push_record()
         if problems:
-            notify.error("Some values were not loaded: " + "; ".join(problems))
+            notify.error("Some values were not loaded (cleared and marked in the form): " + "; ".join(problems))
         return problems
+
+    def restore(self, values: dict[str, Any], note: str) -> None:
+        """Put back the form as it was for a scan (values already parsed, states kept)."""
+        self._building = True
+        self.note_edit.setPlainText(note)
+        for name, (value, state, detail) in values.items():
+            if name in self.editors:
+                self.editors[name].set_value(value)
+                self.editors[name].set_state(state, detail)
+        self._building = False
+        self._push_record()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The form's values with their states, to restore later."""
+        return {name: (e.value(), e.state, e.detail) for name, e in self.editors.items()}
 
     def _ask_record_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load a record", "", "Tables (*.csv *.tsv);;All files (*)")

@@ -112,7 +112,7 @@ class WhatIfSection(QWidget):
     def _on_case_changed(self, *args: Any) -> None:
         model = self.case.model
         schema = model.info.schema if model is not None else None
-        if schema is not self._schema:
+        if schema is not self._schema and not getattr(self, "_building", False):
             self._schema = schema
             self._build_whatif(schema)
             self.last_curve = None  # rows already explored stay: each names its own case

@@ -152,7 +152,10 @@ class Case:
         )
 
     def set_model(self, model: Any) -> None:
-        self._change(lambda: setattr(self, "model", model))
+        """A model (always announced: the same file loaded again is a new
+        object that views must pick up)."""
+        self.model = model
+        self.changed.emit(self.identity)
 
     def set_scan(self, name: str, scan: Any, fingerprint: str) -> None:
         """The scan layer's name, its :class:`Scan` (``None`` when there is

@@ -50,16 +50,24 @@ def read_record_table(path: str | os.PathLike) -> RecordTable:
 
 
 def record_from_row(table: RecordTable, subject: str, schema: TabularSchema | None = None) -> dict[str, Any]:
-    """The subject's row as ``{column: value or None}``; with ``schema``,
-    a table lacking the schema's columns is refused, naming them."""
-    if schema is not None:
-        absent = [f.name for f in schema.fields if f.name not in table.frame.columns]
-        if absent:
-            raise RecordError(
-                f"{table.path.name} lacks the column(s) {', '.join(absent)} that this model needs; "
-                f"it has {', '.join(table.frame.columns)}"
-            )
+    """The subject's row as ``{column: value or None}``.
+
+    With ``schema``, the table may hold only some of the model's fields (a
+    BIDS ``participants.tsv`` often has just age and sex): the others come
+    back as ``None`` (not known; the form and the model say which can be
+    imputed). A table with none of the model's fields is refused, naming
+    them.
+    """
+    if schema is not None and not any(f.name in table.frame.columns for f in schema.fields):
+        raise RecordError(
+            f"{table.path.name} has none of the fields this model reads ({', '.join(schema.names)}); "
+            f"it has {', '.join(table.frame.columns)}"
+        )
     rows = table.frame[table.frame[table.id_column] == str(subject)]
     if rows.empty:
         raise RecordError(f"{table.path.name} has no subject {subject!r} in column {table.id_column}")
-    return {k: (v if v != "" else None) for k, v in rows.iloc[0].to_dict().items()}
+    record = {k: (v if v != "" else None) for k, v in rows.iloc[0].to_dict().items()}
+    if schema is not None:
+        for name in schema.names:
+            record.setdefault(name, None)
+    return record

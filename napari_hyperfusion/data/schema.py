@@ -31,12 +31,29 @@ import numpy as np
 
 from ..errors import SchemaError
 
-__all__ = ["Field", "TabularSchema", "SchemaError", "adni_schema", "brain_age_schema"]
+__all__ = ["Field", "TabularSchema", "SchemaError", "adni_schema", "brain_age_schema", "split_censored"]
 
 Kind = Literal["number", "binary", "category"]
 FillRule = Literal["required", "mean", "conditional"]
 KINDS = ("number", "binary", "category")
 FILL_RULES = ("required", "mean", "conditional")
+
+
+def split_censored(value: Any) -> tuple[Any, str | None]:
+    """``(value, marker)``: a censored number such as ADNIMERGE's ``">1700"``
+    or ``"<8"`` as its stated bound (``"1700"``) and the marker (``">"``);
+    anything else unchanged with marker ``None``.
+
+    Example:
+        >>> split_censored(">1700"), split_censored("<=80"), split_censored(42.0)
+        (('1700', '>'), ('80', '<='), (42.0, None))
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        for marker in ("<=", ">=", "<", ">"):
+            if text.startswith(marker) and len(text) > len(marker):
+                return text[len(marker) :].strip(), marker
+    return value, None
 
 
 def _is_missing(value: Any) -> bool:
@@ -134,8 +151,9 @@ class Field:
                     self.name,
                 )
             return lookup[text.lower()]
+        bound, _ = split_censored(value)
         try:
-            number = float(value)
+            number = float(bound)
         except (TypeError, ValueError):
             raise SchemaError(
                 f"{self.display_name}: {value!r} is not a number; expected {self.range_text()}",
