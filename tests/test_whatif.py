@@ -89,11 +89,20 @@ def test_film_exposes_its_generated_scale_and_shift(tmp_path):
 
 
 @pytest.fixture
-def panel(make_napari_viewer, monkeypatch):
+def panel(make_napari_viewer, monkeypatch, qtbot):
     monkeypatch.setattr(notify, "error", lambda m: pytest.fail(m))
     dock = dock_panel(make_napari_viewer(), "SYN_DEMO_03")
-    dock.whatif.reset_whatif()
+    dock.predict()  # caches the image features in its worker and starts the sliders at the patient's values
+    qtbot.waitUntil(lambda: not dock.busy and dock.last_result is not None, timeout=60_000)
+    assert dock.whatif.patient_record
     return dock
+
+
+def test_sliders_before_predict_ask_for_it_and_encode_nothing(make_napari_viewer, qtbot):
+    dock = dock_panel(make_napari_viewer(), "SYN_DEMO_03")
+    dock.whatif.sliders["AGE"].setValue(10)
+    qtbot.wait(50)
+    assert dock.whatif._session is None and "Click Predict first" in dock.whatif.whatif_label.text()
 
 
 def test_slider_flood_stays_live_and_ends_on_the_last_value(panel, qtbot):

@@ -209,8 +209,9 @@ class WhatIfSection(QWidget):
         self.update_whatif()
 
     def whatif_session(self) -> WhatIfSession | None:
-        """The cached features for the case's model, scan and device,
-        rebuilt when any of them changed (Predict builds them in its worker)."""
+        """The cached features for the case's model, scan and device, built
+        on the calling thread when missing (for scripts and tests; the panel
+        itself uses :meth:`cached_session`, which Predict fills)."""
         model = self.case.model
         if model is None:
             return None
@@ -220,6 +221,17 @@ class WhatIfSection(QWidget):
             self._session = WhatIfSession(model, self.case.scan, self._session_key()[1], note=self.case.note)
         self._session.set_note(self.case.note)  # the note is held fixed while the sliders move
         return self._session
+
+    def cached_session(self) -> WhatIfSession | None:
+        """The features Predict cached for the case's model, scan and device,
+        or None (and the label says to click Predict). The panel never
+        encodes a scan on the UI thread: a 512 x 512 x 400 volume takes
+        seconds."""
+        if self._session_matches():
+            self._session.set_note(self.case.note)
+            return self._session
+        self.whatif_label.setText("Click Predict first: it caches this scan's image features off the UI thread.")
+        return None
 
     def adopt_session(self, session: WhatIfSession) -> bool:
         """Use features cached off the UI thread (by Predict's worker), if
@@ -239,7 +251,7 @@ class WhatIfSection(QWidget):
             # loading the encoder takes seconds: it happens in Predict's worker, never on a slider tick
             self.whatif_label.setText("Click Predict first: it loads the note encoder off the UI thread.")
             return None
-        session = self.whatif_session()
+        session = self.cached_session()
         if session is None:
             return None
         import time
@@ -367,7 +379,7 @@ class WhatIfSection(QWidget):
 
     def show_response_curve(self) -> None:
         """The output over the chosen field's range, in one batched decode."""
-        session = self.whatif_session()
+        session = self.cached_session()
         if session is None or not self.curve_field.currentData():
             return
         if not self.patient_record:
@@ -433,7 +445,7 @@ class WhatIfSection(QWidget):
         """A one-page teaching figure (PNG or PDF by suffix)."""
         from matplotlib.figure import Figure
 
-        session = self.whatif_session()
+        session = self.cached_session()
         if session is None:
             raise ValueError("no model and scan to summarise")
         info = self.model.info
