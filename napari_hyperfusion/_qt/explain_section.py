@@ -75,11 +75,11 @@ class ExplainSection(QWidget):
         self.explain_button = QPushButton("Explain")
         self.explain_button.setObjectName("explain_button")
         explain_layout.addWidget(self.explain_button)
-        self.ehr_figure = Figure(figsize=(3.2, 2.2), tight_layout=True)
+        self.ehr_figure = Figure(figsize=(3.2, 2.2))
         self.ehr_canvas = FigureCanvasQTAgg(self.ehr_figure)
         self.ehr_canvas.setMinimumHeight(170)
         explain_layout.addWidget(self.ehr_canvas)
-        self.note_figure = Figure(figsize=(3.2, 1.8), tight_layout=True)
+        self.note_figure = Figure(figsize=(3.2, 1.8))
         self.note_canvas = FigureCanvasQTAgg(self.note_figure)
         self.note_canvas.setMinimumHeight(140)
         self.note_canvas.setVisible(False)
@@ -195,6 +195,7 @@ class ExplainSection(QWidget):
     def _draw_tabular(self, tabular: Any, model: LoadedModel | None = None) -> None:
         fig = self.ehr_figure
         fig.clear()
+        fig.subplots_adjust(left=0.36, right=0.97, bottom=0.12, top=0.88)  # fixed: tight layout is slow
         ax = fig.add_subplot(111)
         values = np.asarray(tabular.values)
         colors = ["#4daf4a" if v >= 0 else "#c2a5cf" for v in values]
@@ -219,6 +220,7 @@ class ExplainSection(QWidget):
             return
         fig = self.note_figure
         fig.clear()
+        fig.subplots_adjust(left=0.5, right=0.97, bottom=0.15, top=0.85)
         ax = fig.add_subplot(111)
         if sentences is None:
             ax.text(0.5, 0.5, "no note was given: nothing to attribute", ha="center", va="center", fontsize=7)

@@ -40,7 +40,7 @@ class ResultView(QWidget):
         self.case = case
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.figure = Figure(figsize=(3.2, 2.0), tight_layout=True)
+        self.figure = Figure(figsize=(3.2, 2.0))
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(160)
         layout.addWidget(self.canvas)
@@ -98,6 +98,8 @@ class ResultView(QWidget):
     def _draw(self, result: SubjectPrediction, stale: bool) -> None:
         fig = self.figure
         fig.clear()
+        # fixed margins: matplotlib's tight layout costs more than the prediction itself
+        fig.subplots_adjust(left=0.34 if result.is_multilabel else 0.2, right=0.97, bottom=0.2, top=0.88)
         ax = fig.add_subplot(111)
         grey = (lambda c: STALE) if stale else (lambda c: c)
         if result.is_multilabel:

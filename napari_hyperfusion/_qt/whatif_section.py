@@ -70,7 +70,7 @@ class WhatIfSection(QWidget):
         row.addWidget(self.curve_field)
         row.addWidget(self.curve_button)
         whatif_layout.addLayout(row)
-        self.whatif_figure = Figure(figsize=(3.2, 3.6), tight_layout=True)
+        self.whatif_figure = Figure(figsize=(3.2, 3.6))
         self.whatif_canvas = FigureCanvasQTAgg(self.whatif_figure)
         self.whatif_canvas.setMinimumHeight(260)
         whatif_layout.addWidget(self.whatif_canvas)
@@ -321,6 +321,7 @@ class WhatIfSection(QWidget):
         self._wi_image = self._wi_line = self._wi_background = None
         fig = self.whatif_figure
         fig.clear()
+        fig.subplots_adjust(left=0.16, right=0.97, top=0.94, bottom=0.1, hspace=0.6)  # fixed: tight layout is slow
         ax = fig.add_subplot(211)
         if curve is not None:
             numeric = not isinstance(curve.values[0], str)
@@ -357,7 +358,7 @@ class WhatIfSection(QWidget):
             ax2.text(0.5, 0.5, why, ha="center", va="center", fontsize=7)
             ax2.set_axis_off()
         # a full draw now; slider ticks then blit only the two changing artists
-        self.whatif_canvas.draw()
+        self.whatif_canvas.draw_idle()
 
     def _on_whatif_drawn(self, event: Any = None) -> None:
         """After any full draw (first layout, resize): keep the static
