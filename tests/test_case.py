@@ -238,3 +238,11 @@ def test_random_sequences_never_show_another_cases_result(panel, qtbot, seed):
     _check_invariants(panel)
     unexpected = [e for e in panel.errors if "a bug in napari-hyperfusion" in e]
     assert not unexpected, unexpected
+
+
+def test_a_value_far_outside_the_training_data_is_flagged_before_predict(panel):
+    editor = panel.patient.editors["AGE"]
+    editor.input.setValue(editor.field.mean + 4 * editor.field.std)
+    assert editor.state == "unusual" and "training mean" in editor.state_label.text()
+    editor.input.setValue(editor.field.mean)
+    assert editor.state == "typed"

@@ -89,8 +89,22 @@ class FieldEditor(QWidget):
         self.state_label.setStyleSheet(f"color: {'#f0a030' if alarming else '#a0a0a0'}; font-size: 10px;")
 
     def _on_edited(self, *args: Any) -> None:
-        if not self._setting:
-            self.set_state("imputed" if self.unknown.isChecked() else "typed")
+        if self._setting:
+            return
+        if self.unknown.isChecked():
+            self.set_state("imputed")
+        elif self._unusual(self.value()):
+            self.set_state("unusual", f"typed; more than 3 SD from the training mean {self.field.mean:.3g}")
+        else:
+            self.set_state("typed")
+
+    def _unusual(self, value: Any) -> bool:
+        """Far outside what the model was trained on (flagged before Predict)."""
+        return (
+            self.field.kind == "number"
+            and value is not None
+            and abs(float(value) - self.field.mean) > 3 * self.field.std
+        )
 
     @property
     def changed(self):
@@ -143,7 +157,7 @@ class FieldEditor(QWidget):
         _, marker = split_censored(raw)
         if marker:
             self.set_state("censored", f"the record says {str(raw).strip()}; the model reads {value:g}")
-        elif self.field.kind != "category" and abs(float(value) - self.field.mean) > 3 * self.field.std:
+        elif self._unusual(value):
             self.set_state("unusual", f"more than 3 SD from the training mean {self.field.mean:.3g}")
         else:
             self.set_state("record")

@@ -452,8 +452,8 @@ class WhatIfSection(QWidget):
         info = self.model.info
         record = self.whatif_record()
         fig = Figure(figsize=(8.27, 11.69))
-        fig.suptitle(f"What if? {info.name}\nSYNTHETIC-data model - research and teaching only, not for diagnosis",
-                     fontsize=10)  # fmt: skip
+        fig.suptitle(f"What if? {info.name}\nSYNTHETIC-data model - research and teaching only, not for diagnosis\n"
+                     f"{self.case.identity.describe()}", fontsize=9)  # fmt: skip
         ax = fig.add_subplot(311)
         patient, whatif = session.predict(self.patient_record), session.predict(record)
         x = np.arange(len(info.outputs))
