@@ -83,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if panel.busy or pending:
                 QTimer.singleShot(200, shoot)
                 return
+            if args.explain:  # show the explanation, not the top of the panel
+                panel.show_section(panel.explainer)
             viewer.window.screenshot(args.screenshot, canvas_only=False)
             print(f"wrote {args.screenshot}")
             viewer.close()

@@ -79,7 +79,7 @@ class HyperFusionPanel(QWidget):
 
         # the panel is taller than most screens: scroll instead of squashing widgets
         inner = QWidget()
-        scroll = QScrollArea()
+        scroll = self.scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
@@ -142,6 +142,13 @@ class HyperFusionPanel(QWidget):
         """Load a model file; on failure keep the previous model and say why."""
         self.model_picker.device = self.device_combo.currentText()
         return self.model_picker.open(path)
+
+    def show_section(self, widget: QWidget) -> None:
+        """Scroll the panel so that ``widget`` (e.g. ``panel.explainer``) is in view."""
+        from qtpy.QtCore import QPoint
+
+        top = widget.mapTo(self.scroll.widget(), QPoint(0, 0)).y()
+        self.scroll.verticalScrollBar().setValue(max(top - 40, 0))  # the section's title stays in view
 
     def cancel(self) -> None:
         self.jobs.cancel()
