@@ -90,6 +90,8 @@ class ExplainSection(QWidget):
         explain_layout.addWidget(self.explain_label)
 
         self._outputs: tuple[str, ...] = ()
+        self._shown_image = None
+        self._image_seconds = 0.0
         self.explain_button.clicked.connect(self.explain)
         case.changed.connect(self._on_case_changed)
         case.results_changed.connect(self._on_results_changed)
@@ -143,6 +145,7 @@ class ExplainSection(QWidget):
             if model.info.config.uses_image:
                 image = attribute_image(model, scan, record, progress=jobs.report, should_stop=jobs.should_stop,
                                         note=note, **settings)  # fmt: skip
+                yield image  # the overlay is shown now; the EHR attribution follows
                 yield "attributing the EHR fields"
             if jobs.should_stop():
                 raise Cancelled()
@@ -158,31 +161,41 @@ class ExplainSection(QWidget):
             lambda result: self._on_explained(result, identity, model, record),
             f"explaining with {METHOD_LABELS[method]}...",
             "Cannot explain",
+            on_partial=lambda image: self._show_image(image, identity, model, record),
         )
+
+    def _show_image(self, image: Any, identity: Any, model: LoadedModel, record: dict[str, Any]) -> None:
+        """The image maps as overlays, if the case is still the one they were computed for."""
+        if identity != self.case.identity:
+            return
+        self._shown_image = image
+        self._image_seconds = self.jobs.elapsed()
+        for data, kwargs in overlay_layers(
+            image, identity.scan_name, model.info.name, model.sha256, record,
+            scan_fingerprint=identity.scan_fingerprint, case=identity.describe(),
+        ):  # fmt: skip
+            put_overlay(self.viewer, data, kwargs)
+        if image.completeness_is_poor(IG_DELTA_WARNING):
+            notify.warning(
+                f"Integrated Gradients' completeness error is {image.relative_delta:.0%} of the attributed "
+                f"change (delta {image.convergence_delta:.2g}); raise 'IG steps' (now "
+                f"{image.params.get('n_steps')}) for a faithful map."
+            )
 
     def _on_explained(self, result: Any, identity: Any, model: LoadedModel, record: dict[str, Any]) -> None:
         if not self.case.store(EXPLANATION, identity, result):
             self.jobs.status.setText("The case changed while explaining; that explanation was dropped.")
             return
         image, tabular, sentences = result
-        if image is not None:
-            for data, kwargs in overlay_layers(
-                image, identity.scan_name, model.info.name, model.sha256, record,
-                scan_fingerprint=identity.scan_fingerprint, case=identity.describe(),
-            ):  # fmt: skip
-                put_overlay(self.viewer, data, kwargs)
-            if image.completeness_is_poor(IG_DELTA_WARNING):
-                notify.warning(
-                    f"Integrated Gradients' completeness error is {image.relative_delta:.0%} of the attributed "
-                    f"change (delta {image.convergence_delta:.2g}); raise 'IG steps' (now "
-                    f"{image.params.get('n_steps')}) for a faithful map."
-                )
+        if image is not None and image is not self._shown_image:
+            self._show_image(image, identity, model, record)
         self._draw_tabular(tabular, model)
         self._draw_note(sentences, model)
         parts = [f"For {identity.describe()}"]
         if image is not None:
             parts.append(
-                f"{METHOD_LABELS[image.method]} for {image.target}: {self.jobs.elapsed():.1f} s from the click"
+                f"{METHOD_LABELS[image.method]} for {image.target}: map {self._image_seconds:.1f} s, "
+                f"EHR attribution {self.jobs.elapsed():.1f} s from the click"
             )
             if image.convergence_delta is not None:
                 parts.append(f"IG completeness error {image.convergence_delta:.2g}")

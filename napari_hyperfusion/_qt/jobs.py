@@ -91,10 +91,13 @@ class JobRunner(QWidget):
         on_result: Callable[[Any], None],
         label: str,
         failure: str,
+        on_partial: Callable[[Any], None] | None = None,
     ) -> bool:
         """Run ``job`` in a worker thread; ``on_result(value)`` runs on the UI
-        thread with what it returned. ``failure`` prefixes a user error's
-        message ("Cannot predict"). Returns False if a job is running."""
+        thread with what it returned. A job yields status strings, or
+        partial results that ``on_partial`` shows at once (e.g. the image
+        map before the slower EHR attribution). ``failure`` prefixes a user
+        error's message ("Cannot predict"). Returns False if a job is running."""
         if self._worker is not None:
             notify.error("Wait for the running job to finish, or cancel it.")
             return False
@@ -110,7 +113,7 @@ class JobRunner(QWidget):
                 return _Outcome(cancelled=False, message=f"{failure}: {err}")
 
         worker = work()
-        worker.yielded.connect(self.status.setText)
+        worker.yielded.connect(lambda value: self._on_yielded(value, on_partial))
         worker.returned.connect(lambda value: self._on_returned(value, on_result))
         worker.errored.connect(lambda err: self._on_errored(err, failure))
         worker.finished.connect(self._on_finished)
@@ -133,6 +136,12 @@ class JobRunner(QWidget):
     def elapsed(self) -> float:
         """Seconds since the job's button was pressed."""
         return time.perf_counter() - self.started_at
+
+    def _on_yielded(self, value: Any, on_partial: Callable[[Any], None] | None) -> None:
+        if isinstance(value, str):
+            self.status.setText(value)
+        elif on_partial is not None and not self._stop.is_set():
+            on_partial(value)
 
     def _on_step(self, done: int, total: int) -> None:
         if self._worker is not None:

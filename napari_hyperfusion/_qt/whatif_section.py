@@ -302,7 +302,8 @@ class WhatIfSection(QWidget):
     def _draw_whatif(self, session: WhatIfSession, record: dict[str, Any]) -> None:
         """Redraw the curve and the kernel change; on a slider tick only the
         artists' data change (rebuilding the axes costs more than a frame)."""
-        layout = (session.key, id(self.last_curve), id(self.patient_record))
+        # a full redraw only when what the axes show changes (not for the same patient predicted again)
+        layout = (session.key, id(self.last_curve), tuple(sorted(self.patient_record.items(), key=str)))
         change = self._kernel_change(session, record)
         curve = self.last_curve
         x_now = None
