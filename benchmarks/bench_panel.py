@@ -22,12 +22,11 @@ Saliency + three slider moves on one scan and prints resident memory every
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import psutil
-from common import machine_line, print_table
+from common import ensure_display, machine_line, print_table
 
 
 def _app_loop(predicate, timeout: float = 300.0) -> float:
@@ -68,12 +67,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--soak", type=int, default=100, help="Predict + Saliency + 3 slider rounds (0: none)")
     args = parser.parse_args()
-    display = None
-    if not os.environ.get("DISPLAY"):
-        from pyvirtualdisplay import Display
-
-        display = Display(visible=False, size=(1920, 1200))
-        display.start()
+    display = ensure_display()
     try:
         run(args)
     finally:

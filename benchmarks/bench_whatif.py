@@ -21,7 +21,7 @@ import statistics
 import time
 
 import numpy as np
-from common import devices, machine_line, print_table
+from common import devices, ensure_display, machine_line, print_table
 
 
 def pct(values, q):
@@ -86,6 +86,15 @@ def main() -> None:
     parser.add_argument("--device", default="all")
     parser.add_argument("--moves", type=int, default=200)
     args = parser.parse_args()
+    display = ensure_display()
+    try:
+        run(args)
+    finally:
+        if display is not None:
+            display.stop()
+
+
+def run(args: argparse.Namespace) -> None:
     import napari
 
     from napari_hyperfusion.analysis.whatif import WhatIfSession
@@ -124,7 +133,10 @@ def main() -> None:
             viewer.open_sample("napari-hyperfusion", key)
             panel.device_combo.setCurrentText(device.type)
             panel.open_model(model.path)
-            panel.whatif.reset_whatif()
+            panel.predict()  # caches the scan's features in its worker, as a user's click does
+            while panel.busy or panel.last_result is None:
+                app.processEvents()
+                time.sleep(0.005)
             ui = []
             slider = panel.whatif.sliders[field]
             for _ in range(min(args.moves, 50)):

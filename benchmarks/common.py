@@ -50,3 +50,17 @@ def machine_line() -> str:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}), {gpu}"
+
+
+def ensure_display():
+    """Start a virtual X server (Xvfb, installed by scripts/setup.sh) when
+    there is no display; returns it (call ``.stop()``) or None."""
+    import os
+
+    if os.environ.get("DISPLAY"):
+        return None
+    from pyvirtualdisplay import Display
+
+    display = Display(visible=False, size=(1920, 1200))
+    display.start()
+    return display

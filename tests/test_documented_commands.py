@@ -82,6 +82,8 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
     if tool == "torchrun":
         k = next(i for i, a in enumerate(args) if Path(a).name == "hyperfusion" or a.endswith("cli"))
         return [argv[0], *args[:k], *_small(args[k:], sandbox)]
+    if tool.endswith("cli"):  # python -m napari_hyperfusion.cli is the hyperfusion command
+        tool = "hyperfusion"
     if tool == "hyperfusion" and args[:1] == ["make-cohort"]:
         scratch = sandbox / "scratch_cohort"
         shutil.rmtree(scratch, ignore_errors=True)
@@ -157,6 +159,7 @@ class Rule:
 
 RULES = [
     Rule(r"^bash scripts/test\.sh\b", "ci", "the test command: .ci/run runs it on every submission"),
+    Rule(r"^source \.venv/bin/activate$", "env", "the environment setup.sh makes"),
     Rule(r"^(\.venv/bin/)?(python -m )?pip install\b", "setup", "install lines: scripts/setup.sh runs them"),
     Rule(r"^bash scripts/demo\.sh\b", "repo", "the demo, headless: it must set itself up and run under Xvfb"),
     Rule(r"^(\.venv/bin/)?ruff (check|format)\b", "repo", "style checks on the checkout"),
@@ -191,6 +194,11 @@ def test_documented_command_works(source, command, sandbox, tmp_path):
     if rule.kind == "ci":
         assert command.split()[:2] == ["bash", "scripts/test.sh"]
         assert "bash scripts/test.sh" in (REPO / ".ci" / "run").read_text()
+        return
+    if rule.kind == "env":
+        assert (REPO / ".venv" / "bin" / "activate").is_file() and "-m venv .venv" in (
+            REPO / "scripts" / "setup.sh"
+        ).read_text()
         return
     if rule.kind == "setup":
         setup = (REPO / "scripts" / "setup.sh").read_text()
