@@ -45,15 +45,22 @@ print(json.dumps({"seconds": statistics.median(times), "peak_mib": peak}))
 """
 
 
+METHODS = ("saliency", "gradcam", "integrated_gradients", "occlusion", "ehr_ig")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--models", default="ad_hyperfusion,brain_age_hyperfusion", help="shipped models, comma-separated"
+    )
+    parser.add_argument("--methods", default=",".join(METHODS), help="methods, comma-separated")
     args = parser.parse_args()
     print(machine_line())
     rows = []
-    for model in ("ad_hyperfusion", "brain_age_hyperfusion"):
-        for method in ("saliency", "gradcam", "integrated_gradients", "occlusion", "ehr_ig"):
+    for model in args.models.split(","):
+        for method in args.methods.split(","):
             out = subprocess.run([sys.executable, "-c", CHILD, model, method, args.device, str(args.repeats)],
                                  capture_output=True, text=True, check=True)  # fmt: skip
             result = json.loads(out.stdout.strip().splitlines()[-1])

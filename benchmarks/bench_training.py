@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (throughput is measured between epochs)")
     print(machine_line())
     for device in devices(args.device):
         rows, imaging = [], {}

@@ -65,12 +65,13 @@ def _set_option(argv: list[str], option: str, value: str) -> list[str]:
 
 TRAIN_SMALL = ["--set", "epochs=1", "--set", "patience=1", "--set", "pretrain_tabular_epochs=0"]
 BENCH_SMALL = {
-    "bench_explain.py": {"--repeats": "1"},
+    "bench_explain.py": {"--repeats": "1", "--models": "ad_hyperfusion", "--methods": "saliency"},
+    "bench_panel.py": {"--repeats": "1", "--soak": "2"},
     "bench_hyper_layers.py": {"--repeats": "1", "--batches": "1"},
     "bench_medfusion.py": {"--repeats": "1", "--sizes": "shipped", "--batch": "2"},
     "bench_models.py": {"--repeats": "1", "--batch": "2", "--only": "hyperfusion"},
     "bench_predict_latency.py": {"--repeats": "1"},
-    "bench_training.py": {"--subjects": "8", "--epochs": "1"},
+    "bench_training.py": {"--subjects": "8", "--epochs": "2"},
     "bench_whatif.py": {"--moves": "3"},
 }
 
@@ -168,6 +169,21 @@ RULES = [
     Rule(r"^bash scripts/train_shipped_models\.sh\b", "run"),
 ]
 COMMANDS = documented_commands()
+# still long at a small size (10-60 s each): run with -m slow (CI does)
+SLOW = (
+    r"\bevaluate\b",
+    r"train_shipped_models",
+    r"^torchrun",
+    r"bench_(models|whatif|panel|explain|medfusion)",
+    r"demo\.sh .*--(model|explain)",
+    r"train models/configs/risk_",
+)
+
+
+def _params():
+    for source, command in COMMANDS:
+        slow = any(re.search(s, command) for s in SLOW)
+        yield pytest.param(source, command, id=f"{source}:{command[:60]}", marks=[pytest.mark.slow] if slow else [])
 
 
 def _rule(command: str) -> Rule | None:
@@ -186,7 +202,7 @@ def test_the_readme_shows_the_two_commands():
     assert not any("xvfb-run" in c for _, c in COMMANDS), "setup installs Xvfb; demo.sh uses it by itself"
 
 
-@pytest.mark.parametrize(("source", "command"), COMMANDS, ids=[f"{f}:{c[:60]}" for f, c in COMMANDS])
+@pytest.mark.parametrize(("source", "command"), list(_params()))
 def test_documented_command_works(source, command, sandbox, tmp_path):
     rule = _rule(command)
     assert rule is not None, f"no rule for {command!r} ({source})"
