@@ -26,7 +26,7 @@ import statistics
 import time
 
 import psutil
-from common import ensure_display, machine_line, print_table
+from common import machine_line, print_table, with_display
 
 
 def _app_loop(predicate, timeout: float = 300.0) -> float:
@@ -66,13 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--soak", type=int, default=100, help="Predict + Saliency + 3 slider rounds (0: none)")
-    args = parser.parse_args()
-    display = ensure_display()
-    try:
-        run(args)
-    finally:
-        if display is not None:
-            display.stop()
+    with_display(run, parser.parse_args())
 
 
 def run(args: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ import statistics
 import time
 
 import numpy as np
-from common import devices, ensure_display, machine_line, print_table
+from common import devices, machine_line, print_table, with_display
 
 
 def pct(values, q):
@@ -85,13 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="all")
     parser.add_argument("--moves", type=int, default=200)
-    args = parser.parse_args()
-    display = ensure_display()
-    try:
-        run(args)
-    finally:
-        if display is not None:
-            display.stop()
+    with_display(run, parser.parse_args())
 
 
 def run(args: argparse.Namespace) -> None:

@@ -52,15 +52,19 @@ def machine_line() -> str:
     return f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}), {gpu}"
 
 
-def ensure_display():
-    """Start a virtual X server (Xvfb, installed by scripts/setup.sh) when
-    there is no display; returns it (call ``.stop()``) or None."""
+def with_display(run: Callable[..., object], *args: object) -> None:
+    """``run(*args)`` with a display: a virtual X server (Xvfb, installed by
+    scripts/setup.sh) when there is none, stopped afterwards."""
     import os
 
-    if os.environ.get("DISPLAY"):
-        return None
-    from pyvirtualdisplay import Display
+    display = None
+    if not os.environ.get("DISPLAY"):
+        from pyvirtualdisplay import Display
 
-    display = Display(visible=False, size=(1920, 1200))
-    display.start()
-    return display
+        display = Display(visible=False, size=(1920, 1200))
+        display.start()
+    try:
+        run(*args)
+    finally:
+        if display is not None:
+            display.stop()

@@ -1,16 +1,8 @@
 """HyperFusion networks and the paper's baselines, built from a ModelConfig.
 
-Every network is a :class:`FusionNet` with the split
-
-    features = net.encode_image(image)      # all that does not depend on EHR
-    output   = net.decode(features, tabular)
-    net(image, tabular) == net.decode(net.encode_image(image), tabular)
-
-``features`` is a ``dict`` of tensors with a leading batch axis. ``decode``
-broadcasts features of batch 1 against a tabular batch of ``N`` rows, so one
-cached scan can be decoded under many what-if records in a single call.
-
-For the paper's AD model only block 4's shortcut is generated, so
+Every network is a :class:`~napari_hyperfusion.nn.base.FusionNet`, split
+into ``encode_image`` (all that does not depend on the EHR) and ``decode``
+(see :mod:`napari_hyperfusion.nn.base`). For the paper's AD model only block 4's shortcut is generated, so
 ``encode_image`` runs the whole backbone including block 4's main path and
 ``decode`` is the 1x1x1 generated shortcut, the sum, pooling and the head.
 
