@@ -246,3 +246,36 @@ def test_a_value_far_outside_the_training_data_is_flagged_before_predict(panel):
     assert editor.state == "unusual" and "training mean" in editor.state_label.text()
     editor.input.setValue(editor.field.mean)
     assert editor.state == "typed"
+
+
+def test_an_explanation_is_shown_only_for_its_case(panel, qtbot):
+    _predict(panel, qtbot)
+    panel.explain()
+    qtbot.waitUntil(lambda: not panel.busy and panel.explainer.last_explanation is not None, timeout=120_000)
+    overlays = [layer for layer in panel.viewer.layers if OVERLAY_KEY in layer.metadata]
+    age = panel.patient.editors["AGE"]
+    original = age.value()
+    age.set_value(original + 5)  # another record: the explanation is not this case's
+    assert panel.explainer.last_explanation is None
+    assert "click Explain" in panel.explainer.explain_label.text()
+    assert all(layer.name.startswith("[STALE] ") for layer in overlays)
+    age.set_value(original)  # back to the case it was computed for
+    assert panel.explainer.last_explanation is not None
+    assert panel.explainer.explain_label.text().startswith("For scan")
+    assert not any(layer.name.startswith("[STALE] ") for layer in overlays)
+
+
+def test_the_whatif_view_is_cleared_when_the_model_changes(panel, qtbot):
+    _predict(panel, qtbot)
+    panel.whatif.set_whatif_value("AGE", 85)
+    panel.whatif.update_whatif()
+    assert "What if" in panel.whatif.whatif_label.text()
+    assert panel.open_model(models_dir() / "ad_concat.safetensors")
+    assert "The case changed" in panel.whatif.whatif_label.text() and panel.whatif.patient_record == {}
+
+
+def test_new_voxels_in_the_same_layer_are_a_new_case(panel, qtbot):
+    _predict(panel, qtbot)
+    layer = panel.patient.current_layer()
+    layer.data = np.ascontiguousarray(layer.data[::-1])  # e.g. a console edit or another plugin
+    assert panel.last_result is None and panel.result_view.stale and "scan" in panel.result_view.label.text()

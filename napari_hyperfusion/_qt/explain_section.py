@@ -18,13 +18,15 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QSpinBox
 
 from ..analysis.case import Case
 from ..analysis.explain import IMAGE_METHODS, Cancelled, attribute_image, attribute_note, attribute_tabular
-from ..analysis.overlays import overlay_layers
+from ..analysis.overlays import OVERLAY_KEY, overlay_layers
 from ..io.model_file import LoadedModel
 from . import notify
 from .jobs import JobRunner
 from .layers import put_overlay
 
 __all__ = ["ExplainSection", "METHOD_LABELS"]
+
+STALE_PREFIX = "[STALE] "  # an overlay computed for another record, note, model or device
 
 METHOD_LABELS = {
     "saliency": "Saliency (fast)",
@@ -92,6 +94,8 @@ class ExplainSection(QWidget):
         self._outputs: tuple[str, ...] = ()
         self._shown_image = None
         self._image_seconds = 0.0
+        self._drawn_for = None  # the case the charts show
+        self._explained_text: dict[Any, str] = {}
         self.explain_button.clicked.connect(self.explain)
         case.changed.connect(self._on_case_changed)
         case.results_changed.connect(self._on_results_changed)
@@ -109,8 +113,36 @@ class ExplainSection(QWidget):
             self._outputs = outputs
             self.target_combo.clear()
             self.target_combo.addItems(list(outputs))
-        if self.case.result(EXPLANATION) is None and self.case.latest(EXPLANATION) is not None:
-            self.explain_label.setText("STALE: the explanation below was computed for another case; click Explain.")
+        self._show_current()
+
+    def _show_current(self) -> None:
+        """Charts and overlays of the case's explanation; anything computed
+        for another case is cleared from the charts and its overlays are
+        named STALE (a result never looks like it belongs to this case)."""
+        identity = self.case.identity
+        current = self.case.result(EXPLANATION)
+        if current is not None and self._drawn_for != identity:
+            _, tabular, sentences = current
+            self._draw_tabular(tabular, self.case.model)
+            self._draw_note(sentences, self.case.model)
+            self._drawn_for = identity
+            self.explain_label.setText(self._explained_text.get(identity, f"For {identity.describe()}"))
+        elif current is None and self._drawn_for is not None:
+            for figure, canvas in ((self.ehr_figure, self.ehr_canvas), (self.note_figure, self.note_canvas)):
+                figure.clear()
+                canvas.draw_idle()
+            self._drawn_for = None
+            self.explain_label.setText("The case changed since the last explanation: click Explain.")
+        described = identity.describe()
+        for layer in self.viewer.layers:
+            case = layer.metadata.get("case")
+            if OVERLAY_KEY not in layer.metadata or not case:
+                continue
+            stale = case != described
+            if stale and not layer.name.startswith(STALE_PREFIX):
+                layer.name = STALE_PREFIX + layer.name
+            elif not stale and layer.name.startswith(STALE_PREFIX):
+                layer.name = layer.name[len(STALE_PREFIX) :]
 
     def _on_results_changed(self, kind: str) -> None:
         if kind != "prediction":
@@ -203,6 +235,8 @@ class ExplainSection(QWidget):
             parts.append(f"image {tabular.image_share:.0%} / EHR {1 - tabular.image_share:.0%} of the change "
                          "against a blurred scan and the average record")  # fmt: skip
         self.explain_label.setText("; ".join(parts))
+        self._explained_text = {identity: "; ".join(parts)}
+        self._drawn_for = identity
         self.jobs.status.setText("done")
 
     def _draw_tabular(self, tabular: Any, model: LoadedModel | None = None) -> None:

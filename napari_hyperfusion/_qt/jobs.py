@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..analysis.explain import Cancelled
@@ -71,6 +71,7 @@ class JobRunner(QWidget):
         layout.addLayout(row)
         self.status = QLabel()
         self.status.setObjectName("status")
+        self.status.setTextFormat(Qt.TextFormat.PlainText)  # messages carry layer and file names
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
 

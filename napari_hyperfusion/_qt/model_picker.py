@@ -14,6 +14,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
 
 from ..analysis.case import Case
+from ..errors import HyperFusionError
 from ..io.model_file import LoadedModel, ModelFileError, load_model, read_info
 from ..resources import shipped_models
 from . import notify
@@ -110,7 +111,7 @@ class ModelPicker(QWidget):
         path = Path(path)
         try:
             model = load_model(path, device=self.device)
-        except ModelFileError as err:
+        except HyperFusionError as err:  # a bad file, or a device this machine lacks
             notify.error(f"Cannot open the model: {err}")
             self._show_current()
             return False

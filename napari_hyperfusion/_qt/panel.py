@@ -171,8 +171,16 @@ class HyperFusionPanel(QWidget):
         except HyperFusionError as err:  # say why, keep the current device
             notify.error(str(err))
             return
-        model.net.to(device)
+        previous = model.device
+        try:
+            model.net.to(device)
+        except RuntimeError as err:  # e.g. out of GPU memory: stay where it was
+            model.net.to(previous)
+            notify.error(f"Cannot move the model to {device}: {err}")
+            self.device_combo.setCurrentText("auto" if previous.type == "cpu" else str(previous))
+            return
         model.device = device
+        self.model_picker.device = choice  # the next model opens where this one runs
         self.case.device_changed()
 
     def check(self) -> tuple[bool, str]:
@@ -193,6 +201,7 @@ class HyperFusionPanel(QWidget):
         ok, reason = self.check()
         busy = self.jobs.busy
         self.predict_button.setEnabled(ok and not busy)
+        self.device_combo.setEnabled(not busy)  # the worker uses the network: do not move it mid-job
         self.predict_button.setToolTip("" if ok else reason)
         self.explainer.explain_button.setEnabled(ok and not busy)
         if not busy:

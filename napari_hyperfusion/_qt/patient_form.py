@@ -66,6 +66,7 @@ class PatientForm(QWidget):
         self._typed: dict[int, tuple[dict[str, Any], str]] = {}  # layer id -> its form values and note
         self._layer_id: int | None = None
         self._fingerprints: dict[int, str] = {}  # layer id -> scan fingerprint, for the layers shown
+        self._prepared: dict[int, tuple[Any, str]] = {}  # layer id -> (Scan or None, why not)
         self._schema: TabularSchema | None = None
         self._building = False
 
@@ -100,20 +101,34 @@ class PatientForm(QWidget):
         viewer.layers.events.removed.connect(self._on_removed)
         viewer.layers.events.moved.connect(self.refresh_layers)
         for layer in viewer.layers:
-            layer.events.name.connect(self.refresh_layers)
+            self._watch(layer)
         case.changed.connect(self._on_case_changed)
         self.refresh_layers()
 
     # -- scans ------------------------------------------------------------------
+    def _watch(self, layer: Any) -> None:
+        layer.events.name.connect(self.refresh_layers)
+        for name in ("data", "scale", "translate", "affine"):  # the scan itself changed: a new case
+            getattr(layer.events, name).connect(lambda event, layer=layer: self._on_scan_changed(layer))
+
+    def _on_scan_changed(self, layer: Any) -> None:
+        self._fingerprints.pop(id(layer), None)
+        self._prepared.pop(id(layer), None)
+        if layer is self.current_layer():
+            self._push_scan(layer)
+
     def _on_inserted(self, event: Any) -> None:
-        event.value.events.name.connect(self.refresh_layers)
+        self._watch(event.value)
         self.refresh_layers(select=event.value if is_scan_layer(event.value) else None)
 
     def _on_removed(self, event: Any) -> None:
         """A scan's overlays go with it (an overlay must not outlive its scan)."""
         removed = event.value
         fingerprint = self._fingerprints.pop(id(removed), "")
+        self._prepared.pop(id(removed), None)
         self._typed.pop(id(removed), None)
+        if id(removed) == self._layer_id:
+            self._layer_id = None  # its values must not be saved under an id Python may reuse
         others = {fp for lid, fp in self._fingerprints.items() if lid != id(removed)}
         if is_scan_layer(removed) and fingerprint and fingerprint not in others:
             for overlay in overlays_of(self.viewer, fingerprint):
@@ -163,26 +178,28 @@ class PatientForm(QWidget):
             self.scan_error = "Open a scan (File > Open, or File > Open Sample > HyperFusion explorer)."
             self.case.set_scan("", None, "")
             return
+        if id(layer) not in self._prepared:  # prepared once per layer content, not on every layer event
+            self._prepared[id(layer)] = self._prepare(layer)
+        scan, self.scan_error = self._prepared[id(layer)]
+        self.case.set_scan(layer.name, scan, self._fingerprints[id(layer)])
+
+    def _prepare(self, layer: Any) -> tuple[Any, str]:
+        """The layer as a :class:`Scan` (or None) and why not; records its fingerprint."""
         meta = {"metadata": layer.metadata, "scale": layer.scale, "translate": layer.translate,
                 "affine": layer.affine.affine_matrix}  # fmt: skip
+        if getattr(layer, "multiscale", False):
+            self._fingerprints[id(layer)] = f"multiscale:{id(layer)}"
+            return None, f"'{layer.name}' is a multiscale image; open the scan as one 3D volume."
         data = np.asarray(layer.data)
         affine = layer_affine(3, meta) if data.ndim == 3 else np.eye(4)
-        fingerprint = self._fingerprints.get(id(layer)) if id(layer) == self._layer_id else None
-        fingerprint = fingerprint or scan_fingerprint(data, affine)
-        self._fingerprints[id(layer)] = fingerprint
+        self._fingerprints[id(layer)] = scan_fingerprint(data, affine)
         if getattr(layer, "rgb", False) or data.ndim != 3:
-            self.scan_error = (f"'{layer.name}' is {data.ndim}D; the model needs a 3D brain MRI volume "
-                               "(T1-weighted, registered to MNI space).")  # fmt: skip
-            self.case.set_scan(layer.name, None, fingerprint)
-            return
+            return None, (f"'{layer.name}' is {data.ndim}D; the model needs a 3D brain MRI volume "
+                          "(T1-weighted, registered to MNI space).")  # fmt: skip
         try:
-            scan = scan_from_array(data, affine, name=f"'{layer.name}'")
+            return scan_from_array(data, affine, name=f"'{layer.name}'"), ""
         except HyperFusionError as err:
-            self.scan_error = f"Cannot use this scan: {err}"
-            self.case.set_scan(layer.name, None, fingerprint)
-            return
-        self.scan_error = ""
-        self.case.set_scan(layer.name, scan, fingerprint)
+            return None, f"Cannot use this scan: {err}"
 
     # -- the form ---------------------------------------------------------------
     def _on_case_changed(self, identity: Any) -> None:

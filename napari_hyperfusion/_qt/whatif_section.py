@@ -60,6 +60,7 @@ class WhatIfSection(QWidget):
         self.whatif_label = QLabel("Move a slider: the prediction updates live from cached image features.")
         self.whatif_label.setWordWrap(True)
         self.whatif_label.setObjectName("whatif_label")
+        self.whatif_label.setTextFormat(Qt.TextFormat.PlainText)  # output names come from the model file
         whatif_layout.addWidget(self.whatif_label)
         row = QHBoxLayout()
         self.reset_button = QPushButton("Reset to patient values")
@@ -112,16 +113,20 @@ class WhatIfSection(QWidget):
     def _on_case_changed(self, *args: Any) -> None:
         model = self.case.model
         schema = model.info.schema if model is not None else None
-        if schema is not self._schema and not getattr(self, "_building", False):
+        rebuilt = schema is not self._schema
+        if rebuilt:
             self._schema = schema
             self._build_whatif(schema)
-            self.last_curve = None  # rows already explored stay: each names its own case
-        if self._session is not None and not self._session_matches():
-            # another model, scan or device: the cached features and the patient values belong to the old case
+        if rebuilt or (self._session is not None and not self._session_matches()):
+            # another model, scan or device: the cached features, the patient values, the
+            # curve and the plot belong to the old case (explored rows stay: each names its case)
             self._session = None
             self.patient_record = {}
             self.last_curve = None
             self._whatif_layout = None
+            self._wi_image = self._wi_line = self._wi_background = None
+            self.whatif_figure.clear()
+            self.whatif_canvas.draw_idle()
             self.whatif_label.setText("The case changed: click Predict, then move a slider.")
 
     def _on_results_changed(self, kind: str) -> None:
@@ -273,8 +278,8 @@ class WhatIfSection(QWidget):
             parts = [f"{info.outputs[0]} {values[0]:.1f} {info.output_unit} ({values[0] - base[0]:+.1f})"]
         text = "What if: " + ", ".join(parts) + " vs. the patient's values"
         if change:
-            text += "<br>Generated weights moved: " + ", ".join(f"{k} {v:.1%}" for k, v in change.items())
-        self.whatif_label.setText(text + f"<br><small>{compute_ms:.1f} ms from cached features</small>")
+            text += "\nGenerated weights moved: " + ", ".join(f"{k} {v:.1%}" for k, v in change.items())
+        self.whatif_label.setText(text + f"\n{compute_ms:.1f} ms from cached features")
         entry = {**self._case_columns(), **{f"in_{k}": v for k, v in record.items()},
                  **{f"out_{n}": float(v) for n, v in zip(info.outputs, values)}}  # fmt: skip
         self.explored.append(entry)
@@ -488,12 +493,15 @@ class WhatIfSection(QWidget):
     def _ask_export(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export the exploration", "whatif.csv", "CSV (*.csv)")
         if path:
-            self.export_exploration(path)
+            try:
+                self.export_exploration(path)
+            except OSError as err:
+                notify.error(f"Cannot write {path}: {err}")
 
     def _ask_summary(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save a summary figure", "whatif.pdf", "PDF (*.pdf);;PNG (*.png)")
         if path:
             try:
                 self.save_summary(path)
-            except (ValueError, HyperFusionError) as err:
+            except (ValueError, OSError, HyperFusionError) as err:
                 notify.error(str(err))
