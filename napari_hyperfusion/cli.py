@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     overrides_help = "override a config value, e.g. --set epochs=5 --set fusion=film (repeatable)"
     train = sub.add_parser("train", help="train a model from a TOML or YAML config; run under torchrun for DDP")
-    train.add_argument("config", help="a .toml or .yaml file of settings (see README, 'Training')")
+    train.add_argument("config", help="a .toml or .yaml file of settings (see docs/training.md)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help=overrides_help)
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.set_defaults(func=_cmd_train)

@@ -29,7 +29,7 @@ The generative model (effect sizes from the ADNI baseline Table-1 summary,
    residual sharing -0.3 with the stage; entorhinal volume per class; ICV
    1.41 L (female) / 1.60 L (male), SD 0.12 L.
 
-6. Multilabel risk targets (:func:`risk_labels`, documented in the README):
+6. Multilabel risk targets (:func:`risk_labels`, documented in docs/models.md):
    amyloid positive (the subject's CSF Abeta42, measured or not, below
    977 pg/ml, the Elecsys cut-off of Hansson et al. 2018 validated in
    ADNI), hippocampal atrophy (hippocampus/ICV more than 1.5 SD below the
