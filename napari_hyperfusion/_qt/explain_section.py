@@ -164,8 +164,7 @@ class ExplainSection(QWidget):
         if not ok:
             notify.error(reason)
             return
-        case = self.case
-        identity, model, scan, record, note = case.identity, case.model, case.scan, dict(case.record), case.note
+        identity, model, scan, record, note = self.case.snapshot()
         method = self.method_combo.currentData()
         target = self.target_combo.currentText()
         settings = {"method": method, "target": target, "baseline": self.baseline_combo.currentText(),

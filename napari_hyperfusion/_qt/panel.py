@@ -71,6 +71,7 @@ class HyperFusionPanel(QWidget):
         self.viewer = napari_viewer
         self.case = Case()
         self.jobs = JobRunner()
+        self._shown_reason: str | None = None  # the "why Predict is off" text on the status line
         self.model_picker = ModelPicker(self.case)
         self.patient = PatientForm(self.case, napari_viewer)
         self.result_view = ResultView(self.case)
@@ -208,7 +209,7 @@ class HyperFusionPanel(QWidget):
             # show why Predict is off; once fixed, clear only that reason (keep "done", "cancelled", ...)
             if not ok:
                 self.status.setText(reason)
-            elif self.status.text() == getattr(self, "_shown_reason", None):
+            elif self.status.text() == self._shown_reason:
                 self.status.setText("")
             self._shown_reason = reason if not ok else None
         return ok, reason
@@ -221,10 +222,8 @@ class HyperFusionPanel(QWidget):
         if not ok:
             notify.error(reason)
             return
-        case = self.case
-        identity, model, scan, record, note = case.identity, case.model, case.scan, dict(case.record), case.note
+        identity, model, scan, record, note = self.case.snapshot()
         layer = self.patient.current_layer()
-        session_key = f"{identity.scan_name}:{identity.scan_fingerprint}"
 
         def job():
             if note and not encoder_loaded():
@@ -233,7 +232,7 @@ class HyperFusionPanel(QWidget):
             yield "resampling the scan onto the model grid"
             result = predict_subject(model, scan, record, note=note)
             yield "caching image features for the what-if sliders"
-            session = WhatIfSession(model, scan, session_key, note=note)
+            session = WhatIfSession(model, scan, identity.scan_key, note=note)
             return result, session
 
         self.jobs.start(job, lambda out: self._on_predicted(out, identity, layer), "starting...", "Cannot predict")

@@ -135,7 +135,7 @@ class WhatIfSection(QWidget):
 
     def _session_key(self) -> tuple[str, str, str]:
         identity = self.case.identity
-        return identity.model_sha256, f"{identity.scan_name}:{identity.scan_fingerprint}", identity.device
+        return identity.model_sha256, identity.scan_key, identity.device
 
     def _session_matches(self) -> bool:
         model = self.case.model

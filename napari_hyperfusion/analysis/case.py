@@ -69,6 +69,12 @@ class CaseIdentity:
             parts.append(self.device)
         return ", ".join(parts)
 
+    @property
+    def scan_key(self) -> str:
+        """The scan's name and fingerprint in one string (what cached image
+        features depend on, with the model and the device)."""
+        return f"{self.scan_name}:{self.scan_fingerprint}"
+
     def differences(self, other: CaseIdentity) -> list[str]:
         """What changed from ``other`` to this one, in words (``["scan", "record"]``)."""
         out = []
@@ -150,6 +156,11 @@ class Case:
             model_sha256=model.sha256 if model is not None else "",
             device=str(model.device) if model is not None else "",
         )
+
+    def snapshot(self) -> tuple[CaseIdentity, Any, Any, dict[str, Any], str]:
+        """``(identity, model, scan, record, note)`` as they are now, for a
+        worker: it computes from this copy and stores under this identity."""
+        return self.identity, self.model, self.scan, dict(self.record), self.note
 
     def set_model(self, model: Any) -> None:
         """A model (always announced: the same file loaded again is a new
