@@ -92,7 +92,7 @@ def test_opening_another_sample_switches_scan_and_record(panel, qtbot):
     assert panel.patient.current_layer().name.startswith("SYN_DEMO_04")
     assert panel.patient.record()["AGE"] == float(subject_record("SYN_DEMO_04")["AGE"])
     assert panel.last_result is None and panel.result_view.stale  # 01's result is not 04's
-    assert "STALE" in panel.result_view.label.text()
+    assert "STALE: the scan and record changed" in panel.result_view.label.text()  # both, not the first seen
     _predict(panel, qtbot)
     assert panel.last_result.record["AGE"] == float(subject_record("SYN_DEMO_04")["AGE"])
     assert "SYN_DEMO_04" in panel.result_view.label.text()

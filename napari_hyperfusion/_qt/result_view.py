@@ -70,10 +70,10 @@ class ResultView(QWidget):
         self._show(*latest, stale=True)
 
     def _show(self, identity: CaseIdentity, result: SubjectPrediction, stale: bool) -> None:
-        if self.shown is not None and self.shown[1] is result and self.stale == stale:
-            return
+        # the chart only changes with the result or its staleness; the text says what changed, every time
+        if self.shown is None or self.shown[1] is not result or self.stale != stale:
+            self._draw(result, stale)
         self.shown, self.stale = (identity, result), stale
-        self._draw(result, stale)
         lines = []
         if stale:
             changed = " and ".join(self.case.identity.differences(identity)) or "case"
