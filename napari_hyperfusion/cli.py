@@ -108,6 +108,21 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"wrote {outcome.model_path}")
 
 
+def _bayes_limits(cfg, test_cohort: str | None) -> dict:
+    """The generator's Bayes limits when the test rows come from our
+    synthetic generator (their table has the ground-truth columns)."""
+    import pandas as pd
+
+    from .synth.truth import limits_for
+
+    path = Path(test_cohort or cfg.cohort)
+    try:
+        columns = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", nrows=0).columns
+    except (OSError, ValueError):
+        return {}  # read_cohort reports an unreadable table with its own message
+    return limits_for(cfg.task, columns)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .io.atomic import write_text_atomically
     from .train.evaluate import ENSEMBLES, cross_validate, summarise, to_markdown
@@ -129,6 +144,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         seeds=seeds,
         test_fraction=args.test_fraction,
         log=lambda m: print(m, flush=True),
+        test_cohort=args.test_cohort,
+        limits=None if args.no_limit else _bayes_limits(cfg, args.test_cohort),
     )
     import pandas as pd
 
@@ -183,6 +200,50 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_explain_report(args: argparse.Namespace) -> None:
+    from .analysis.explain import IMAGE_METHODS
+    from .analysis.trust import load_subjects, trust_report
+    from .io.atomic import write_text_atomically
+    from .io.model_file import load_model
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in IMAGE_METHODS]
+    if unknown or not methods:
+        raise CLIError(f"unknown method {(unknown or [''])[0]!r}; choose from {', '.join(IMAGE_METHODS)}")
+    if args.n < 1:
+        raise CLIError(f"--n must be at least 1, got {args.n}")
+    if args.ig_steps < 2:
+        raise CLIError(f"--ig-steps must be at least 2, got {args.ig_steps}")
+    model = load_model(args.model, device=args.device)
+    ids = [i.strip() for i in args.subjects.split(",") if i.strip()] if args.subjects else None
+    subjects = load_subjects(model, args.table, n=args.n, ids=ids)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="explain-report", unit="map")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        report = trust_report(
+            model, subjects, methods, seed=args.seed, n_steps=args.ig_steps, completeness_steps=2 * args.ig_steps,
+            baseline=args.baseline, output="logit" if args.logit else "probability",
+            progress=progress if bar is not None else None,
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    command = " ".join(["hyperfusion", *sys.argv[1:]]) if sys.argv[1:2] == ["explain-report"] else None
+    text = report.to_markdown(command)
+    write_text_atomically(args.out, text)
+    print(text)
+    print(f"wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -231,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--folds", type=int, default=4)
     evaluate.add_argument("--seeds", default="0,1", help="comma-separated split seeds (default 0,1)")
     evaluate.add_argument("--test-fraction", type=float, default=0.2, help="held-out test share (default 0.2)")
+    evaluate.add_argument(
+        "--test-cohort",
+        help="a separate cohort table to test on (then the whole config cohort is cross-validated)",
+    )
+    evaluate.add_argument(
+        "--no-limit", action="store_true", help="leave out the Bayes-limit rows of a synthetic cohort"
+    )
     evaluate.add_argument("--out", required=True, help="folder for evaluation.md / .csv")
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -244,6 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(func=_cmd_predict)
+
+    report = sub.add_parser(
+        "explain-report",
+        help="check a model's image explanations: cascading weight randomisation and IG completeness (Markdown)",
+    )
+    report.add_argument("model", help="a .safetensors model file that reads an image")
+    report.add_argument("table", help="a cohort CSV/TSV, e.g. sample_data/subjects.csv")
+    report.add_argument("--n", type=int, default=4, help="how many subjects, from the top of the table (default 4)")
+    report.add_argument("--subjects", default="", help="comma-separated subject IDs instead of the first --n")
+    report.add_argument("--out", required=True, help="the Markdown report to write, e.g. reports/trust.md")
+    report.add_argument("--methods", default="saliency,gradcam,integrated_gradients,occlusion",
+                        help="comma-separated image methods (default: all)")  # fmt: skip
+    report.add_argument("--ig-steps", type=int, default=8,
+                        help="Integrated Gradients' steps under randomisation (twice that for completeness)")  # fmt: skip
+    report.add_argument("--baseline", choices=("zeros", "blurred", "template"), default="blurred",
+                        help="Integrated Gradients' baseline (default blurred)")  # fmt: skip
+    report.add_argument("--logit", action="store_true",
+                        help="randomise while explaining the class's logit (log-odds) instead of its probability")  # fmt: skip
+    report.add_argument("--seed", type=int, default=0, help="seed of the re-initialised weights (default 0)")
+    report.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    report.add_argument("--quiet", action="store_true", help="no progress bar")
+    report.set_defaults(func=_cmd_explain_report)
     return parser
 
 

@@ -123,18 +123,43 @@ def test_evaluate_cli_writes_tables(ad_cohort, tmp_path):
     config = tmp_path / "ad.toml"
     write_toml(config, {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "epochs": 1})
     out = tmp_path / "report"
-    code = cli.main(["evaluate", str(config), "--fusions", "hyperfusion,tabular,concat", "--folds", "2",
+    code = cli.main(["evaluate", str(config), "--fusions", "hyperfusion,tabular,concat,logistic", "--folds", "2",
                      "--seeds", "0,1", "--out", str(out)])  # fmt: skip
     assert code == 0
     rows = pd.read_csv(out / "evaluation.csv")
-    # per method and seed: two ensembles + one row per fold model
-    assert len(rows) == 3 * 2 * (2 + 2)
+    # per method and seed: two ensembles + one row per fold model; per limit and seed: two ensemble rows
+    limits = ["Bayes (EHR + true volumes)", "Bayes (EHR only)"]
+    assert len(rows) == 4 * 2 * (2 + 2) + 2 * 2 * 2
     assert set(rows.ensemble) == {"entropy", "mean", "single"}
+    assert set(rows.fusion) == {"hyperfusion", "tabular", "concat", "logistic", *limits}
     report = (out / "evaluation.md").read_text()
     assert "| hyperfusion |" in report and "Mann-Whitney" in report and "SYNTHETIC" in report
+    # the limit is the first row of every table, and every method has its distance to it
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert table[1].startswith("| **Bayes (EHR + true volumes)** (limit)") and "distance to limit" in table[0]
     summary = pd.read_csv(out / "summary.csv")
-    assert summary[summary.fusion == "hyperfusion"].p_value.isna().all()
-    assert summary[summary.fusion != "hyperfusion"].p_value.between(0, 1).all()
+    assert summary[summary.fusion.isin(["hyperfusion", *limits])].p_value.isna().all()
+    others = summary[~summary.fusion.isin(["hyperfusion", *limits])]
+    assert others.p_value.between(0, 1).all()
+    # the Bayes rows are computed from the generator, not trained: the same for both seeds
+    bayes = rows[(rows.fusion == limits[0]) & (rows.ensemble == "entropy")].balanced_accuracy
+    assert bayes.nunique() == 1 and 0 <= bayes.iloc[0] <= 1
+
+
+def test_evaluate_on_a_separate_test_cohort(ad_cohort, tmp_path):
+    from napari_hyperfusion.synth.cohort import make_cohort
+
+    test_table = make_cohort("ad", 12, seed=41, out=tmp_path / "test_cohort", jobs=1)
+    config = tmp_path / "ad.toml"
+    write_toml(config, {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "epochs": 1})
+    out = tmp_path / "report"
+    code = cli.main(["evaluate", str(config), "--fusions", "logistic,tabular", "--folds", "2", "--seeds", "0",
+                     "--test-cohort", str(test_table), "--no-limit", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    report = (out / "evaluation.md").read_text()
+    assert "Test: 12 subjects of test_cohort/cohort.csv; cross-validation on 32 subjects" in report
+    assert "Bayes" not in report  # --no-limit
+    assert cli.main(["evaluate", str(config), "--fusions", "logistic:lr=1", "--out", str(out)]) == 2
 
 
 def test_mann_whitney_direction(ad_cohort):

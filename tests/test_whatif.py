@@ -156,3 +156,32 @@ def test_reset_export_summary_and_saliency_shift(panel, tmp_path):
     assert panel.whatif.whatif_session().weight_change(panel.whatif.patient_record, panel.whatif.whatif_record()) == {
         "blocks.3.shortcut": 0.0
     }
+
+
+def test_ground_truth_curve_for_a_synthetic_subject(panel, tmp_path):
+    """The dashed ground truth is the generator's exact posterior for this
+    subject's true volumes; it is offered for synthetic subjects only."""
+    from napari_hyperfusion.synth.truth import ad_truth_curve
+
+    whatif = panel.whatif
+    assert whatif.truth_box.isEnabled()
+    whatif.curve_field.setCurrentIndex(whatif.curve_field.findData("APOE4"))
+    whatif.show_response_curve()
+    assert whatif.last_truth is None  # off until asked for
+    whatif.truth_box.setChecked(True)  # redraws the curve with the truth beside it
+    truth = whatif.last_truth
+    assert truth.shape == (len(whatif.last_curve.values), 3)
+    layer = panel.viewer.layers["SYN_DEMO_03 (SYNTHETIC)"]
+    expected = ad_truth_curve({**layer.metadata["ehr_record"], **whatif.whatif_record()}, "APOE4",
+                              whatif.last_curve.values)  # fmt: skip
+    np.testing.assert_allclose(truth, expected)
+    assert truth[-1, 0] < truth[0, 0]  # two APOE4 alleles lower the true P(CN) for the same brain
+    labels = [line.get_label() for line in whatif.whatif_figure.axes[0].get_lines()]
+    assert "AD, ground truth" in labels
+    table = __import__("pandas").read_csv(whatif.export_exploration(tmp_path / "t.csv"))
+    assert "truth_AD" in table.columns
+    # a scan without ground truth (no synthetic flag) switches it off
+    layer.metadata = {k: v for k, v in layer.metadata.items() if k != "synthetic"}
+    panel.viewer.add_image(layer.data * 1.0, name="edited copy", affine=layer.affine)
+    panel.patient.layer_combo.setCurrentText("edited copy")
+    assert not whatif.truth_box.isEnabled() and not whatif.truth_box.isChecked()

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -34,6 +35,7 @@ from ..analysis.whatif import WhatIfSession, field_grid
 from ..data.notes import encoder_loaded
 from ..data.schema import TabularSchema
 from ..errors import HyperFusionError
+from ..synth.truth import EHR_FIELDS, ad_truth_curve, has_ground_truth
 from . import notify
 from .layers import put_overlay
 
@@ -71,6 +73,15 @@ class WhatIfSection(QWidget):
         row.addWidget(self.curve_field)
         row.addWidget(self.curve_button)
         whatif_layout.addLayout(row)
+        self.truth_box = QCheckBox("Show the ground truth (synthetic subjects)")
+        self.truth_box.setObjectName("truth_box")
+        self.truth_box.setToolTip(
+            "Only for a SYNTHETIC subject of our generator: the dashed curves are the exact Bayes answer "
+            "of the process that made the data (the subject's true regional volumes held, the EHR field "
+            "swept, equal class priors). Where the model's curve departs from it, the model learned "
+            "something the data do not say."
+        )
+        whatif_layout.addWidget(self.truth_box)
         self.whatif_figure = Figure(figsize=(3.2, 3.6))
         self.whatif_canvas = FigureCanvasQTAgg(self.whatif_figure)
         self.whatif_canvas.setMinimumHeight(260)
@@ -87,6 +98,7 @@ class WhatIfSection(QWidget):
         self.patient_record: dict[str, Any] = {}
         self.explored: list[dict[str, Any]] = []
         self.last_curve = None
+        self.last_truth: np.ndarray | None = None  # the ground-truth curve beside last_curve
         self._session: WhatIfSession | None = None
         self._schema: TabularSchema | None = None
         self._whatif_layout = None
@@ -99,6 +111,7 @@ class WhatIfSection(QWidget):
         self.whatif_canvas.mpl_connect("draw_event", self._on_whatif_drawn)
         self.reset_button.clicked.connect(self.reset_whatif)
         self.curve_button.clicked.connect(self.show_response_curve)
+        self.truth_box.toggled.connect(self._on_truth_toggled)
         self.shift_button.clicked.connect(self.saliency_shift)
         self.export_button.clicked.connect(self._ask_export)
         self.summary_button.clicked.connect(self._ask_summary)
@@ -122,12 +135,16 @@ class WhatIfSection(QWidget):
             # curve and the plot belong to the old case (explored rows stay: each names its case)
             self._session = None
             self.patient_record = {}
-            self.last_curve = None
+            self.last_curve = self.last_truth = None
             self._whatif_layout = None
             self._wi_image = self._wi_line = self._wi_background = None
             self.whatif_figure.clear()
             self.whatif_canvas.draw_idle()
             self.whatif_label.setText("The case changed: click Predict, then move a slider.")
+        available = self.ground_truth() is not None
+        self.truth_box.setEnabled(available)
+        if not available:
+            self.truth_box.setChecked(False)
 
     def _on_results_changed(self, kind: str) -> None:
         if kind == "prediction" and self.case.result("prediction") is not None:
@@ -308,7 +325,9 @@ class WhatIfSection(QWidget):
         """Redraw the curve and the kernel change; on a slider tick only the
         artists' data change (rebuilding the axes costs more than a frame)."""
         # a full redraw only when what the axes show changes (not for the same patient predicted again)
-        layout = (session.key, id(self.last_curve), tuple(sorted(self.patient_record.items(), key=str)))
+        layout = (
+            session.key, id(self.last_curve), id(self.last_truth), tuple(sorted(self.patient_record.items(), key=str))
+        )  # fmt: skip
         change = self._kernel_change(session, record)
         curve = self.last_curve
         x_now = None
@@ -332,8 +351,11 @@ class WhatIfSection(QWidget):
         if curve is not None:
             numeric = not isinstance(curve.values[0], str)
             x = curve.values if numeric else list(range(len(curve.values)))
-            for k, name in enumerate(curve.output_names):
-                ax.plot(x, curve.outputs[:, k], label=name)
+            lines = [ax.plot(x, curve.outputs[:, k], label=name)[0] for k, name in enumerate(curve.output_names)]
+            if self.last_truth is not None:
+                for k, name in enumerate(curve.output_names):
+                    ax.plot(x, self.last_truth[:, k], linestyle="--", linewidth=1, color=lines[k].get_color(),
+                            label=f"{name}, ground truth")  # fmt: skip
             if not numeric:
                 ax.set_xticks(x, curve.values)
             patient_x = float(curve.patient_value) if numeric else x[curve.values.index(curve.patient_value)]
@@ -384,6 +406,29 @@ class WhatIfSection(QWidget):
                 self.whatif_figure.draw_artist(artist)
         canvas.blit(self.whatif_figure.bbox)
 
+    def ground_truth(self) -> dict[str, Any] | None:
+        """The scan's ground truth when it is a SYNTHETIC subject of our
+        generator (the layer says so and its record has the true regional
+        volumes) and the model answers the synthetic AD task; else None."""
+        model = self.model
+        if model is None or tuple(model.info.outputs) != ("CN", "MCI", "AD") or not self.case.scan_name:
+            return None
+        layer = next((lyr for lyr in self.viewer.layers if lyr.name == self.case.scan_name), None)
+        if layer is None or not layer.metadata.get("synthetic"):
+            return None
+        record = layer.metadata.get("ehr_record") or {}
+        return dict(record) if has_ground_truth(record) else None
+
+    def _on_truth_toggled(self, checked: bool) -> None:
+        if self.last_curve is not None:
+            self.show_response_curve()
+
+    def _truth_curve(self, record: dict[str, Any], field: str, values: list) -> np.ndarray | None:
+        truth = self.ground_truth() if self.truth_box.isChecked() else None
+        if truth is None or field not in EHR_FIELDS:
+            return None
+        return ad_truth_curve({**truth, **record}, field, values)
+
     def show_response_curve(self) -> None:
         """The output over the chosen field's range, in one batched decode."""
         session = self.cached_session()
@@ -399,6 +444,7 @@ class WhatIfSection(QWidget):
             notify.error(f"Cannot use the note: {err}")
             return
         self.last_curve.patient_value = self.patient_record.get(field, self.last_curve.patient_value)
+        self.last_truth = self._truth_curve(self.whatif_record(), field, self.last_curve.values)
         self._draw_whatif(session, self.whatif_record())
 
     def saliency_shift(self) -> None:
@@ -444,6 +490,9 @@ class WhatIfSection(QWidget):
             c = self.last_curve
             curve = pd.DataFrame({**self._case_columns(), f"in_{c.field}": c.values,
                                   **{f"out_{n}": c.outputs[:, k] for k, n in enumerate(c.output_names)}})  # fmt: skip
+            if self.last_truth is not None:  # the generator's exact answer beside the model's
+                for k, n in enumerate(c.output_names):
+                    curve[f"truth_{n}"] = self.last_truth[:, k]
             frame = pd.concat([frame, curve.assign(kind=f"curve {c.field}")], ignore_index=True)
         frame["synthetic_model"] = bool(self.model and self.model.info.synthetic_data)
         return write_text_atomically(path, frame.to_csv(index=False, float_format="%.6g"))
@@ -475,7 +524,9 @@ class WhatIfSection(QWidget):
             c = self.last_curve
             xs = c.values if not isinstance(c.values[0], str) else list(range(len(c.values)))
             for k, n in enumerate(c.output_names):
-                ax2.plot(xs, c.outputs[:, k], label=n)
+                line = ax2.plot(xs, c.outputs[:, k], label=n)[0]
+                if self.last_truth is not None:
+                    ax2.plot(xs, self.last_truth[:, k], "--", color=line.get_color(), label=f"{n}, ground truth")
             ax2.set_xlabel(info.schema[c.field].display_name)
             ax2.legend()
         change = session.weight_change(self.patient_record, record)

@@ -9,6 +9,17 @@ averaged. Per method and metric we report mean +- sd over seeds and a
 one-sided Mann-Whitney U test of HyperFusion against each baseline
 (``greater`` for scores, ``less`` for MAE).
 
+Two kinds of rows that train no network can join the table: ``logistic``,
+a class-weighted logistic regression on the encoded EHR fitted on each
+fold's training rows (the statistical baseline every fusion network has to
+beat), and *limits*: predictions computed from the test rows' own table by
+the caller, such as the Bayes-optimal posterior of the synthetic generator
+(:mod:`napari_hyperfusion.synth.truth`). A limit is the same for every
+seed and fold; the report puts it on top and gives each method's distance to
+it. With a separate ``test_cohort`` (e.g. 1,000 fresh synthetic subjects)
+the whole of ``cfg.cohort`` is cross-validated and the test numbers are far
+less noisy than on a 20 % split of a small cohort.
+
 The multilabel risk task works the same way with the reference method
 ``medfusion`` (MedFusionNet) against HyperFusion with a multilabel head and
 the other baselines: per-label AUC, average precision and F1, macro and
@@ -20,8 +31,9 @@ the 1/entropy weighting uses each label's Bernoulli entropy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,6 +43,7 @@ from ..data.dataset import load_images, read_cohort
 from ..infer.cohort import predict_views
 from ..nn.build import build_model
 from ..nn.devices import resolve_device
+from .logistic import select_logistic
 from .loop import (
     TrainConfig,
     base_schema,
@@ -51,9 +64,21 @@ from .metrics import (
 )
 from .run import is_synthetic, network_config, prepare_data
 
-__all__ = ["EvalResult", "cross_validate", "summarise", "to_markdown", "ENSEMBLES", "parse_method"]
+__all__ = [
+    "EvalResult",
+    "cross_validate",
+    "summarise",
+    "to_markdown",
+    "ENSEMBLES",
+    "parse_method",
+    "LOGISTIC",
+    "Limit",
+]
 
 ENSEMBLES = ("entropy", "mean", "single")
+LOGISTIC = "logistic"
+# a limit: the test rows' table -> predictions shaped like a model's ([N, K] or [N, 1])
+Limit = Callable[[pd.DataFrame], np.ndarray]
 
 
 @dataclass
@@ -70,6 +95,8 @@ class EvalResult:
     synthetic: bool = False
     reference: str = "hyperfusion"
     headline: list[str] | None = None  # metrics of the main table (all when None)
+    limits: list[str] = field(default_factory=list)  # names of limit rows, best first
+    test_source: str = ""
 
 
 def parse_method(method: str, cfg: TrainConfig) -> TrainConfig:
@@ -78,9 +105,13 @@ def parse_method(method: str, cfg: TrainConfig) -> TrainConfig:
     ``"medfusion:use_note=false"`` (an ablation on the same folds). Raises
     :class:`~napari_hyperfusion.train.loop.TrainConfigError` for an unknown
     or invalid setting."""
-    from .loop import apply_overrides
+    from .loop import TrainConfigError, apply_overrides
 
     fusion, *settings = [part.strip() for part in method.split(":")]
+    if fusion == LOGISTIC:
+        if not cfg.spec.is_classification or cfg.spec.is_multilabel or settings:
+            raise TrainConfigError("'logistic' is the EHR baseline of the classification task and takes no settings")
+        return replace(cfg, fusion="tabular")
     data = apply_overrides({**cfg.to_dict(), "fusion": fusion}, settings)
     return TrainConfig.from_dict(data)
 
@@ -92,9 +123,27 @@ def cross_validate(
     seeds: Sequence[int] = (0, 1),
     test_fraction: float = 0.2,
     log: Callable[[str], None] = print,
+    test_cohort: str | None = None,
+    limits: Mapping[str, Limit] | None = None,
 ) -> EvalResult:
     """Train ``len(seeds) * folds * len(fusions)`` models; see the module
-    docstring. ``cfg`` gives the task, cohort and training settings."""
+    docstring.
+
+    Args:
+        cfg: the task, cohort and training settings.
+        fusions: method names (:func:`parse_method`, or ``"logistic"``).
+        folds, seeds: k of the k-fold split, and one split per seed.
+        test_fraction: the held-out share of ``cfg.cohort`` (ignored with
+            ``test_cohort``).
+        log: receives one line per trained model.
+        test_cohort: a separate table to test on; ``cfg.cohort`` is then all
+            cross-validated.
+        limits: name -> function of the test rows' table giving reference
+            predictions (e.g. the Bayes-optimal posterior); best first.
+
+    Returns:
+        An :class:`EvalResult` with one row per (method, seed, ensemble).
+    """
     spec = cfg.spec
     device = resolve_device(cfg.device)
     for method in fusions:  # a bad method name fails before hours of training, not after
@@ -102,12 +151,28 @@ def cross_validate(
     need_images = any(parse_method(f, cfg).fusion != "tabular" for f in fusions)
     cohort = read_cohort(cfg.cohort, spec, base_schema(cfg.task), need_target=True, need_images=need_images)
     assert cohort.y is not None
-    test_idx, rest_idx = split_indices(cohort.y, [test_fraction], cfg.seed, spec.is_classification)
     views = load_images(cohort, grid_for(cfg), jobs=cfg.jobs) if need_images else None
-    log(f"cohort {cohort.source.name}: {len(rest_idx)} for cross-validation, {len(test_idx)} held-out test")
+    if test_cohort is None:
+        test_idx, rest_idx = split_indices(cohort.y, [test_fraction], cfg.seed, spec.is_classification)
+        tests, test_views, test_source = cohort, views, f"{len(test_idx)} held out of {cohort.source.name}"
+    else:
+        tests = read_cohort(test_cohort, spec, base_schema(cfg.task), need_target=True, need_images=need_images)
+        test_views = load_images(tests, grid_for(cfg), jobs=cfg.jobs) if need_images else None
+        rest_idx, test_idx = np.arange(len(cohort.y)), np.arange(len(tests.y))
+        test_source = f"{len(test_idx)} subjects of {Path(test_cohort).parent.name}/{Path(test_cohort).name}"
+    log(f"cohort {cohort.source.name}: {len(rest_idx)} for cross-validation; test: {test_source}")
+    assert tests.y is not None
     rows = []
-    y_test = cohort.y[test_idx]
+    y_test = tests.y[test_idx]
+    limit_rows = []
+    for name, limit in (limits or {}).items():
+        scores = task_scores(spec, y_test, limit(tests.table.iloc[test_idx].reset_index(drop=True)))
+        limit_rows.append(scores)
+        log(f"limit {name}: {selection_metric(spec)} {scores[selection_metric(spec)]:.3f}")
     for seed in seeds:
+        for name, scores in zip(limits or {}, limit_rows):
+            for kind in ("entropy", "mean"):
+                rows.append({"fusion": name, "seed": seed, "ensemble": kind, **scores})
         members: dict[str, list[np.ndarray]] = {f: [] for f in fusions}
         singles: dict[str, list[dict[str, float]]] = {f: [] for f in fusions}
         thresholds: dict[str, list[list[float]]] = {f: [] for f in fusions}
@@ -119,30 +184,37 @@ def cross_validate(
                 run_cfg = replace(parse_method(fusion, cfg), seed=seed * 1000 + fold, progress=False, resume=False)
                 mcfg, _ = network_config(run_cfg, cohort, train_idx, schema)  # stage 1 on this fold's rows
                 if mcfg.uses_note not in inputs:
-                    inputs[mcfg.uses_note] = tuple(
-                        prepare_data(cohort, views, schema, i, mcfg) for i in (train_idx, val_idx, test_idx)
+                    inputs[mcfg.uses_note] = (
+                        prepare_data(cohort, views, schema, train_idx, mcfg),
+                        prepare_data(cohort, views, schema, val_idx, mcfg),
+                        prepare_data(tests, test_views, schema, test_idx, mcfg),
                     )
                 train, val, test = inputs[mcfg.uses_note]
-                torch.manual_seed(run_cfg.seed)
-                net = build_model(mcfg)
-                pretrain_embedding(net, train, val, run_cfg, device)
-                result = fit(net, train, val, run_cfg, device)
-                net.load_state_dict(result.best_state)
                 cuts = None
-                if spec.is_multilabel:
-                    cuts = choose_thresholds(
-                        val.y, predict_views(net, val.views, val.tabular, spec.kind, device=device).values
+                if fusion == LOGISTIC:
+                    model = select_logistic(train.tabular, train.y, val.tabular, val.y, len(spec.classes))
+                    pred = model.predict_proba(test.tabular)
+                    detail = f"L2 {model.l2:g}"
+                else:
+                    torch.manual_seed(run_cfg.seed)
+                    net = build_model(mcfg)
+                    pretrain_embedding(net, train, val, run_cfg, device)
+                    result = fit(net, train, val, run_cfg, device)
+                    net.load_state_dict(result.best_state)
+                    if spec.is_multilabel:
+                        cuts = choose_thresholds(
+                            val.y, predict_views(net, val.views, val.tabular, spec.kind, device=device).values
+                        )
+                        thresholds[fusion].append(cuts)
+                    pred = predict_views(net, test.views, test.tabular, spec.kind, device=device).values
+                    detail = (
+                        f"best epoch {result.best_epoch:3d} val {selection_metric(spec)} {result.best_metric:.3f}"
+                        f" ({result.seconds:.0f} s)"
                     )
-                    thresholds[fusion].append(cuts)
-                pred = predict_views(net, test.views, test.tabular, spec.kind, device=device).values
                 members[fusion].append(pred)
                 singles[fusion].append({"fold": fold, **task_scores(spec, y_test, pred, cuts)})
                 main = selection_metric(spec)
-                log(
-                    f"seed {seed} fold {fold} {fusion:11s} best epoch {result.best_epoch:3d} "
-                    f"val {main} {result.best_metric:.3f} "
-                    f"test {main} {singles[fusion][-1][main]:.3f} ({result.seconds:.0f} s)"
-                )
+                log(f"seed {seed} fold {fold} {fusion:11s} {detail} test {main} {singles[fusion][-1][main]:.3f}")
         for fusion in fusions:
             stack = np.stack(members[fusion])
             weighted = {"multiclass": entropy_weighted_ensemble, "multilabel": binary_entropy_weighted_ensemble}
@@ -157,9 +229,11 @@ def cross_validate(
     metrics = [c for c in frame.columns if c not in ("fusion", "seed", "ensemble", "fold")]
     reference = "medfusion" if spec.is_multilabel and "medfusion" in fusions else "hyperfusion"
     headline = MULTILABEL_HEADLINE if spec.is_multilabel else None
+    names = [*(limits or {}), *fusions]
     return EvalResult(
-        frame, metrics, list(fusions), len(test_idx), len(rest_idx), is_synthetic(cohort), reference, headline
-    )
+        frame, metrics, names, len(test_idx), len(rest_idx), is_synthetic(cohort), reference, headline,
+        limits=list(limits or {}), test_source=test_source,
+    )  # fmt: skip
 
 
 MULTILABEL_HEADLINE = ["auc_macro", "ap_macro", "f1_macro", "f1_micro", "hamming_loss", "subset_accuracy"]
@@ -178,10 +252,12 @@ def summarise(result: EvalResult, ensemble: str = "entropy", reference: str | No
         return pd.DataFrame(out, columns=["fusion", "metric", "mean", "sd", "n", "p_value"])
     for fusion in result.fusions:
         mine = rows[rows.fusion == fusion]
+        if fusion in result.limits:  # a limit is one fixed prediction: the same row for every kind of summary
+            mine = result.rows[(result.rows.fusion == fusion) & (result.rows.ensemble == "entropy")]
         for metric in result.metrics:
             values = mine[metric].to_numpy(dtype=float)
             p = math.nan
-            if fusion != reference and reference in result.fusions:
+            if fusion != reference and reference in result.fusions and fusion not in result.limits:
                 ref = rows[rows.fusion == reference][metric].to_numpy(dtype=float)
                 ok = np.isfinite(ref).all() and np.isfinite(values).all() and len(ref) and len(values)
                 if ok:
@@ -195,20 +271,33 @@ def summarise(result: EvalResult, ensemble: str = "entropy", reference: str | No
 
 
 def _table(result: EvalResult, summary: pd.DataFrame, metrics: list[str] | None = None) -> list[str]:
+    """mean +- sd per method; with limits, the first limit's distance to each
+    method in the main metric (limit - method; for MAE method - limit)."""
     metrics = metrics or result.headline or result.metrics
-    lines = ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    main = result.metrics[0]
+    gap = bool(result.limits) and main in metrics
+    header = "| method | " + " | ".join(metrics) + (f" | distance to limit ({main}) |" if gap else " |")
+    lines = [header, "|---" * (len(metrics) + 1 + gap) + "|"]
+    rows = summary.set_index(["fusion", "metric"])
     for fusion in result.fusions:
+        if (fusion, metrics[0]) not in rows.index:  # a limit has no single fold models
+            continue
         cells = []
         for metric in metrics:
-            r = summary[(summary.fusion == fusion) & (summary.metric == metric)].iloc[0]
-            cells.append(f"{r['mean']:.3f} +- {r['sd']:.3f}")
-        lines.append(f"| {fusion} | " + " | ".join(cells) + " |")
+            r = rows.loc[(fusion, metric)]
+            cells.append(f"{r['mean']:.3f}" if fusion in result.limits else f"{r['mean']:.3f} +- {r['sd']:.3f}")
+        if gap:
+            limit, mine = rows.loc[(result.limits[0], main), "mean"], rows.loc[(fusion, main), "mean"]
+            distance = limit - mine if higher_is_better(main) else mine - limit
+            cells.append("-" if fusion == result.limits[0] else f"{distance:+.3f}")
+        name = f"**{fusion}** (limit)" if fusion in result.limits else fusion
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _p_table(result: EvalResult, summary: pd.DataFrame) -> list[str]:
     metrics = result.headline or result.metrics
-    baselines = [f for f in result.fusions if f != result.reference]
+    baselines = [f for f in result.fusions if f != result.reference and f not in result.limits]
     if result.reference not in result.fusions or not baselines:
         return []
     lines = ["| baseline | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
@@ -230,7 +319,14 @@ def to_markdown(result: EvalResult, title: str = "") -> str:
     n_seeds = int(ens["n"].max()) if len(ens) else 0
     n_models = int(single["n"].max()) if len(single) else 0
     lines = [f"## {title}" if title else "", ""]
-    lines.append(f"Held-out test split: {result.n_test} subjects; cross-validation on the other {result.n_trainval}.")
+    lines.append(
+        f"Test: {result.test_source or f'{result.n_test} held-out subjects'}; "
+        f"cross-validation on {result.n_trainval} subjects."
+    )
+    if result.limits:
+        lines += ["", "Limits (computed from the generator's own distributions, not trained; the same for every "
+                  "seed): " + ", ".join(result.limits) + ". *Distance to limit* is the first limit minus the "
+                  "method in the main metric."]  # fmt: skip
     lines += ["", f"**Fold ensembles** (1/entropy weighted; mean +- sd over {n_seeds} seed(s)):", ""]
     lines += _table(result, ens)
     if result.headline:  # multilabel: per-label scores of the fold ensembles

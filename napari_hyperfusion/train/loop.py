@@ -108,6 +108,7 @@ class TrainConfig:
     pretrain_tabular_epochs: int = 0
     augment: bool = True
     class_weights: bool = True
+    select_on: str = "metric"  # the best epoch by the task's metric or by the (class-weighted) validation loss
     # multilabel risk task (MedFusionNet's stage 1, the note, the loss)
     loss: str = "weighted_bce"
     risk_top_n: int = 3
@@ -153,6 +154,7 @@ class TrainConfig:
                 "risk_correction must be fdr_bh, bonferroni or none",
             ),
             (0 <= self.note_dropout < 1, "note_dropout must be in [0, 1)"),
+            (self.select_on in ("metric", "loss"), "select_on must be metric or loss"),
             (self.fusion != "medfusion" or self.task == "risk", "fusion medfusion is for the multilabel risk task"),
         ]
         for ok, message in checks:
@@ -443,15 +445,21 @@ def selection_metric(spec: TaskSpec) -> str:
     return {"multiclass": "balanced_accuracy", "multilabel": "auc_macro"}.get(spec.kind, "mae")
 
 
-def _score(net: FusionNet, data: TrainingData, spec: TaskSpec, device: torch.device) -> tuple[float, dict]:
-    """Validation loss and metrics (see :func:`selection_metric`)."""
+def _score(
+    net: FusionNet, data: TrainingData, spec: TaskSpec, device: torch.device, weights: torch.Tensor | None = None
+) -> tuple[float, dict]:
+    """Validation loss and metrics (see :func:`selection_metric`); a
+    classifier's loss is weighted by the training loss's class ``weights``,
+    so that it measures what balanced accuracy rewards."""
     pred = predict_views(net, data.views, data.tabular, spec.kind, batch_size=32, device=device)
     if spec.is_multilabel:
         p = np.clip(pred.values, 1e-7, 1 - 1e-7)
         loss = float(-(data.y * np.log(p) + (1 - data.y) * np.log(1 - p)).mean())
     elif spec.is_classification:
         probs = np.clip(pred.values, 1e-7, 1.0)
-        loss = float(-np.log(probs[np.arange(len(data.y)), data.y]).mean())
+        nll = -np.log(probs[np.arange(len(data.y)), data.y])
+        w = np.ones(len(data.y)) if weights is None else weights.detach().cpu().numpy()[data.y]
+        loss = float((w * nll).sum() / w.sum())
     else:
         loss = float((((pred.values[:, 0] - data.y) / net.config.output_scale) ** 2).mean())
     return loss, task_scores(spec, data.y, pred.values)
@@ -550,8 +558,10 @@ def fit(
     y_all = torch.as_tensor(train.y)
     tab_all = torch.as_tensor(train.tabular)
 
-    higher = spec.kind != "regression"
     metric_name = selection_metric(spec)
+    # the validation loss is smoother than balanced accuracy on a few hundred rows
+    by_loss = cfg.select_on == "loss"
+    higher = spec.kind != "regression" and not by_loss
     best_metric = -math.inf if higher else math.inf
     best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     best_epoch, bad_epochs, start_epoch = 0, 0, 1
@@ -634,8 +644,8 @@ def fit(
             totals = torch.tensor([running, float(seen)], dtype=torch.float64, device=device)
             dist.all_reduce(totals)
             running, seen = float(totals[0]), int(totals[1])
-        val_loss, val_metrics = _score(net, val, spec, device)
-        metric = val_metrics[metric_name]
+        val_loss, val_metrics = _score(net, val, spec, device, weights if spec.is_classification else None)
+        metric = val_loss if by_loss else val_metrics[metric_name]
         row = {"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss, **val_metrics}
         history.append(row)
         improved = metric > best_metric if higher else metric < best_metric
@@ -663,7 +673,8 @@ def fit(
     if bar is not None:
         bar.close()
     return FitResult(
-        best_state=best_state, best_epoch=best_epoch, best_metric=best_metric, val_metrics=best_val,
+        best_state=best_state, best_epoch=best_epoch, val_metrics=best_val,
+        best_metric=best_val.get(metric_name, best_metric) if by_loss else best_metric,
         history=history, stopped_early=stopped_early, seconds=time.perf_counter() - start_time,
     )  # fmt: skip
 
