@@ -14,6 +14,7 @@ from napari_hyperfusion import cli
 from napari_hyperfusion.data.schema import TabularSchema
 from napari_hyperfusion.infer.cohort import predict_cohort
 from napari_hyperfusion.io.model_file import load_model, read_info
+from napari_hyperfusion.nn.build import build_model
 from napari_hyperfusion.train.evaluate import cross_validate, summarise, to_markdown
 from napari_hyperfusion.train.loop import (
     TrainConfig,
@@ -21,6 +22,7 @@ from napari_hyperfusion.train.loop import (
     apply_overrides,
     kfold_indices,
     load_config_file,
+    model_config_for,
     split_indices,
 )
 from napari_hyperfusion.train.run import train_and_save
@@ -198,6 +200,33 @@ def test_two_stage_pretraining_starts_from_the_tabular_mlp(ad_cohort, tmp_path):
     outcome = train_and_save(_config(ad_cohort, tmp_path, epochs=1, pretrain_tabular_epochs=2))
     info = read_info(outcome.model_path)
     assert "pretrain_validation" in info.metrics
+
+
+def test_pretraining_puts_the_generators_back_on_the_hyperfan_in_target(ad_cohort):
+    """After the embedding is taken from the pretrained tabular MLP, the
+    generated weights' second moment is on target again (it is not without
+    the re-scaling)."""
+    from napari_hyperfusion.data.dataset import read_cohort
+    from napari_hyperfusion.nn.hyper import generated_variance_ratios
+    from napari_hyperfusion.train.loop import base_schema, pretrain_embedding, split_indices
+    from napari_hyperfusion.train.run import prepare_data
+
+    ratios = {}
+    for rescale in (False, True):
+        cfg = TrainConfig.from_dict({**tiny_train_settings("ad"), "cohort": str(ad_cohort), "lr": 3e-2,
+                                     "pretrain_tabular_epochs": 6, "rescale_generators": rescale})  # fmt: skip
+        cohort = read_cohort(cfg.cohort, cfg.spec, base_schema("ad"), need_target=True, need_images=False)
+        val, train = split_indices(cohort.y, [0.25], 0, True)
+        schema = base_schema("ad").fit(cohort.subset(train).table)
+        data = [prepare_data(cohort, None, schema, i) for i in (train, val)]
+        torch.manual_seed(0)
+        net = build_model(model_config_for(cfg, schema, cohort.y[train]))
+        result = pretrain_embedding(net, *data, cfg, torch.device("cpu"))
+        assert (result.generator_rescale is not None) == rescale
+        ratios[rescale] = generated_variance_ratios(net, torch.as_tensor(data[0].tabular))
+    after = ratios[True]["blocks.3.shortcut"]
+    assert after["weight"] == pytest.approx(1.0, rel=0.1)
+    assert abs(ratios[False]["blocks.3.shortcut"]["weight"] - 1.0) > abs(after["weight"] - 1.0)
 
 
 def test_config_files_and_overrides(tmp_path):

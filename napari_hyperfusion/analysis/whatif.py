@@ -167,9 +167,9 @@ class WhatIfSession:
                 out[name]["bias"] = b[0].cpu().numpy()
         for name, module in self.net.named_modules():
             if module.__class__.__name__ == "Modulation":
-                cached = self.features[0].get("x")
                 block = self.net.blocks[int(name.split(".")[1])]  # type: ignore[attr-defined]
-                fmap = block.bn1(cached) if cached is not None else None
+                # what the modulation reads differs by block style (bn1(x), raw x, conv1's BN output)
+                fmap = block.modulation_input(self.features[0])
                 scale, shift = module.scale_shift(fmap, tab)
                 out[name] = {"scale": scale[0].cpu().numpy(), "shift": shift[0].cpu().numpy()}
         self._memo[key] = out

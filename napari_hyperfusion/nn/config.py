@@ -22,6 +22,9 @@ __all__ = [
     "resnet_hyper_sites",
     "paper_ad_config",
     "paper_brain_age_config",
+    "authors_ad_config",
+    "BLOCK_STYLES",
+    "MODULATION_STYLES",
 ]
 
 BACKBONES = ("preact_resnet", "brain_age_cnn", "medfusion")
@@ -33,6 +36,11 @@ _FUSIONS_BY_BACKBONE = {
     "medfusion": ("medfusion",),
 }
 EMBEDDINGS = ("mlp", "fill")
+# "ours": the layout this package has always built; "paper": the HyperFusion
+# authors' AD backbone as in their public code (see docs/models.md)
+BLOCK_STYLES = ("ours", "paper")
+# FiLM/DAFT: ours, the HyperFusion authors' baseline block, ai-med's published block
+MODULATION_STYLES = ("ours", "paper", "ai-med")
 N_RESNET_BLOCKS = 4
 N_BRAIN_AGE_FC = 4
 
@@ -69,6 +77,27 @@ class ModelConfig:
         head_hidden: hidden width of the classification head (ResNet).
         modulation_hidden: bottleneck width of FiLM/DAFT's MLP.
         hyper_form: computation form of hyper layers (``"auto"`` is measured best).
+        block_style: layout of the pre-activation ResNet: ``"ours"`` (stem
+            conv + 3/2 max-pool; shortcuts read the block's pre-activated
+            input; dropout ``dropout`` after the first conv's activation;
+            final BN-ReLU before pooling) or ``"paper"`` (the HyperFusion
+            authors' code: stem conv-BN-ReLU + 2/2 max-pool; plain shortcut
+            BN -> conv and a generated one conv -> BN, both on the raw block
+            input; channel dropout 0.1/0.2/0.2/0.3 before both convs of
+            blocks 1-4; convs with biases; no final BN-ReLU; dropout 0.6 on
+            the pooled features and 0.5 in the head; ``dropout`` is unused).
+            ``preact_resnet`` only.
+        modulation_style: FiLM/DAFT block (``fusion`` ``"film"``/``"daft"``
+            only; reset to ``"ours"`` otherwise): ``"ours"`` (``(1 + scale)
+            * BN(x) + shift`` on block 4's normalised input, MLP with biases
+            and ``modulation_hidden`` units, last layer zero so it starts as
+            identity), ``"paper"`` (the HyperFusion authors' baseline block:
+            ``scale * x + shift`` on block 4's raw input, bias-free MLP with
+            7 units, the shortcut reads the unmodulated input) or
+            ``"ai-med"`` (Wolf et al.'s published block at location 3: a
+            post-activation block conv -> non-affine BN -> ``scale * F +
+            shift`` -> ReLU -> conv -> BN, + (conv -> BN) shortcut, -> ReLU;
+            bias-free convs and MLP with ``(C_in + T) // 7`` units).
         output_shift, output_scale: regression output is ``y * scale + shift``
             so that the network can learn standardised targets but report
             years.
@@ -96,6 +125,8 @@ class ModelConfig:
     head_hidden: int = 64
     modulation_hidden: int = 16
     hyper_form: str = "auto"
+    block_style: str = "ours"
+    modulation_style: str = "ours"
     output_shift: float = 0.0
     output_scale: float = 1.0
     tabular_columns: tuple[int, ...] | None = None
@@ -147,6 +178,17 @@ class ModelConfig:
             raise ConfigError(f"note_dim must be >= 0, got {self.note_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.block_style not in BLOCK_STYLES:
+            raise ConfigError(f"unknown block_style {self.block_style!r}; choose from {', '.join(BLOCK_STYLES)}")
+        if self.block_style != "ours" and self.backbone != "preact_resnet":
+            raise ConfigError(f"block_style {self.block_style!r} exists for preact_resnet only, not {self.backbone}")
+        if self.modulation_style not in MODULATION_STYLES:
+            raise ConfigError(
+                f"unknown modulation_style {self.modulation_style!r}; choose from {', '.join(MODULATION_STYLES)}"
+            )
+        if self.fusion not in ("film", "daft"):
+            # like hyper_sites: one set of overrides can serve every fusion of a sweep
+            object.__setattr__(self, "modulation_style", "ours")
         if self.fusion == "hyperfusion":
             valid = resnet_hyper_sites() if self.backbone == "preact_resnet" else brain_age_hyper_sites()
             if not self.hyper_sites:
@@ -202,6 +244,23 @@ def paper_ad_config(fusion: str = "hyperfusion", **overrides: Any) -> ModelConfi
     """The paper's AD classifier: 64x96x64 hippocampus crop, 16 base
     filters, block 4's shortcut generated from a 16 -> 8 embedding."""
     return ModelConfig(backbone="preact_resnet", fusion=fusion, **overrides)
+
+
+def authors_ad_config(fusion: str = "hyperfusion", **overrides: Any) -> ModelConfig:
+    """The paper's AD classifier laid out as in the authors' public code:
+    ``block_style="paper"``, and for FiLM/DAFT their baseline block
+    (``modulation_style="paper"``).
+
+    Args:
+        fusion: ``"hyperfusion"`` or a baseline.
+        **overrides: any other :class:`ModelConfig` field.
+
+    Returns:
+        The config.
+    """
+    defaults: dict[str, Any] = dict(block_style="paper", modulation_style="paper")
+    defaults.update(overrides)
+    return paper_ad_config(fusion, **defaults)
 
 
 def paper_brain_age_config(fusion: str = "hyperfusion", **overrides: Any) -> ModelConfig:

@@ -21,12 +21,27 @@ uniform with variance ``1 / (fan_in * emb_dim * var_in)`` for weights and
 ``1 / (emb_dim * var_in)`` for biases, generator biases zero, where
 ``var_in`` is the second moment of the embedding, so that the generated
 weights start with variance ``1 / fan_in`` like a Kaiming/LeCun layer.
+:func:`rescale_generators` re-applies it with ``var_in`` measured on real
+rows, after the embedding has been pretrained on the tabular task.
+
+``form="auto"`` of :class:`HyperConv3d` is decided by a measurement: the
+first time a layer meets a given (device, dtype, layer shape, input size,
+batch bucket), every applicable form is timed on that very input and the
+fastest is kept for the rest of the process (:func:`auto_form_choices`
+reports the choices and their times; :func:`auto_form_override` pins them,
+e.g. in tests).
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Literal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +53,13 @@ __all__ = [
     "HyperLinear",
     "HyperConv3d",
     "hyperfan_in_",
+    "rescale_generators",
+    "generated_variance_ratios",
+    "auto_form_choices",
+    "clear_auto_forms",
+    "set_auto_form_override",
+    "auto_form_override",
+    "AutoFormChoice",
     "LINEAR_FORMS",
     "CONV_FORMS",
 ]
@@ -46,6 +68,8 @@ LinearForm = Literal["auto", "factored", "einsum", "loop"]
 ConvForm = Literal["auto", "bmm", "grouped", "loop"]
 LINEAR_FORMS: tuple[str, ...] = ("auto", "factored", "einsum", "loop")
 CONV_FORMS: tuple[str, ...] = ("auto", "bmm", "grouped", "loop")
+# what set_auto_form_override accepts besides None (measure)
+AUTO_OVERRIDES: tuple[str, ...] = ("static", "bmm", "grouped", "loop")
 
 
 class TabularEmbedding(nn.Module):
@@ -114,6 +138,139 @@ def hyperfan_in_(weight_gen: nn.Linear, bias_gen: nn.Linear | None, fan_in: int,
             bias_gen.bias.zero_()
 
 
+# -- form="auto": measured once per layer signature -----------------------------
+
+
+@dataclass(frozen=True)
+class AutoFormChoice:
+    """One measured choice of ``form="auto"``.
+
+    Attributes:
+        device: the device the layer ran on, e.g. ``"cpu"`` or ``"cuda:0"``.
+        signature: ``(dtype, in, out, kernel, stride, padding, input D-H-W,
+            batch bucket)`` the choice applies to; the buckets are 1, 2, 4
+            and 8 (8 or more samples).
+        form: the fastest form, the one ``auto`` now runs.
+        times_ms: best time of each form measured, in milliseconds.
+    """
+
+    device: str
+    signature: tuple[Any, ...]
+    form: str
+    times_ms: dict[str, float]
+
+
+_AUTO_CHOICES: dict[tuple[Any, ...], AutoFormChoice] = {}
+_AUTO_LOCK = threading.Lock()
+_AUTO_OVERRIDE: str | None = None
+# each form: one warm-up run, then this many timed runs (best kept)
+_AUTO_REPEATS = 2
+# batches are bucketed by powers of two up to this; larger ones share the
+# last bucket and are timed on this many samples, so that measuring costs a
+# few passes over 8 samples at most (per-sample cost is flat from there on)
+_AUTO_MAX_BUCKET = 8
+
+
+def auto_form_choices() -> list[AutoFormChoice]:
+    """The forms ``auto`` has chosen in this process so far, by measurement.
+
+    Returns:
+        One :class:`AutoFormChoice` per (device, layer signature), in the
+        order they were measured.
+    """
+    with _AUTO_LOCK:
+        return list(_AUTO_CHOICES.values())
+
+
+def clear_auto_forms() -> None:
+    """Forget every measured choice; the next forward of each layer measures again."""
+    with _AUTO_LOCK:
+        _AUTO_CHOICES.clear()
+
+
+def set_auto_form_override(policy: str | None) -> str | None:
+    """Make ``form="auto"`` deterministic, or measured again.
+
+    Args:
+        policy: ``None`` to measure (the default); ``"static"`` for the fixed
+            rule (``bmm`` for an unpadded 1x1x1 kernel, else ``grouped``); or
+            a form name, used wherever it applies (``"bmm"`` falls back to the
+            fixed rule on other kernels).
+
+    Returns:
+        The previous policy, so that a caller can restore it.
+    """
+    global _AUTO_OVERRIDE
+    if policy is not None and policy not in AUTO_OVERRIDES:
+        raise ValueError(f"unknown auto-form override {policy!r}; choose None or one of {AUTO_OVERRIDES}")
+    previous, _AUTO_OVERRIDE = _AUTO_OVERRIDE, policy
+    return previous
+
+
+@contextmanager
+def auto_form_override(policy: str | None) -> Iterator[None]:
+    """:func:`set_auto_form_override` for the duration of a ``with`` block.
+
+    Args:
+        policy: as for :func:`set_auto_form_override`.
+    """
+    previous = set_auto_form_override(policy)
+    try:
+        yield
+    finally:
+        set_auto_form_override(previous)
+
+
+def _batch_bucket(batch: int) -> int:
+    """The largest power of two <= batch, at most 8: batches of similar size share a choice."""
+    return min(1 << (max(batch, 1).bit_length() - 1), _AUTO_MAX_BUCKET)
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:  # older PyTorch: no device argument
+        return bool(torch.is_autocast_enabled())
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    compiling = bool(compiler.is_compiling()) if compiler is not None and hasattr(compiler, "is_compiling") else False
+    return compiling or torch.jit.is_scripting() or torch.jit.is_tracing()
+
+
+def _time_once_ms(fn: Any, device: torch.device) -> float:
+    """Milliseconds of one call of ``fn``; CUDA work is waited for."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def _fastest(runs: dict[str, Any], device: torch.device, default: str) -> tuple[str, dict[str, float]]:
+    """Time each candidate: one warm-up round, then ``_AUTO_REPEATS``
+    interleaved rounds (so a burst of load hits every form alike), best of
+    each kept. A form 3x slower than the best on its warm-up is not
+    repeated. ``default`` is kept unless another is 10 % faster: timing
+    noise should not flip the choice.
+
+    Returns:
+        ``(chosen form, {form: best ms})``.
+    """
+    warm = {form: _time_once_ms(fn, device) for form, fn in runs.items()}
+    best = dict(warm)
+    contenders = [f for f in runs if warm[f] < 3 * min(warm.values())]
+    for _ in range(_AUTO_REPEATS):
+        for form in contenders:
+            best[form] = min(best[form], _time_once_ms(runs[form], device))
+    fastest = min(best, key=best.__getitem__)
+    chosen = default if best[default] <= 1.1 * best[fastest] else fastest
+    return chosen, {form: round(ms, 4) for form, ms in best.items()}
+
+
 class _HyperBase(nn.Module):
     """Shared generator plumbing for hyper layers."""
 
@@ -122,6 +279,7 @@ class _HyperBase(nn.Module):
     def _make_generators(self, emb_dim: int, fan_in: int, n_out: int, bias: bool, var_in: float) -> None:
         n_weights = math.prod(self.weight_shape)
         self.emb_dim = emb_dim
+        self.fan_in = fan_in
         self.weight_gen = nn.Linear(emb_dim, n_weights)
         self.bias_gen = nn.Linear(emb_dim, n_out) if bias else None
         hyperfan_in_(self.weight_gen, self.bias_gen, fan_in, var_in)
@@ -214,10 +372,12 @@ class HyperConv3d(_HyperBase):
     - ``"grouped"``: fold the batch into the channels and run one grouped
       convolution with ``groups = B``.
     - ``"loop"``: per-sample ``F.conv3d``; a reference for tests.
-    - ``"auto"``: ``bmm`` where it applies, else ``grouped``; chosen from the
-      measurements of ``benchmarks/bench_hyper_layers.py`` (a factored
-      dense-convolution form was measured too and lost everywhere: it does
-      ``emb_dim + 1`` times the work).
+    - ``"auto"``: the fastest of the above on this device for this layer,
+      input size and batch bucket, measured at first use (a few forward
+      passes of this layer on the input it was given; see
+      :func:`auto_form_choices`). On a CPU the per-sample ``loop`` can beat
+      the grouped convolution for 3x3x3 kernels, which is why this is not a
+      fixed rule. :func:`auto_form_override` pins it (tests, benchmarks).
     """
 
     def __init__(
@@ -251,18 +411,73 @@ class HyperConv3d(_HyperBase):
             f"form={self.form}"
         )
 
-    def resolved_form(self) -> str:
-        if self.form != "auto":
-            return self.form
+    def _static_form(self) -> str:
         return "bmm" if self.kernel_size == 1 and self.padding == 0 else "grouped"
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 5:
-            raise ValueError(f"expected x [B, C, D, H, W], got {tuple(x.shape)}")
-        if x.shape[0] != e.shape[0]:
-            raise ValueError(f"batch mismatch: x {x.shape[0]} vs e {e.shape[0]}")
-        form = self.resolved_form()
-        w, b = self.generate(e)
+    def _forms(self) -> tuple[str, ...]:
+        """The forms that can compute this layer, the fixed rule's first."""
+        if self._static_form() == "bmm":
+            return ("bmm", "grouped", "loop")
+        return ("grouped", "loop")
+
+    def _auto_key(self, x: torch.Tensor) -> tuple[Any, ...]:
+        signature = (
+            str(x.dtype).replace("torch.", "") + ("+autocast" if _autocast_on(x.device.type) else ""),
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            tuple(x.shape[2:]),
+            _batch_bucket(x.shape[0]),
+        )
+        return (str(x.device), signature)
+
+    def resolved_form(self, x: torch.Tensor | None = None) -> str:
+        """The form a forward pass runs.
+
+        Args:
+            x: the input about to be convolved. With ``form="auto"`` and no
+                choice yet for its (device, signature), the forms are measured
+                on it now. Without ``x``: the choice of this layer's latest
+                forward, else the fixed rule's guess.
+
+        Returns:
+            ``"bmm"``, ``"grouped"`` or ``"loop"``.
+        """
+        if self.form != "auto":
+            return self.form
+        if _AUTO_OVERRIDE is not None:
+            forced = _AUTO_OVERRIDE
+            return forced if forced in self._forms() else self._static_form()
+        if x is None:
+            return getattr(self, "_last_auto", None) or self._static_form()
+        if _is_compiling():
+            return self._static_form()
+        key = self._auto_key(x)
+        choice = _AUTO_CHOICES.get(key)
+        if choice is None:
+            choice = self._measure(x, key)
+        self._last_auto = choice.form
+        return choice.form
+
+    @torch.no_grad()
+    def _measure(self, x: torch.Tensor, key: tuple[Any, ...]) -> AutoFormChoice:
+        """Time every applicable form on (a bucket-sized slice of) ``x``."""
+        bucket = key[1][-1]
+        xs = x[:bucket].detach()
+        e = torch.zeros(bucket, self.emb_dim, device=x.device, dtype=self.weight_gen.weight.dtype)
+        w, b = self.generate(e)  # the values do not matter for timing, the shapes do
+        w, b = w.to(xs.dtype), None if b is None else b.to(xs.dtype)
+        runs = {form: (lambda f=form: self._run_form(f, xs, w, b)) for form in self._forms()}
+        chosen, times = _fastest(runs, x.device, self._static_form())
+        choice = AutoFormChoice(device=key[0], signature=key[1], form=chosen, times_ms=times)
+        with _AUTO_LOCK:
+            # another thread may have measured the same key meanwhile: keep one
+            return _AUTO_CHOICES.setdefault(key, choice)
+
+    def _run_form(self, form: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """The convolution of ``x [B, ...]`` with per-sample ``w [B, ...]``, ``b [B, out]``."""
         batch, s = x.shape[0], self.stride
         if form == "bmm":
             xs = x[:, :, ::s, ::s, ::s]
@@ -283,3 +498,152 @@ class HyperConv3d(_HyperBase):
             return y.view(batch, self.out_channels, *y.shape[2:])
         outs = [F.conv3d(x[i : i + 1], w[i], None if b is None else b[i], s, self.padding) for i in range(batch)]
         return torch.cat(outs, 0)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"expected x [B, C, D, H, W], got {tuple(x.shape)}")
+        if x.shape[0] != e.shape[0]:
+            raise ValueError(f"batch mismatch: x {x.shape[0]} vs e {e.shape[0]}")
+        form = self.resolved_form(x)
+        w, b = self.generate(e)
+        return self._run_form(form, x, w, b)
+
+
+# -- hyperfan-in again, on the embedding as trained ------------------------------
+
+
+def _hyper_layers(net: nn.Module) -> dict[str, _HyperBase]:
+    return {name: m for name, m in net.named_modules() if isinstance(m, _HyperBase)}
+
+
+@torch.no_grad()
+def _embed_rows(net: nn.Module, tabular: torch.Tensor, train_mode: bool) -> torch.Tensor:
+    """The embedding of ``tabular``: in training mode (batch statistics, as
+    the hyper layers see it while training) on a copy, so that no running
+    statistic moves; or in eval mode (running statistics)."""
+    embedding = getattr(net, "embedding", None)
+    if embedding is None:
+        raise ValueError("this network has no tabular embedding feeding hyper layers")
+    if tabular.dim() != 2 or tabular.shape[0] < 2:
+        raise ValueError(f"need tabular rows [N >= 2, features], got {tuple(tabular.shape)}")
+    probe = copy.deepcopy(embedding).train(train_mode)
+    param = next(probe.parameters())
+    return probe(tabular.to(device=param.device, dtype=param.dtype))
+
+
+def _moments(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(E[e e^T] [emb, emb], E[e] [emb])`` over the rows, in float64."""
+    e = e.double()
+    return e.t() @ e / e.shape[0], e.mean(0)
+
+
+def _generated_second_moment(gen: nn.Linear, m2: torch.Tensor, mean: torch.Tensor, with_bias: bool = True) -> float:
+    """Mean over rows and outputs of ``(A e + c)^2``, without materialising
+    the per-row outputs: ``(tr(A^T A E[ee^T]) + 2 c^T A E[e] + c^T c) / n``."""
+    a = gen.weight.double()
+    value = ((a.t() @ a) * m2).sum()
+    if with_bias and gen.bias is not None:
+        c = gen.bias.double()
+        value = value + 2 * c @ (a @ mean) + c @ c
+    return float(value) / a.shape[0]
+
+
+def _layer_ratios(layer: _HyperBase, m2: torch.Tensor, mean: torch.Tensor) -> tuple[float, float | None]:
+    """Generated ``(E[W^2] * fan_in, E[b^2])``: 1 each on the hyperfan-in target."""
+    weight = _generated_second_moment(layer.weight_gen, m2, mean) * layer.fan_in
+    bias = None if layer.bias_gen is None else _generated_second_moment(layer.bias_gen, m2, mean)
+    return weight, bias
+
+
+@torch.no_grad()
+def generated_variance_ratios(
+    net: nn.Module, tabular: torch.Tensor, train_mode: bool = True
+) -> dict[str, dict[str, float]]:
+    """How far each hyper layer's generated parameters are from the
+    hyperfan-in target, on given tabular rows.
+
+    Args:
+        net: a network with an ``embedding`` module and hyper layers (a
+            :class:`~napari_hyperfusion.nn.base.FusionNet`).
+        tabular: encoded tabular rows ``[N, tabular_dim]``, e.g. the training rows.
+        train_mode: embed with batch statistics over ``tabular`` (as in
+            training; default) or with the running ones (eval mode).
+
+    Returns:
+        ``{layer name: {"weight": E[W^2] * fan_in, "bias": E[b^2]}}`` (second
+        moments over rows and entries; 1.0 is on target). ``"bias"`` is left
+        out for layers without a generated bias.
+    """
+    m2, mean = _moments(_embed_rows(net, tabular, train_mode))
+    out = {}
+    for name, layer in _hyper_layers(net).items():
+        weight, bias = _layer_ratios(layer, m2, mean)
+        out[name] = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    return out
+
+
+@torch.no_grad()
+def rescale_generators(
+    net: nn.Module, tabular: torch.Tensor, realised: bool = True, train_mode: bool = True
+) -> dict[str, Any]:
+    """Re-apply hyperfan-in to every hyper layer's generators for the
+    embedding as it is now (typically after tabular pretraining), in place.
+
+    ``var_in`` is measured as the second moment of the embedding's output on
+    ``tabular``, and each generator matrix ``A`` is scaled so that
+    ``A e`` has the hyperfan-in second moment on those rows: ``1 / fan_in``
+    for weights, 1 for biases. That is what redrawing ``A`` with variance
+    ``1 / (fan_in * emb_dim * var_in)`` gives in expectation; scaling the
+    realised draw instead hits it without the draw's sampling error (about
+    10 % for a bias generator with a few dozen outputs when the embedding's
+    dimensions carry unequal energy, as they do after pretraining) and keeps
+    any training the generators had. The generators' own biases ``c`` are
+    left as they are (zero at init).
+
+    Args:
+        net: a network with an ``embedding`` module and hyper layers (a
+            :class:`~napari_hyperfusion.nn.base.FusionNet`).
+        tabular: encoded tabular rows ``[N, tabular_dim]``, e.g. the training rows.
+        realised: scale to the realised second moment on the rows (default);
+            False: scale ``A``'s entries to the textbook hyperfan-in variance
+            ``1 / (fan_in * emb_dim * var_in)`` (``1 / (emb_dim * var_in)``
+            for the bias generator), on target in expectation only.
+        train_mode: embed with batch statistics over ``tabular``, as the
+            hyper layers see the embedding while training (default; no
+            running statistic is updated), or in eval mode.
+
+    Returns:
+        ``{"var_in": measured E[e^2], "layers": {name: {"weight_before",
+        "weight_after", "bias_before", "bias_after", "scale"}}}`` where the
+        ratios are ``E[W^2] * fan_in`` and ``E[b^2]`` on ``tabular`` (1.0 is
+        the hyperfan-in target) and ``scale`` is the factor applied to the
+        weight generator.
+    """
+    layers = _hyper_layers(net)
+    if not layers:
+        raise ValueError("this network has no hyper layers to rescale")
+    m2, mean = _moments(_embed_rows(net, tabular, train_mode))
+    var_in = float(torch.diagonal(m2).mean())
+    if not math.isfinite(var_in) or var_in <= 0:
+        raise ValueError(f"the embedding's second moment is {var_in}; cannot rescale to it")
+    report: dict[str, Any] = {"var_in": var_in, "layers": {}}
+    for name, layer in layers.items():
+        w_before, b_before = _layer_ratios(layer, m2, mean)
+        gens = [(layer.weight_gen, 1.0 / layer.fan_in)]
+        if layer.bias_gen is not None:
+            gens.append((layer.bias_gen, 1.0))
+        scales = []
+        for gen, target in gens:
+            if realised:
+                current = _generated_second_moment(gen, m2, mean, with_bias=False)
+            else:  # per-entry: target / (emb_dim * var_in) is hyperfan-in's entry variance
+                current = float(gen.weight.double().square().mean()) * layer.emb_dim * var_in
+            scales.append(math.sqrt(target / max(current, 1e-30)))
+            gen.weight.mul_(scales[-1])
+        scale = scales[0]
+        w_after, b_after = _layer_ratios(layer, m2, mean)
+        entry = {"weight_before": w_before, "weight_after": w_after, "scale": scale}
+        if b_before is not None:
+            entry.update(bias_before=b_before, bias_after=b_after)
+        report["layers"][name] = entry
+    return report

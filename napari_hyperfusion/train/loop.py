@@ -94,6 +94,9 @@ class TrainConfig:
     base_filters: int = 8
     dropout: float = 0.2
     emb_dim: int | None = None
+    block_style: str = "ours"  # "paper": the HyperFusion authors' ResNet layout (docs/models.md)
+    modulation_style: str = "ours"  # FiLM/DAFT: "paper" (the authors' baseline) or "ai-med" (DAFT as published)
+    rescale_generators: bool = True  # hyperfan-in again after tabular pretraining
     crop: str | None = None
     grid_shape: list[int] | None = None
     spacing_mm: float | None = None
@@ -260,6 +263,10 @@ def model_config_for(
         fusion=cfg.fusion, tabular_dim=schema.n_features, input_shape=tuple(cfg.grid_shape),
         base_filters=cfg.base_filters, dropout=cfg.dropout,
     )  # fmt: skip
+    if cfg.block_style != "ours":
+        common["block_style"] = cfg.block_style
+    if cfg.modulation_style != "ours":
+        common["modulation_style"] = cfg.modulation_style
     if cfg.emb_dim is not None:
         common["emb_dim"] = cfg.emb_dim
     if cfg.hyper_sites is not None:
@@ -424,6 +431,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
     seconds: float = 0.0
+    generator_rescale: dict[str, Any] | None = None  # pretraining: the hyperfan-in re-scaling it applied
 
 
 def task_scores(
@@ -691,6 +699,13 @@ def pretrain_embedding(
     result = fit(tab_net, *no_images, cfg, device, epochs=cfg.pretrain_tabular_epochs, desc="pretrain EHR MLP")
     tab_net.load_state_dict(result.best_state)
     net.embedding.load_state_dict(copy.deepcopy(tab_net.embedding.state_dict()))
+    if cfg.rescale_generators and net.hyper_layers():
+        # the generators were scaled for the untrained embedding's output; the
+        # pretrained one has another second moment (measured 1.36x the target)
+        from ..nn.hyper import rescale_generators
+
+        net.to("cpu")
+        result.generator_rescale = rescale_generators(net, torch.as_tensor(train.tabular))
     return result
 
 
