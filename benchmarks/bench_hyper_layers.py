@@ -59,7 +59,7 @@ def main() -> None:
                     rows.append(
                         [device.type, label, batch]
                         + [times.get(f, "-") for f in ("bmm", "grouped", "loop")]
-                        + ["-", "-", layer.resolved_form(), best]
+                        + ["-", "-", layer.resolved_form(x), best]  # auto: measured on this input at first use
                     )
             for label, fin, fout, emb in LINEAR_CASES:
                 for batch in batches:
