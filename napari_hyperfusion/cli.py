@@ -51,6 +51,33 @@ def _cmd_info(args: argparse.Namespace) -> None:
         print(f"  metric {key}: {value}")
 
 
+def _cmd_bayes_limit(args: argparse.Namespace) -> None:
+    from .io.atomic import write_text_atomically
+    from .synth.limit_report import limit_table, to_markdown
+
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        raise CLIError(f"--sizes must be whole numbers separated by commas, got {args.sizes!r}") from None
+    if args.n < 100 or not sizes or min(sizes) < 20:
+        raise CLIError("--n must be at least 100 and every --sizes entry at least 20")
+    start = time.perf_counter()
+    rows = limit_table(args.task, n_test=args.n, seed=args.seed, sizes=sizes)
+    metrics = ["mae", "r2"] if args.task == "brain_age" else ["balanced_accuracy", "auc_macro_ovr", "f1_macro"]
+    table = to_markdown(rows, metrics)
+    command = (
+        " ".join(["hyperfusion", *sys.argv[1:]]) if sys.argv[1:2] == ["bayes-limit"] else "hyperfusion bayes-limit"
+    )
+    text = (
+        f"SYNTHETIC {args.task} task, {args.n} fresh test subjects (seed {args.seed}):\n\n{table}\n"
+        f"Produced by `{command}` in {time.perf_counter() - start:.0f} s.\n"
+    )
+    print(text)
+    if args.out:
+        write_text_atomically(args.out, text)
+        print(f"wrote {args.out}")
+
+
 def _cmd_make_cohort(args: argparse.Namespace) -> None:
     from .synth.cohort import make_cohort
 
@@ -272,6 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
     cohort.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     cohort.add_argument("--quiet", action="store_true", help="no progress bar")
     cohort.set_defaults(func=_cmd_make_cohort)
+    limit = sub.add_parser(
+        "bayes-limit",
+        help="the Bayes limit of the synthetic task on fresh draws, beside logistic regressions (a learning curve)",
+    )
+    limit.add_argument("--task", choices=("ad", "brain_age"), default="ad")
+    limit.add_argument("--n", type=int, default=20_000, help="test subjects drawn (default 20000)")
+    limit.add_argument("--seed", type=int, default=0)
+    limit.add_argument(
+        "--sizes", default="100,200,400,800,1600,3200", help="training-set sizes of the logistic regressions"
+    )
+    limit.add_argument("--out", help="also write the table to this Markdown file")
+    limit.set_defaults(func=_cmd_bayes_limit)
 
     overrides_help = "override a config value, e.g. --set epochs=5 --set fusion=film (repeatable)"
     train = sub.add_parser("train", help="train a model from a TOML or YAML config; run under torchrun for DDP")

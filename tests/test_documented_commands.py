@@ -93,6 +93,12 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
         return argv + TRAIN_SMALL
     if tool == "hyperfusion" and args[:1] == ["evaluate"]:
         return _set_option(_set_option(argv, "--folds", "2"), "--seeds", "0") + TRAIN_SMALL
+    if tool == "hyperfusion" and args[:1] == ["bayes-limit"]:  # records only: a few hundred draws
+        return _set_option(_set_option(argv, "--n", "300"), "--sizes", "40")
+    if tool in ("python", "python3") and args[:1] == ["scripts/make_truth_figure.py"]:
+        return _set_option(argv, "--subjects", "SYN_DEMO_01")
+    if tool == "hyperfusion" and args[:1] == ["explain-report"]:  # one subject, one method, few IG steps
+        return _set_option(_set_option(_set_option(argv, "--n", "1"), "--ig-steps", "2"), "--methods", "saliency")
     if tool in ("python", "python3") and args and args[0].startswith("benchmarks/"):
         for option, value in BENCH_SMALL.get(Path(args[0]).name, {}).items():
             argv = _set_option(argv, option, value)
@@ -116,6 +122,7 @@ def sandbox(tmp_path_factory, ad_cohort_dir, brain_age_cohort_dir):
     (root / "data").mkdir()
     (root / "data" / "ad600").symlink_to(ad_cohort_dir)
     (root / "data" / "ba300").symlink_to(brain_age_cohort_dir)
+    (root / "data" / "ad_test1000").symlink_to(ad_cohort_dir)  # the external test cohort of the comparison
     return root
 
 
@@ -177,6 +184,7 @@ SLOW = (
     r"bench_(models|whatif|panel|explain|medfusion)",
     r"demo\.sh .*--(model|explain)",
     r"train models/configs/risk_",
+    r"\bexplain-report\b",
 )
 
 

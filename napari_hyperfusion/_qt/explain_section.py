@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from ..analysis.case import Case
 from ..analysis.explain import IMAGE_METHODS, Cancelled, attribute_image, attribute_note, attribute_tabular
@@ -73,6 +73,14 @@ class ExplainSection(QWidget):
             "Integrated Gradients' reference image: background, the scan blurred (6 mm), or the MNI template"
         )
         explain_form.addRow("IG baseline:", self.baseline_combo)
+        self.logit_check = QCheckBox("Explain the logit (for saturated probabilities)")
+        self.logit_check.setObjectName("logit_check")
+        self.logit_check.setToolTip(
+            "Attribute the class's log-odds log(p / (1 - p)) instead of its probability. A confident "
+            "prediction (p > 0.99) barely moves, so the probability's map is mostly noise; the log-odds do not "
+            "saturate. Applies to classifiers only (the predicted age has no logit)."
+        )
+        explain_form.addRow(self.logit_check)
         explain_layout.addLayout(explain_form)
         self.explain_button = QPushButton("Explain")
         self.explain_button.setObjectName("explain_button")
@@ -113,6 +121,10 @@ class ExplainSection(QWidget):
             self._outputs = outputs
             self.target_combo.clear()
             self.target_combo.addItems(list(outputs))
+        has_logit = model is not None and model.info.kind != "regression"
+        self.logit_check.setEnabled(has_logit)
+        if not has_logit:
+            self.logit_check.setChecked(False)
         self._show_current()
 
     def _show_current(self) -> None:
@@ -167,8 +179,9 @@ class ExplainSection(QWidget):
         identity, model, scan, record, note = self.case.snapshot()
         method = self.method_combo.currentData()
         target = self.target_combo.currentText()
+        output = "logit" if self.logit_check.isChecked() and model.info.kind != "regression" else "probability"
         settings = {"method": method, "target": target, "baseline": self.baseline_combo.currentText(),
-                    "n_steps": self.steps_spin.value()}  # fmt: skip
+                    "n_steps": self.steps_spin.value(), "output": output}  # fmt: skip
         jobs = self.jobs
 
         def job():
@@ -180,11 +193,12 @@ class ExplainSection(QWidget):
                 yield "attributing the EHR fields"
             if jobs.should_stop():
                 raise Cancelled()
-            tabular = attribute_tabular(model, scan, record, target=target, note=note)
+            tabular = attribute_tabular(model, scan, record, target=target, note=note, output=output)
             sentences = None
             if model.info.config.uses_note and note:
                 yield "attributing the note's sentences"
-                sentences = attribute_note(model, scan, record, note, target=target, should_stop=jobs.should_stop)
+                sentences = attribute_note(model, scan, record, note, target=target, should_stop=jobs.should_stop,
+                                           output=output)  # fmt: skip
             return image, tabular, sentences
 
         self.jobs.start(
@@ -207,11 +221,25 @@ class ExplainSection(QWidget):
         ):  # fmt: skip
             put_overlay(self.viewer, data, kwargs)
         if image.completeness_is_poor(IG_DELTA_WARNING):
-            notify.warning(
-                f"Integrated Gradients' completeness error is {image.relative_delta:.0%} of the attributed "
-                f"change (delta {image.convergence_delta:.2g}); raise 'IG steps' (now "
-                f"{image.params.get('n_steps')}) for a faithful map."
+            fix = (
+                "tick 'Explain the logit'"
+                if image.saturated and image.output_kind == "probability"
+                else f"raise 'IG steps' (now {image.params.get('n_steps')})"
             )
+            notify.warning(
+                f"Integrated Gradients' completeness error is {image.completeness_error:.0%} of the attributed "
+                f"change {abs(image.attributed_change or 0.0):.2g} (delta {image.convergence_delta:.2g}); "
+                f"{fix} for a faithful map."
+            )
+        elif image.saturated and image.output_kind == "probability":
+            notify.warning(self._saturation_text(image))
+
+    @staticmethod
+    def _saturation_text(image: Any) -> str:
+        return (
+            f"p({image.target}) = {image.probability:.4f} is saturated: the probability barely moves, so its map "
+            "is mostly noise; tick 'Explain the logit (for saturated probabilities)' and explain again."
+        )
 
     def _on_explained(self, result: Any, identity: Any, model: LoadedModel, record: dict[str, Any]) -> None:
         if not self.case.store(EXPLANATION, identity, result):
@@ -224,12 +252,18 @@ class ExplainSection(QWidget):
         self._draw_note(sentences, model)
         parts = [f"For {identity.describe()}"]
         if image is not None:
+            what = f"the logit (log-odds) of {image.target}" if image.output_kind == "logit" else image.target
             parts.append(
-                f"{METHOD_LABELS[image.method]} for {image.target}: map {self._image_seconds:.1f} s, "
+                f"{METHOD_LABELS[image.method]} for {what}: map {self._image_seconds:.1f} s, "
                 f"EHR attribution {self.jobs.elapsed():.1f} s from the click"
             )
             if image.convergence_delta is not None:
-                parts.append(f"IG completeness error {image.convergence_delta:.2g}")
+                parts.append(
+                    f"IG completeness error {image.convergence_delta:.2g} "
+                    f"({image.completeness_error:.0%} of the change f(x) - f(baseline))"
+                )
+            if image.saturated and image.output_kind == "probability":
+                parts.append(self._saturation_text(image))
         if tabular.image_share is not None:
             parts.append(f"image {tabular.image_share:.0%} / EHR {1 - tabular.image_share:.0%} of the change "
                          "against a blurred scan and the average record")  # fmt: skip

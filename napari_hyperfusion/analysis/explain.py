@@ -2,7 +2,13 @@
 fields, moved the chosen output.
 
 The attributed quantity is what the panel shows: the probability of the
-chosen class (softmax), or the predicted age in years. Image maps live on
+chosen class (softmax), or the predicted age in years. With
+``output="logit"`` a classifier's class is explained by its log-odds
+``log(p / (1 - p))`` instead (for a softmax: ``z_k - logsumexp_{j != k}
+z_j``; for a multilabel model the label's logit): the probability of a
+confident prediction (``p > 0.99``) is saturated, its gradients vanish and
+Integrated Gradients' path integral is dominated by its error, while the
+log-odds keep the same ranking of inputs and do not saturate. Image maps live on
 the model grid, one per view, each with the view's voxel -> MNI mm affine,
 so an overlay sits on the scan in world space without resampling.
 
@@ -57,6 +63,8 @@ from ..io.model_file import LoadedModel
 __all__ = [
     "IMAGE_METHODS",
     "BASELINES",
+    "OUTPUTS",
+    "SATURATION",
     "Cancelled",
     "ImageAttribution",
     "TabularAttribution",
@@ -66,10 +74,13 @@ __all__ = [
     "attribute_note",
     "NoteAttribution",
     "target_index",
+    "log_odds",
 ]
 
 IMAGE_METHODS = ("saliency", "gradcam", "integrated_gradients", "occlusion")
 BASELINES = ("zeros", "blurred", "template")
+OUTPUTS = ("probability", "logit")  # what is explained: the probability (or age), or the class's log-odds
+SATURATION = 0.99  # a probability above this (or below 1 - this) is saturated: explain the logit
 
 
 class Cancelled(Exception):
@@ -93,14 +104,64 @@ class ImageAttribution:
     relative_delta: float | None = None
     attributed_change: float | None = None
     seconds: float = 0.0
+    output_kind: str = "probability"  # "probability" (or years), or "logit" (a class's log-odds)
+    probability: float | None = None  # the target's probability (classifiers), whatever is explained
 
-    def completeness_is_poor(self, share: float = 0.05, floor: float = 0.005) -> bool:
-        """True when IG's completeness error exceeds ``share`` of the
-        attributed change f(x) - f(baseline), with an absolute ``floor`` (in
-        output units) so that a near-zero change does not raise alarms."""
-        if self.convergence_delta is None or self.attributed_change is None:
+    @property
+    def saturated(self) -> bool:
+        """True when a classifier's target probability is beyond
+        :data:`SATURATION` (``p > 0.99`` or ``p < 0.01``): the probability's
+        gradients vanish there, so explain the logit instead."""
+        if self.probability is None:
             return False
-        return self.convergence_delta > max(share * abs(self.attributed_change), floor)
+        return self.probability > SATURATION or self.probability < 1.0 - SATURATION
+
+    def completeness_is_poor(self, share: float = 0.05, atol: float = 1e-5) -> bool:
+        """True when IG's completeness error is more than ``share`` of the
+        attributed change ``|f(x) - f(baseline)|`` (a relative test: a
+        saturated p = 0.999 whose map sums to 0.0037 against a change of
+        0.001 is a 265 % error, and is flagged however small both are).
+
+        ``atol`` (output units; probability, log-odds or years) guards the
+        case where the change itself is numerical noise: an error below it
+        is never poor, so f(x) == f(baseline) to float32 precision does not
+        raise alarms. For a change smaller than ``atol / share`` (2e-4 by
+        default) the error must still exceed ``atol``."""
+        rel = self.completeness_error
+        if rel is None or self.convergence_delta is None:
+            return False
+        return self.convergence_delta > atol and rel > share
+
+    @property
+    def completeness_error(self) -> float | None:
+        """IG's completeness error relative to the output change,
+        ``|sum(map) - (f(x) - f(baseline))| / |f(x) - f(baseline)|`` (the
+        worst view; 1.0 is 100 %), or None for other methods."""
+        if self.relative_delta is not None:
+            return self.relative_delta
+        if self.convergence_delta is None or self.attributed_change is None:
+            return None
+        return self.convergence_delta / max(abs(self.attributed_change), 1e-6)
+
+    def warnings(self, share: float = 0.05) -> list[str]:
+        """Plain-text advice for this map: a saturated probability (explain
+        the logit), a poor IG completeness (relative to the change)."""
+        out = []
+        explains_probability = self.output_kind == "probability" and self.probability is not None
+        if explains_probability and self.saturated:
+            out.append(
+                f"p({self.target}) = {self.probability:.4f} is saturated: the probability barely moves, its "
+                "gradients vanish and the map is mostly noise; explain the logit instead"
+            )
+        if self.completeness_is_poor(share):
+            change = abs(self.attributed_change or 0.0)
+            out.append(
+                f"Integrated Gradients' completeness error is {self.completeness_error:.0%} "
+                f"of the attributed change {change:.2g} (delta {self.convergence_delta:.2g}); "
+                + ("explain the logit" if explains_probability and self.saturated else "raise the IG steps")
+                + " for a faithful map"
+            )
+        return out
 
 
 @dataclass
@@ -135,18 +196,49 @@ def target_index(model: LoadedModel, target: str | int | None) -> int:
     return outputs.index(target)
 
 
-class _Forward:
-    """``f(image, tabular) -> [B, K]`` (probabilities or years), counting
-    calls for progress and checking for cancellation."""
+def _check_output(model: LoadedModel, output: str) -> None:
+    if output not in OUTPUTS:
+        raise ExplainError(f"unknown output {output!r}; choose from {', '.join(OUTPUTS)}")
+    if output == "logit" and model.info.kind == "regression":
+        raise ExplainError(
+            f"{model.info.name} predicts {', '.join(model.info.outputs)} in {model.info.output_unit or 'its unit'}, "
+            "not a probability: there is no logit to explain; explain the probability (the output itself)"
+        )
 
-    def __init__(self, model: LoadedModel, total: int, progress, should_stop) -> None:
+
+def log_odds(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """Each output's log-odds ``log(p / (1 - p))``, ``[B, K] -> [B, K]``,
+    computed from the logits without forming ``p`` (exact for p = 1 - 1e-9):
+    a softmax class's ``z_k - logsumexp_{j != k} z_j``, a sigmoid label's
+    ``z_k``."""
+    z = logits.float()
+    if kind != "multiclass":
+        return z
+    k = z.shape[-1]
+    others = z.unsqueeze(-2).expand(*z.shape[:-1], k, k)
+    mask = torch.eye(k, dtype=torch.bool, device=z.device)
+    return z - torch.logsumexp(others.masked_fill(mask, float("-inf")), dim=-1)
+
+
+class _Forward:
+    """``f(image, tabular) -> [B, K]`` (probabilities or years, or the
+    log-odds with ``output="logit"``), counting calls for progress and
+    checking for cancellation."""
+
+    def __init__(self, model: LoadedModel, total: int, progress, should_stop, output: str = "probability") -> None:
         self.model, self.total, self.progress, self.should_stop = model, max(total, 1), progress, should_stop
+        self.output = output
         self.done = 0
+
+    def select(self, logits: torch.Tensor) -> torch.Tensor:
+        """The explained quantity from the network's raw outputs."""
+        kind = self.model.info.kind
+        return log_odds(logits, kind) if self.output == "logit" else to_probabilities(logits, kind)
 
     def __call__(self, image: torch.Tensor | None, tabular: torch.Tensor) -> torch.Tensor:
         if self.should_stop is not None and self.should_stop():
             raise Cancelled()
-        out = to_probabilities(self.model.net(image, tabular), self.model.info.kind)
+        out = self.select(self.model.net(image, tabular))
         self.done += 1
         if self.progress is not None:
             self.progress(min(self.done, self.total), self.total)
@@ -197,9 +289,16 @@ def attribute_image(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     note: str = "",
+    output: str = "probability",
 ) -> ImageAttribution:
     """Attribute the chosen output to every voxel of every view (``note``:
-    the clinical note, for a model that reads one)."""
+    the clinical note, for a model that reads one).
+
+    ``output``: ``"probability"`` (the class's probability, or a
+    regressor's prediction in its unit) or ``"logit"`` (a classifier's
+    log-odds of the class, see :func:`log_odds`; use it when the
+    probability is saturated, :attr:`ImageAttribution.saturated`). The
+    map's unit is the explained output's per voxel."""
     import time
 
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
@@ -208,6 +307,7 @@ def attribute_image(
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(IMAGE_METHODS)}")
     if not model.info.config.uses_image:
         raise ExplainError(f"{model.info.name} does not read the image; only EHR attributions apply")
+    _check_output(model, output)
     start = time.perf_counter()
     grid = _grid(model)
     views = prepare_views(scan, grid)  # [V, D, H, W]
@@ -224,15 +324,19 @@ def attribute_image(
         "saliency": 1, "gradcam": 1, "integrated_gradients": math.ceil(n_steps / internal_batch_size),
         "occlusion": math.ceil(_n_windows(grid.shape, window, stride) / 8),
     }[method]  # fmt: skip
-    forward = _Forward(model, per_view_calls * n_views, progress, should_stop)
-    maps, outputs, deltas, rel, changes = [], [], [], [], []
+    forward = _Forward(model, per_view_calls * n_views, progress, should_stop, output)
+    maps, outputs, deltas, rel, changes, probabilities = [], [], [], [], [], []
     net = model.net
     net.eval()
     for v in range(n_views):
         x = torch.as_tensor(views[v][None, None], device=device).requires_grad_(True)
-        with torch.no_grad():
-            outputs.append(float(forward(x, tabular)[0, k]))
-        forward.done -= 1  # that call was not part of the method's work
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        with torch.no_grad():  # not part of the method's work: not counted
+            logits = net(x, tabular)
+            outputs.append(float(forward.select(logits)[0, k]))
+            if model.info.kind != "regression":
+                probabilities.append(float(to_probabilities(logits, model.info.kind)[0, k]))
         if method == "saliency":
             attr = Saliency(forward).attribute(x, target=k, abs=True, additional_forward_args=(tabular,))
         elif method == "gradcam":
@@ -248,8 +352,7 @@ def attribute_image(
                 internal_batch_size=internal_batch_size, return_convergence_delta=True,
             )  # fmt: skip
             with torch.no_grad():
-                change = float(forward(x, tabular)[0, k] - forward(base, tabular)[0, k])
-            forward.done -= 2
+                change = outputs[-1] - float(forward.select(net(base, tabular))[0, k])
             deltas.append(float(delta.abs().max()))
             rel.append(deltas[-1] / max(abs(change), 1e-6))
             changes.append(change)
@@ -259,11 +362,11 @@ def attribute_image(
                 baselines=background, target=k, additional_forward_args=(tabular,), perturbations_per_eval=8,
             )  # fmt: skip
         maps.append(attr.detach().float().cpu().numpy()[0, 0])
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = {"output": output}
     if method == "integrated_gradients":
-        params = {"baseline": baseline, "n_steps": n_steps, "internal_batch_size": internal_batch_size}
+        params.update(baseline=baseline, n_steps=n_steps, internal_batch_size=internal_batch_size)
     elif method == "occlusion":
-        params = {"window_voxels": window, "stride_voxels": stride}
+        params.update(window_voxels=window, stride_voxels=stride)
     return ImageAttribution(
         maps=np.stack(maps).astype(np.float32),
         affines=[grid.affine(v) for v in range(n_views)],
@@ -277,6 +380,8 @@ def attribute_image(
         relative_delta=max(rel) if rel else None,
         attributed_change=float(np.mean(changes)) if changes else None,
         seconds=time.perf_counter() - start,
+        output_kind=output,
+        probability=float(np.mean(probabilities)) if probabilities else None,
     )
 
 
@@ -331,6 +436,7 @@ def attribute_tabular(
     target: str | int | None = None,
     n_steps: int = 64,
     note: str = "",
+    output: str = "probability",
 ) -> TabularAttribution:
     """Integrated Gradients over the encoded EHR vector, through the
     hypernetwork (or the baseline's fusion), with the image fixed.
@@ -343,9 +449,13 @@ def attribute_tabular(
     A model that reads notes gets one more entry, ``"NOTE"``: the whole
     note's attribution against "no note" (its embedding and presence flag
     at zero); :func:`attribute_note` splits it over sentences. For
-    MedFusionNet, fields that stage 1 dropped are exactly 0."""
+    MedFusionNet, fields that stage 1 dropped are exactly 0.
+
+    ``output``: ``"probability"`` or ``"logit"``, as for
+    :func:`attribute_image`."""
     from captum.attr import IntegratedGradients
 
+    _check_output(model, output)
     schema = model.info.schema
     device = model.device
     image = views = grid = None
@@ -362,7 +472,7 @@ def attribute_tabular(
     base = np.zeros(model.info.config.input_dim, dtype=np.float32)  # the note part: no note
     base[: schema.n_features] = mean_encoding(schema)
     b_tab = torch.as_tensor(base[None], device=device)
-    forward = _Forward(model, 1, None, None)
+    forward = _Forward(model, 1, None, None, output)
     model.net.eval()
 
     def f_tab(tab: torch.Tensor) -> torch.Tensor:
@@ -404,6 +514,7 @@ def attribute_tabular(
         baseline_output=base_out,
         image_share=share,
         convergence_delta=float(delta.abs().max()),
+        extra={"output": output},
     )
 
 
@@ -434,12 +545,14 @@ def attribute_note(
     target: str | int | None = None,
     n_samples: int = 40,
     should_stop: Callable[[], bool] | None = None,
+    output: str = "probability",
 ) -> NoteAttribution:
     """Which sentences of ``note`` moved the ``target`` output, and how much.
 
     The image features are computed once (the note enters after the image
     stream); each coalition of sentences is embedded once (memoised), so an
-    exact run over 6 sentences embeds at most 64 notes."""
+    exact run over 6 sentences embeds at most 64 notes. ``output``:
+    ``"probability"`` or ``"logit"``, as for :func:`attribute_image`."""
     import time
 
     from captum.attr import ShapleyValues, ShapleyValueSampling
@@ -452,6 +565,7 @@ def attribute_note(
     sentences = split_sentences(note)
     if not sentences:
         raise ExplainError("the note is empty: there is nothing to attribute")
+    _check_output(model, output)
     info, net, device = model.info, model.net.eval(), model.device
     views = None
     if info.config.uses_image:
@@ -474,7 +588,8 @@ def attribute_note(
         inputs = np.stack([encode_record(info.config, info.schema, record, t) for t in texts])
         tab = torch.as_tensor(inputs, device=device)
         with torch.no_grad():
-            probs = [to_probabilities(net.decode(feat, tab), info.kind)[:, k] for feat in features]
+            select = log_odds if output == "logit" else to_probabilities
+            probs = [select(net.decode(feat, tab), info.kind)[:, k] for feat in features]
         calls[0] += 1
         return torch.stack(probs).mean(0)
 
