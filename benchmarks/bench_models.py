@@ -6,7 +6,8 @@ input sizes, and the decode-only time with cached image features.
 Input sizes: AD task 64 x 96 x 64 (one hippocampus crop, as in the paper);
 brain age 80 x 96 x 80 (a 2 mm MNI-space brain, our choice). Times are the
 median of ``--repeats`` runs after one warm-up, per batch of ``--batch``
-(default 4 on the CPU, 32 on CUDA). The last table compares, for one scan
+(default 4 on the CPU, 32 on CUDA), with the models' calls interleaved
+round-robin so that the ratios between them hold on a shared machine. The last table compares, for one scan
 (batch 1, eval mode), the full forward with ``decode`` from cached features:
 what a what-if slider move costs.
 """
@@ -14,9 +15,11 @@ what a what-if slider move costs.
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 
 import torch
-from common import devices, machine_line, median_ms, print_table
+from common import devices, machine_line, print_table
 
 from napari_hyperfusion.nn.build import build_model
 from napari_hyperfusion.nn.config import paper_ad_config, paper_brain_age_config
@@ -51,6 +54,29 @@ def _warm_up(device, batch) -> None:
             net(*inputs(config, batch, device))
 
 
+def _once_ms(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def interleaved_ms(fns: dict, device, repeats: int) -> dict:
+    """Median time of each of ``fns`` with the calls interleaved round-robin
+    (one warm-up round first), so that a slow spell of a shared machine
+    hits every model alike and the ratios hold."""
+    for fn in fns.values():
+        fn()
+    times: dict = {key: [] for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            times[key].append(_once_ms(fn, device))
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="all")
@@ -64,40 +90,61 @@ def main() -> None:
     for device in devices(args.device):
         batch = args.batch or (32 if device.type == "cuda" else 4)
         _warm_up(device, batch)
+        nets = {}
         for task, config in configs():
             if only and config.fusion not in only:
                 continue
             torch.manual_seed(0)
-            net = build_model(config).to(device)
-            image, tabular = inputs(config, batch, device)
-            net.eval()
-            with torch.no_grad():
-                fwd = median_ms(lambda: net(image, tabular), device, args.repeats)
-            net.train()
+            nets[(task, config.fusion)] = (config, build_model(config).to(device), inputs(config, batch, device))
 
-            def step():
+        def forward(net, x):
+            def run():
+                net.eval()
+                with torch.no_grad():
+                    net(*x)
+
+            return run
+
+        def step(net, x):
+            def run():
+                net.train()
                 net.zero_grad(set_to_none=True)
-                net(image, tabular).square().mean().backward()
+                net(*x).square().mean().backward()
 
-            fwd_bwd = median_ms(step, device, args.repeats)
+            return run
+
+        fwd = interleaved_ms({k: forward(n, x) for k, (_, n, x) in nets.items()}, device, args.repeats)
+        fwd_bwd = interleaved_ms({k: step(n, x) for k, (_, n, x) in nets.items()}, device, args.repeats)
+        singles, decodes = {}, {}
+        caches = {}
+        for key, (config, net, _) in nets.items():
+            net.eval()
+            one = inputs(config, 1, device)
+            with torch.no_grad():
+                features = net.encode_image(one[0])
+            caches[key] = (features, one)
+            singles[key] = forward(net, one)
+            decodes[key] = lambda n=net, f=features, t=one[1]: n.decode(f, t)
+        with torch.no_grad():
+            full = interleaved_ms(singles, device, max(args.repeats, 5))
+            dec = interleaved_ms(decodes, device, 50)
+        for key, (config, net, _) in nets.items():
+            task = key[0]
+            reference = fwd.get((task, "imaging"))
             params = sum(p.numel() for p in net.parameters())
             shape = "x".join(map(str, config.input_shape))
-            train_rows.append(
-                [device.type, task, config.fusion, shape, batch, f"{params / 1e6:.2f}M", fwd, fwd_bwd, fwd / batch]
-            )
-            net.eval()
-            one_image, one_tab = inputs(config, 1, device)
-            with torch.no_grad():
-                features = net.encode_image(one_image)
-                full = median_ms(lambda: net(one_image, one_tab), device, max(args.repeats, 5))
-                dec = median_ms(lambda: net.decode(features, one_tab), device, 50, warmup=5)
-            cached = sum(v.numel() for v in features.values()) * 4 / 1024
-            decode_rows.append([device.type, task, config.fusion, full, dec, f"{full / dec:.0f}x", f"{cached:.0f}"])
+            ratio = f"{fwd[key] / reference:.2f}" if reference else "-"
+            train_rows.append([device.type, task, config.fusion, shape, batch, f"{params / 1e6:.2f}M", fwd[key],
+                               ratio, fwd_bwd[key], fwd[key] / batch])  # fmt: skip
+            cached = sum(v.numel() for v in caches[key][0].values()) * 4 / 1024
+            decode_rows.append([device.type, task, config.fusion, full[key], dec[key], f"{full[key] / dec[key]:.0f}x",
+                                f"{cached:.0f}"])  # fmt: skip
     print()
     print_table(
-        ["device", "task", "fusion", "input", "batch", "params", "forward ms", "fwd+bwd ms", "forward ms/sample"],
+        ["device", "task", "fusion", "input", "batch", "params", "forward ms", "forward / imaging", "fwd+bwd ms",
+         "forward ms/sample"],
         train_rows,
-    )
+    )  # fmt: skip
     print()
     print_table(
         ["device", "task", "fusion", "full forward ms (1 scan)", "decode ms (cached)", "speed-up", "cache KiB"],

@@ -150,6 +150,15 @@ def _bayes_limits(cfg, test_cohort: str | None) -> dict:
     return limits_for(cfg.task, columns)
 
 
+def _append_row(path: Path, row: dict) -> None:
+    """One finished fold model's scores, appended as it is trained (a run
+    that is stopped keeps what it finished)."""
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([row]).to_csv(path, mode="a", header=not path.exists(), index=False, float_format="%.6g")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .io.atomic import write_text_atomically
     from .train.evaluate import ENSEMBLES, cross_validate, summarise, to_markdown
@@ -163,6 +172,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.folds < 2:
         raise CLIError(f"--folds must be at least 2, got {args.folds}")
     out = Path(args.out)
+    (out / "fold_models.csv").unlink(missing_ok=True)  # this run's models only
     start = time.perf_counter()
     result = cross_validate(
         cfg,
@@ -173,6 +183,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         log=lambda m: print(m, flush=True),
         test_cohort=args.test_cohort,
         limits=None if args.no_limit else _bayes_limits(cfg, args.test_cohort),
+        on_model=lambda row: _append_row(out / "fold_models.csv", row),
     )
     import pandas as pd
 

@@ -134,6 +134,9 @@ def test_evaluate_cli_writes_tables(ad_cohort, tmp_path):
     assert len(rows) == 4 * 2 * (2 + 2) + 2 * 2 * 2
     assert set(rows.ensemble) == {"entropy", "mean", "single"}
     assert set(rows.fusion) == {"hyperfusion", "tabular", "concat", "logistic", *limits}
+    # every fold model was also written the moment it finished
+    finished = pd.read_csv(out / "fold_models.csv")
+    assert len(finished) == 4 * 2 * 2 and set(finished.fusion) == {"hyperfusion", "tabular", "concat", "logistic"}
     report = (out / "evaluation.md").read_text()
     assert "| hyperfusion |" in report and "Mann-Whitney" in report and "SYNTHETIC" in report
     # the limit is the first row of every table, and every method has its distance to it

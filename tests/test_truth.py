@@ -140,3 +140,18 @@ def test_select_logistic_picks_the_penalty_on_validation_rows():
     weak = fit_logistic(x, y, 2, l2=1e-4)
     acc = lambda m: np.mean(m.predict_proba(xv).argmax(1) == yv)  # noqa: E731
     assert acc(chosen) >= acc(weak)
+
+
+def test_bayes_limit_command(tmp_path, capsys):
+    from napari_hyperfusion import cli
+
+    out = tmp_path / "limit.md"
+    assert cli.main(["bayes-limit", "--n", "400", "--sizes", "60", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| Bayes (EHR + true volumes) | - |" in text and "| logistic regression (EHR) | 60 |" in text
+    assert "SYNTHETIC" in text
+    assert cli.main(["bayes-limit", "--task", "brain_age", "--n", "300"]) == 0
+    assert "Bayes (sex + true volumes)" in capsys.readouterr().out
+    for bad in (["--sizes", "many"], ["--n", "5"], ["--sizes", "10"]):
+        assert cli.main(["bayes-limit", *bad]) == 2
+    assert "error" in capsys.readouterr().err

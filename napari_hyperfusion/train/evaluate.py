@@ -125,6 +125,7 @@ def cross_validate(
     log: Callable[[str], None] = print,
     test_cohort: str | None = None,
     limits: Mapping[str, Limit] | None = None,
+    on_model: Callable[[dict], None] | None = None,
 ) -> EvalResult:
     """Train ``len(seeds) * folds * len(fusions)`` models; see the module
     docstring.
@@ -140,6 +141,9 @@ def cross_validate(
             cross-validated.
         limits: name -> function of the test rows' table giving reference
             predictions (e.g. the Bayes-optimal posterior); best first.
+        on_model: receives each fold model's row (method, seed, fold, test
+            scores) as soon as it is trained, so that a long run that is
+            stopped still leaves its finished models behind.
 
     Returns:
         An :class:`EvalResult` with one row per (method, seed, ensemble).
@@ -213,6 +217,8 @@ def cross_validate(
                     )
                 members[fusion].append(pred)
                 singles[fusion].append({"fold": fold, **task_scores(spec, y_test, pred, cuts)})
+                if on_model is not None:
+                    on_model({"fusion": fusion, "seed": seed, "ensemble": "single", **singles[fusion][-1]})
                 main = selection_metric(spec)
                 log(f"seed {seed} fold {fold} {fusion:11s} {detail} test {main} {singles[fusion][-1][main]:.3f}")
         for fusion in fusions:
