@@ -171,6 +171,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise CLIError(str(err)) from None
     if args.folds < 2:
         raise CLIError(f"--folds must be at least 2, got {args.folds}")
+    if args.max_folds is not None and not 1 <= args.max_folds <= args.folds:
+        raise CLIError(f"--max-folds must be between 1 and --folds ({args.folds}), got {args.max_folds}")
     out = Path(args.out)
     (out / "fold_models.csv").unlink(missing_ok=True)  # this run's models only
     start = time.perf_counter()
@@ -184,6 +186,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         test_cohort=args.test_cohort,
         limits=None if args.no_limit else _bayes_limits(cfg, args.test_cohort),
         on_model=lambda row: _append_row(out / "fold_models.csv", row),
+        max_folds=args.max_folds,
     )
     import pandas as pd
 
@@ -345,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--test-cohort",
         help="a separate cohort table to test on (then the whole config cohort is cross-validated)",
+    )
+    evaluate.add_argument(
+        "--max-folds",
+        type=int,
+        help="train only the first N folds of each seed (a quicker ablation on the same splits)",
     )
     evaluate.add_argument(
         "--no-limit", action="store_true", help="leave out the Bayes-limit rows of a synthetic cohort"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from napari_hyperfusion.train.loop import (
     TrainConfig,
     TrainConfigError,
     apply_overrides,
+    base_schema,
     kfold_indices,
     load_config_file,
     model_config_for,
@@ -159,12 +161,15 @@ def test_evaluate_on_a_separate_test_cohort(ad_cohort, tmp_path):
     write_toml(config, {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "epochs": 1})
     out = tmp_path / "report"
     code = cli.main(["evaluate", str(config), "--fusions", "logistic,tabular", "--folds", "2", "--seeds", "0",
-                     "--test-cohort", str(test_table), "--no-limit", "--out", str(out)])  # fmt: skip
+                     "--test-cohort", str(test_table), "--no-limit", "--max-folds", "1", "--out", str(out)])  # fmt: skip
     assert code == 0
+    finished = pd.read_csv(out / "fold_models.csv")
+    assert list(finished.fusion) == ["logistic", "tabular"] and set(finished.fold) == {0}  # the first fold only
     report = (out / "evaluation.md").read_text()
     assert "Test: 12 subjects of test_cohort/cohort.csv; cross-validation on 32 subjects" in report
     assert "Bayes" not in report  # --no-limit
     assert cli.main(["evaluate", str(config), "--fusions", "logistic:lr=1", "--out", str(out)]) == 2
+    assert cli.main(["evaluate", str(config), "--folds", "2", "--max-folds", "3", "--out", str(out)]) == 2
 
 
 def test_mann_whitney_direction(ad_cohort):
@@ -269,3 +274,18 @@ def test_training_on_cuda_with_mixed_precision(ad_cohort, tmp_path):
     outcome = train_and_save(_config(ad_cohort, tmp_path, epochs=2, device="cuda", amp=True))
     assert np.isfinite(outcome.fit.history[-1]["train_loss"])
     assert read_info(outcome.model_path).provenance["device"].startswith("cuda")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "models" / "configs").glob("*.toml")), ids=str)
+def test_every_shipped_config_builds_its_network(path):
+    """Each config in models/configs/ is a valid training config whose
+    network can be built (the paper-faithful variants included)."""
+    cfg = TrainConfig.from_dict(load_config_file(path))
+    schema = base_schema(cfg.task)
+    config = model_config_for(cfg, schema, np.array([0, 1, 2] if cfg.task == "ad" else [50.0, 60.0]))
+    if cfg.fusion != "medfusion":
+        build_model(config)
+    if "authors" in path.name:
+        assert config.block_style == "paper"
+    if "aimed" in path.name:
+        assert config.modulation_style == "ai-med"

@@ -126,6 +126,7 @@ def cross_validate(
     test_cohort: str | None = None,
     limits: Mapping[str, Limit] | None = None,
     on_model: Callable[[dict], None] | None = None,
+    max_folds: int | None = None,
 ) -> EvalResult:
     """Train ``len(seeds) * folds * len(fusions)`` models; see the module
     docstring.
@@ -141,6 +142,8 @@ def cross_validate(
             cross-validated.
         limits: name -> function of the test rows' table giving reference
             predictions (e.g. the Bayes-optimal posterior); best first.
+        max_folds: train only the first ``max_folds`` folds of each seed's
+            split (a quicker ablation on exactly the same splits); all when None.
         on_model: receives each fold model's row (method, seed, fold, test
             scores) as soon as it is trained, so that a long run that is
             stopped still leaves its finished models behind.
@@ -180,7 +183,8 @@ def cross_validate(
         members: dict[str, list[np.ndarray]] = {f: [] for f in fusions}
         singles: dict[str, list[dict[str, float]]] = {f: [] for f in fusions}
         thresholds: dict[str, list[list[float]]] = {f: [] for f in fusions}
-        for fold, (tr, va) in enumerate(kfold_indices(cohort.y[rest_idx], folds, seed, spec.is_classification)):
+        splits = kfold_indices(cohort.y[rest_idx], folds, seed, spec.is_classification)
+        for fold, (tr, va) in enumerate(splits[:max_folds]):
             train_idx, val_idx = rest_idx[tr], rest_idx[va]
             schema = base_schema(cfg.task).fit(cohort.subset(train_idx).table, source=f"fold {fold}")
             inputs: dict[bool, tuple] = {}  # the fold's encoded rows, with and without the note, built once each
