@@ -133,6 +133,21 @@ def _cmd_train(args: argparse.Namespace) -> None:
         + (" (stopped early)" if fit.stopped_early else "")
     )
     print(f"wrote {outcome.model_path}")
+    _print_auto_forms()
+
+
+def _print_auto_forms() -> None:
+    """Which computation form ``auto`` measured fastest for each generated
+    convolution on this device (chosen at first use, docs/models.md)."""
+    from .nn.hyper import auto_form_choices
+
+    for choice in auto_form_choices():
+        cin, cout, kernel = choice.signature[1:4]
+        times = ", ".join(f"{form} {ms:.2f} ms" for form, ms in choice.times_ms.items())
+        print(
+            f"hyper conv {cin}->{cout} k{kernel} batch bucket {choice.signature[-1]} on {choice.device}: "
+            f"{choice.form} (measured: {times})"
+        )
 
 
 def _bayes_limits(cfg, test_cohort: str | None) -> dict:

@@ -289,3 +289,15 @@ def test_every_shipped_config_builds_its_network(path):
         assert config.block_style == "paper"
     if "aimed" in path.name:
         assert config.modulation_style == "ai-med"
+
+
+def test_train_reports_the_measured_hyper_forms(ad_cohort, tmp_path, capsys):
+    from napari_hyperfusion.nn.hyper import clear_auto_forms
+
+    clear_auto_forms()
+    config = tmp_path / "c.toml"
+    write_toml(config, {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "out": str(tmp_path / "o"), "epochs": 1})
+    assert cli.main(["train", str(config)]) == 0
+    out = capsys.readouterr().out
+    # block 4's generated 1x1x1 shortcut (32 -> 64 channels at 4 base filters), timed at first use
+    assert "hyper conv 32->64 k1" in out and "measured: bmm" in out
