@@ -51,6 +51,39 @@ def _cmd_info(args: argparse.Namespace) -> None:
         print(f"  metric {key}: {value}")
 
 
+def _limit_on_model_split(args: argparse.Namespace) -> None:
+    """The limit on the test rows a shipped model was scored on, beside its score."""
+    from .data.dataset import TASK_SPECS, read_cohort
+    from .io.model_file import read_info
+    from .synth.limit_report import limit_on_split
+    from .train.loop import base_schema
+
+    if not args.cohort:
+        raise CLIError("--model needs --cohort: the synthetic table the model was trained on")
+    info = read_info(args.model)
+    task = {"ad_classification": "ad", "brain_age": "brain_age"}.get(info.task)
+    if task is None:
+        raise CLIError(f"{Path(args.model).name} is a {info.task} model; the Bayes limit exists for ad and brain_age")
+    import hashlib
+
+    expected = info.provenance.get("cohort_sha256")
+    if expected and hashlib.sha256(Path(args.cohort).read_bytes()).hexdigest() != expected:
+        raise CLIError(
+            f"{args.cohort} is not the table {Path(args.model).name} was trained on (its SHA-256 differs from the "
+            f"model's provenance): the split would not be the model's test split"
+        )
+    cohort = read_cohort(args.cohort, TASK_SPECS[task], base_schema(task), need_target=True, need_images=False)
+    result = limit_on_split(info, cohort.table, cohort.y, TASK_SPECS[task].is_classification)
+    if result is None:
+        raise CLIError(f"{Path(args.cohort).name} has no ground truth or {Path(args.model).name} has no test split")
+    main = "balanced_accuracy" if task == "ad" else "mae"
+    print(f"{info.name} on its {result['n_test']} held-out test subjects (SYNTHETIC):")
+    for name, scores in result["limit"].items():
+        print(f"  {name}: {main} {scores[main]:.3f}")
+    model_score = result["model"].get(main)
+    print(f"  the model: {main} {model_score:.3f}" if model_score is not None else "  the model: no test score stored")
+
+
 def _cmd_bayes_limit(args: argparse.Namespace) -> None:
     from .io.atomic import write_text_atomically
     from .synth.limit_report import limit_table, to_markdown
@@ -61,6 +94,9 @@ def _cmd_bayes_limit(args: argparse.Namespace) -> None:
         raise CLIError(f"--sizes must be whole numbers separated by commas, got {args.sizes!r}") from None
     if args.n < 100 or not sizes or min(sizes) < 20:
         raise CLIError("--n must be at least 100 and every --sizes entry at least 20")
+    if args.model:
+        _limit_on_model_split(args)
+        return
     start = time.perf_counter()
     rows = limit_table(args.task, n_test=args.n, seed=args.seed, sizes=sizes)
     metrics = ["mae", "r2"] if args.task == "brain_age" else ["balanced_accuracy", "auc_macro_ovr", "f1_macro"]
@@ -339,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sizes", default="100,200,400,800,1600,3200", help="training-set sizes of the logistic regressions"
     )
     limit.add_argument("--out", help="also write the table to this Markdown file")
+    limit.add_argument("--model", help="instead: the limit on this model file's held-out test split ...")
+    limit.add_argument("--cohort", help="... of this synthetic cohort table (the one the model was trained on)")
     limit.set_defaults(func=_cmd_bayes_limit)
 
     overrides_help = "override a config value, e.g. --set epochs=5 --set fusion=film (repeatable)"

@@ -155,3 +155,24 @@ def test_bayes_limit_command(tmp_path, capsys):
     for bad in (["--sizes", "many"], ["--n", "5"], ["--sizes", "10"]):
         assert cli.main(["bayes-limit", *bad]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_bayes_limit_on_a_models_own_test_split(ad_cohort, tmp_path, capsys):
+    from conftest import tiny_train_settings, write_toml
+
+    from napari_hyperfusion import cli
+
+    config = tmp_path / "c.toml"
+    write_toml(config, {**tiny_train_settings("ad"), "fusion": "tabular", "cohort": str(ad_cohort),
+                        "out": str(tmp_path / "m"), "epochs": 1, "test_fraction": 0.25})  # fmt: skip
+    assert cli.main(["train", str(config)]) == 0
+    model = str(tmp_path / "m" / "model.safetensors")
+    capsys.readouterr()
+    assert cli.main(["bayes-limit", "--model", model, "--cohort", str(ad_cohort)]) == 0
+    out = capsys.readouterr().out
+    assert "on its 8 held-out test subjects" in out and "Bayes (EHR only): balanced_accuracy" in out
+    assert "the model: balanced_accuracy" in out
+    edited = tmp_path / "edited.csv"
+    edited.write_text(ad_cohort.read_text().replace("SYN_S_0001", "SYN_S_9001"))
+    assert cli.main(["bayes-limit", "--model", model, "--cohort", str(edited)]) == 2
+    assert "not the table" in capsys.readouterr().err

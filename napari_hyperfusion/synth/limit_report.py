@@ -24,7 +24,7 @@ from ..train.metrics import classification_metrics, regression_metrics
 from .records import CLASSES, sample_ad_records, sample_brain_age_records
 from .truth import VOLUME_FIELDS, ad_posterior, balanced_posterior, brain_age_estimate
 
-__all__ = ["limit_table", "to_markdown"]
+__all__ = ["limit_table", "limit_on_split", "to_markdown"]
 
 
 def _labels(table: pd.DataFrame) -> np.ndarray:
@@ -96,3 +96,47 @@ def to_markdown(rows: list[dict], metrics: Sequence[str] | None = None) -> str:
         cells = [f"{row[m]:.3f}" for m in metrics]
         lines.append(f"| {row['method']} | {row['n_train']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def limit_on_split(model_info, cohort_table: pd.DataFrame, y: np.ndarray, classification: bool) -> dict | None:
+    """The Bayes limit on the held-out test rows a model file was scored on.
+
+    The split is rebuilt from the model's provenance (its training config's
+    ``seed``, ``val_fraction`` and ``test_fraction``, the same stratified
+    split training made), so the limit and the model's own test score are
+    on the same subjects.
+
+    Args:
+        model_info: a :class:`~napari_hyperfusion.io.model_file.ModelInfo`.
+        cohort_table: the cohort table the model was trained on (with the
+            generator's ground-truth columns).
+        y: its targets (class index or years), as training read them.
+        classification: whether the task is a classification.
+
+    Returns:
+        ``{"n_test", "limit": {name: metrics}, "model": the file's test
+        metrics}``, or None when the model has no test split or the table
+        has no ground truth.
+    """
+    from ..train.loop import split_indices
+    from .truth import limits_for
+
+    train_config = model_info.provenance.get("train_config", {})
+    test_fraction = float(train_config.get("test_fraction", 0.0))
+    if test_fraction <= 0:
+        return None
+    fractions = [test_fraction, float(train_config.get("val_fraction", 0.2))]
+    test_idx = split_indices(y, fractions, int(train_config.get("seed", 0)), classification)[0]
+    task = {"ad_classification": "ad", "brain_age": "brain_age"}.get(model_info.task)
+    limits = limits_for(task, cohort_table.columns) if task else {}
+    if not limits:
+        return None
+    rows = cohort_table.iloc[test_idx].reset_index(drop=True)
+    out = {}
+    for name, limit in limits.items():
+        pred = limit(rows)
+        if classification:
+            out[name] = classification_metrics(y[test_idx], pred, CLASSES)
+        else:
+            out[name] = regression_metrics(y[test_idx], pred[:, 0])
+    return {"n_test": len(test_idx), "limit": out, "model": model_info.metrics.get("test", {})}
