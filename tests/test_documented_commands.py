@@ -93,6 +93,15 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
         return argv + TRAIN_SMALL
     if tool == "hyperfusion" and args[:1] == ["evaluate"]:
         return _set_option(_set_option(argv, "--folds", "2"), "--seeds", "0") + TRAIN_SMALL
+    if tool == "hyperfusion" and args[:1] == ["bayes-limit"] and "--model" in args:
+        # the limit on a model's own split needs the table it was trained on: train one on the
+        # sandbox's small cohort with the same config, then ask for its limit
+        config = "models/configs/brain_age_hyperfusion.toml" if "brain_age" in " ".join(args) else None
+        assert config, f"add a training config for {shlex.join(argv)}"
+        model = sandbox / "runs" / "limit_model"
+        train = [argv[0], "train", config, "--set", f"out='{model}'", *TRAIN_SMALL, "--set", "progress=false"]
+        limit = _set_option(argv, "--model", str(model / "model.safetensors"))
+        return ["bash", "-c", f"{shlex.join(train)} && {shlex.join(limit)}"]
     if tool == "hyperfusion" and args[:1] == ["bayes-limit"]:  # records only: a few hundred draws
         return _set_option(_set_option(argv, "--n", "300"), "--sizes", "40")
     if tool in ("python", "python3") and args[:1] == ["scripts/make_truth_figure.py"]:
