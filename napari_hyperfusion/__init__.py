@@ -14,7 +14,9 @@ subpackages are the layers, each importing only those below it::
     errors, resources              the error base class; shipped files
 
 ``synth`` (the synthetic cohort generator) is used by the CLI, the scripts
-and the tests only. ``tests/test_architecture.py`` enforces the direction.
+and the tests only; the panel reads its ground truth (``synth.truth``) for
+synthetic subjects and nothing else. ``tests/test_architecture.py``
+enforces the direction.
 """
 
 __version__ = "0.1.0"
