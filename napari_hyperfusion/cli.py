@@ -211,8 +211,7 @@ def _append_row(path: Path, row: dict) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .io.atomic import write_text_atomically
-    from .train.evaluate import ENSEMBLES, cross_validate, summarise, to_markdown
+    from .train.evaluate import cross_validate, to_markdown
 
     try:
         cfg = _train_config(args)
@@ -239,18 +238,48 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         on_model=lambda row: _append_row(out / "fold_models.csv", row),
         max_folds=args.max_folds,
     )
-    import pandas as pd
-
-    summary = pd.concat([summarise(result, kind).assign(ensemble=kind) for kind in ENSEMBLES])
     title = f"{cfg.task} on {Path(cfg.cohort).name}" + (" (SYNTHETIC data)" if result.synthetic else "")
     report = to_markdown(result, title=title)
     command = " ".join(["hyperfusion", *sys.argv[1:]])
     report += f"\nProduced by `{command}` in {time.perf_counter() - start:.0f} s.\n"
+    _write_report(out, result, title, report)
+
+
+def _write_report(out: Path, result, title: str, report: str) -> None:
+    import json
+
+    import pandas as pd
+
+    from .io.atomic import write_text_atomically
+    from .train.evaluate import ENSEMBLES, result_meta, summarise
+
+    summary = pd.concat([summarise(result, kind).assign(ensemble=kind) for kind in ENSEMBLES])
     write_text_atomically(out / "evaluation.md", report)
     write_text_atomically(out / "evaluation.csv", result.rows.to_csv(index=False, float_format="%.6g"))
     write_text_atomically(out / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    write_text_atomically(out / "evaluation.json", json.dumps(result_meta(result, title), indent=1))
     print(report)
-    print(f"wrote {out / 'evaluation.md'}, {out / 'evaluation.csv'} and {out / 'summary.csv'}")
+    print(f"wrote {out / 'evaluation.md'}, {out / 'evaluation.csv'}, {out / 'summary.csv'} and evaluation.json")
+
+
+def _cmd_evaluate_merge(args: argparse.Namespace) -> None:
+    from .train.evaluate import merge_results, result_from_report, to_markdown
+
+    loaded = []
+    for folder in args.reports:
+        try:
+            loaded.append(result_from_report(Path(folder)))
+        except (OSError, ValueError, KeyError) as err:
+            raise CLIError(f"{folder}: not a report folder of hyperfusion evaluate ({err})") from None
+    try:
+        merged = merge_results([r for r, _ in loaded])
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    title = loaded[0][1]
+    report = to_markdown(merged, title=title)
+    command = " ".join(["hyperfusion", *sys.argv[1:]]) if sys.argv[1:2] == ["evaluate-merge"] else ""
+    report += f"\nMerged from {', '.join(args.reports)}" + (f" by `{command}`" if command else "") + ".\n"
+    _write_report(Path(args.out), merged, title, report)
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -412,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--out", required=True, help="folder for evaluation.md / .csv")
     evaluate.set_defaults(func=_cmd_evaluate)
+    merge = sub.add_parser(
+        "evaluate-merge", help="one report from evaluate runs of different methods on the same splits and test set"
+    )
+    merge.add_argument("reports", nargs="+", help="report folders written by hyperfusion evaluate")
+    merge.add_argument("--out", required=True, help="folder for the merged evaluation.md / .csv")
+    merge.set_defaults(func=_cmd_evaluate_merge)
 
     predict = sub.add_parser("predict", help="predict a cohort table with a model file")
     predict.add_argument("model", help="a .safetensors model file")

@@ -168,6 +168,21 @@ def test_evaluate_on_a_separate_test_cohort(ad_cohort, tmp_path):
     report = (out / "evaluation.md").read_text()
     assert "Test: 12 subjects of test_cohort/cohort.csv; cross-validation on 32 subjects" in report
     assert "Bayes" not in report  # --no-limit
+    # a second run of another method on the same splits and test set, merged into one report
+    other = tmp_path / "other"
+    assert cli.main(["evaluate", str(config), "--fusions", "tabular:select_on=loss", "--folds", "2", "--seeds", "0",
+                     "--test-cohort", str(test_table), "--max-folds", "1", "--out", str(other)]) == 0  # fmt: skip
+    merged = tmp_path / "merged"
+    assert cli.main(["evaluate-merge", str(out), str(other), "--out", str(merged)]) == 0
+    text = (merged / "evaluation.md").read_text()
+    assert "| logistic |" in text and "| tabular:select_on=loss |" in text and "Test: 12 subjects" in text
+    assert set(pd.read_csv(merged / "evaluation.csv").fusion) == {"logistic", "tabular", "tabular:select_on=loss"}
+    meta = json.loads((other / "evaluation.json").read_text())
+    (other / "evaluation.json").write_text(json.dumps({**meta, "n_test": 99}))
+    assert cli.main(["evaluate-merge", str(out), str(other), "--out", str(merged)]) == 2  # another test set
+    (other / "evaluation.json").write_text(json.dumps(meta))
+    (out / "evaluation.json").unlink()  # a report from before evaluation.json: read from evaluation.md
+    assert cli.main(["evaluate-merge", str(out), str(other), "--out", str(merged)]) == 0
     assert cli.main(["evaluate", str(config), "--fusions", "logistic:lr=1", "--out", str(out)]) == 2
     assert cli.main(["evaluate", str(config), "--folds", "2", "--max-folds", "3", "--out", str(out)]) == 2
 

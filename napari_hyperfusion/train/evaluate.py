@@ -73,6 +73,9 @@ __all__ = [
     "parse_method",
     "LOGISTIC",
     "Limit",
+    "result_meta",
+    "result_from_report",
+    "merge_results",
 ]
 
 ENSEMBLES = ("entropy", "mean", "single")
@@ -364,3 +367,76 @@ def to_markdown(result: EvalResult, title: str = "") -> str:
 def _min_p(n: int) -> float:
     """The smallest one-sided Mann-Whitney p with n vs n samples: 1 / C(2n, n)."""
     return 1.0 / math.comb(2 * n, n) if n > 0 else math.nan
+
+
+# -- saving and merging reports --------------------------------------------------
+def result_meta(result: EvalResult, title: str = "") -> dict:
+    """What a report needs besides its rows (written as ``evaluation.json``)."""
+    return {
+        "title": title, "metrics": result.metrics, "fusions": result.fusions, "n_test": result.n_test,
+        "n_trainval": result.n_trainval, "synthetic": result.synthetic, "reference": result.reference,
+        "headline": result.headline, "limits": result.limits, "test_source": result.test_source,
+    }  # fmt: skip
+
+
+def result_from_report(folder: Path) -> tuple[EvalResult, str]:
+    """Read a report folder back: ``evaluation.csv`` and ``evaluation.json``
+    (or, for a report written before that file existed, what
+    ``evaluation.md`` says: the test set, the cohort size, the title).
+
+    Returns:
+        ``(result, title)``.
+    """
+    import json
+    import re
+
+    folder = Path(folder)
+    rows = pd.read_csv(folder / "evaluation.csv")
+    meta_path = folder / "evaluation.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+    else:
+        text = (folder / "evaluation.md").read_text()
+        found = re.search(r"Test: (.*?); cross-validation on (\d+) subjects", text)
+        if found is None:
+            raise ValueError(f"{folder / 'evaluation.md'} does not say what it was tested on")
+        fusions = list(dict.fromkeys(rows.fusion))
+        singles = set(rows[rows.ensemble == "single"].fusion)
+        metrics = [c for c in rows.columns if c not in ("fusion", "seed", "ensemble", "fold")]
+        test_source = found.group(1)
+        meta = {
+            "title": text.splitlines()[0].removeprefix("## ").strip(), "metrics": metrics, "fusions": fusions,
+            "n_test": int(re.match(r"\d+", test_source).group(0)) if re.match(r"\d+", test_source) else 0,
+            "n_trainval": int(found.group(2)), "synthetic": "SYNTHETIC" in text, "reference": "hyperfusion",
+            "headline": None, "limits": [f for f in fusions if f not in singles], "test_source": test_source,
+        }  # fmt: skip
+    title = meta.pop("title", "")
+    return EvalResult(rows=rows, **meta), title
+
+
+def merge_results(results: Sequence[EvalResult]) -> EvalResult:
+    """One report from runs of different methods on the same splits and test
+    set (e.g. two processes run side by side). Refuses runs that were not
+    tested on the same subjects or cross-validated on the same cohort size.
+
+    Args:
+        results: two or more :class:`EvalResult`.
+
+    Returns:
+        The merged result: the first run's limits, then every method in order.
+    """
+    first = results[0]
+    for other in results[1:]:
+        same = (other.test_source, other.n_test, other.n_trainval, other.metrics) == (
+            first.test_source, first.n_test, first.n_trainval, first.metrics,
+        )  # fmt: skip
+        if not same:
+            raise ValueError("these reports were not made on the same test set and cohort; they cannot be merged")
+    methods = [f for r in results for f in r.fusions if f not in r.limits]
+    if len(set(methods)) != len(methods):
+        raise ValueError("a method appears in more than one report")
+    rows = [first.rows] + [r.rows[~r.rows.fusion.isin(r.limits)] for r in results[1:]]
+    return replace(
+        first, rows=pd.concat(rows, ignore_index=True), fusions=[*first.limits, *methods],
+        synthetic=all(r.synthetic for r in results),
+    )  # fmt: skip
