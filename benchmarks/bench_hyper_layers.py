@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import devices, machine_line, median_ms, print_table
+from common import devices, interleaved_ms, machine_line, print_table
 
 from napari_hyperfusion.nn.hyper import HyperConv3d, HyperLinear
 
@@ -48,12 +48,16 @@ def main() -> None:
                     layer = HyperConv3d(cin, cout, k, 8, stride=s, padding=p).to(device)
                     layer.form = "loop"
                     ref = layer(x, e)
-                    times = {}
+                    runs = {}
                     for form in forms:
                         layer.form = form
                         err = (layer(x, e) - ref).abs().max().item()
                         assert err < 1e-3, (label, form, err)
-                        times[form] = median_ms(lambda: layer(x, e), device, args.repeats)
+                        # one layer per form, called round-robin: a slow spell hits every form alike
+                        twin = HyperConv3d(cin, cout, k, 8, stride=s, padding=p, form=form).to(device)
+                        twin.load_state_dict(layer.state_dict())
+                        runs[form] = lambda t=twin: t(x, e)
+                    times = interleaved_ms(runs, device, args.repeats)
                     layer.form = "auto"
                     best = min(times, key=times.get)
                     rows.append(
@@ -67,11 +71,14 @@ def main() -> None:
                     e = torch.randn(batch, emb, device=device)
                     layer = HyperLinear(fin, fout, emb, form="loop").to(device)
                     ref = layer(x, e)
-                    times = {}
+                    runs = {}
                     for form in ("factored", "einsum", "loop"):
                         layer.form = form
                         assert (layer(x, e) - ref).abs().max().item() < 1e-2
-                        times[form] = median_ms(lambda: layer(x, e), device, args.repeats)
+                        twin = HyperLinear(fin, fout, emb, form=form).to(device)
+                        twin.load_state_dict(layer.state_dict())
+                        runs[form] = lambda t=twin: t(x, e)
+                    times = interleaved_ms(runs, device, args.repeats)
                     best = min(times, key=times.get)
                     rows.append(
                         [

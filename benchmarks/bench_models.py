@@ -15,11 +15,9 @@ what a what-if slider move costs.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-from common import devices, machine_line, print_table
+from common import devices, interleaved_ms, machine_line, print_table
 
 from napari_hyperfusion.nn.build import build_model
 from napari_hyperfusion.nn.config import paper_ad_config, paper_brain_age_config
@@ -52,29 +50,6 @@ def _warm_up(device, batch) -> None:
     with torch.no_grad():
         for _ in range(2):
             net(*inputs(config, batch, device))
-
-
-def _once_ms(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1e3
-
-
-def interleaved_ms(fns: dict, device, repeats: int) -> dict:
-    """Median time of each of ``fns`` with the calls interleaved round-robin
-    (one warm-up round first), so that a slow spell of a shared machine
-    hits every model alike and the ratios hold."""
-    for fn in fns.values():
-        fn()
-    times: dict = {key: [] for key in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            times[key].append(_once_ms(fn, device))
-    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def main() -> None:

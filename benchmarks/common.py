@@ -68,3 +68,26 @@ def with_display(run: Callable[..., object], *args: object) -> None:
     finally:
         if display is not None:
             display.stop()
+
+
+def _once_ms(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def interleaved_ms(fns: dict, device, repeats: int) -> dict:
+    """Median time of each of ``fns`` with the calls interleaved round-robin
+    (one warm-up round first), so that a slow spell of a shared machine
+    hits every model alike and the ratios hold."""
+    for fn in fns.values():
+        fn()
+    times: dict = {key: [] for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            times[key].append(_once_ms(fn, device))
+    return {key: statistics.median(values) for key, values in times.items()}

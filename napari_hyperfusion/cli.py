@@ -66,6 +66,8 @@ def _limit_on_model_split(args: argparse.Namespace) -> None:
         raise CLIError(f"{Path(args.model).name} is a {info.task} model; the Bayes limit exists for ad and brain_age")
     import hashlib
 
+    if not Path(args.cohort).is_file():
+        raise CLIError(f"{args.cohort}: no such cohort table")
     expected = info.provenance.get("cohort_sha256")
     if expected and hashlib.sha256(Path(args.cohort).read_bytes()).hexdigest() != expected:
         raise CLIError(
@@ -195,7 +197,7 @@ def _bayes_limits(cfg, test_cohort: str | None) -> dict:
 
     path = Path(test_cohort or cfg.cohort)
     try:
-        columns = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", nrows=0).columns
+        columns = pd.read_csv(path, sep="\t" if path.suffix.lower() in (".tsv", ".tab") else ",", nrows=0).columns
     except (OSError, ValueError):
         return {}  # read_cohort reports an unreadable table with its own message
     return limits_for(cfg.task, columns)
@@ -224,7 +226,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.max_folds is not None and not 1 <= args.max_folds <= args.folds:
         raise CLIError(f"--max-folds must be between 1 and --folds ({args.folds}), got {args.max_folds}")
     out = Path(args.out)
-    (out / "fold_models.csv").unlink(missing_ok=True)  # this run's models only
+    finished = out / "fold_models.csv"
+    first_model = [True]
+
+    def on_model(row: dict) -> None:
+        if first_model[0]:  # this run's models only; an earlier run's stay until this one has one
+            finished.unlink(missing_ok=True)
+            first_model[0] = False
+        _append_row(finished, row)
+
     start = time.perf_counter()
     result = cross_validate(
         cfg,
@@ -235,17 +245,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         log=lambda m: print(m, flush=True),
         test_cohort=args.test_cohort,
         limits=None if args.no_limit else _bayes_limits(cfg, args.test_cohort),
-        on_model=lambda row: _append_row(out / "fold_models.csv", row),
+        on_model=on_model,
         max_folds=args.max_folds,
     )
     title = f"{cfg.task} on {Path(cfg.cohort).name}" + (" (SYNTHETIC data)" if result.synthetic else "")
     report = to_markdown(result, title=title)
     command = " ".join(["hyperfusion", *sys.argv[1:]])
     report += f"\nProduced by `{command}` in {time.perf_counter() - start:.0f} s.\n"
-    _write_report(out, result, title, report)
+    splits = {
+        "split_seed": cfg.seed, "seeds": seeds, "folds": args.folds, "max_folds": args.max_folds,
+        "test_fraction": None if args.test_cohort else args.test_fraction,
+        "cohort_sha256": _sha256_of(cfg.cohort), "test_sha256": _sha256_of(args.test_cohort),
+    }  # fmt: skip
+    _write_report(out, result, title, report, splits)
 
 
-def _write_report(out: Path, result, title: str, report: str) -> None:
+def _sha256_of(path: str | None) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+
+
+def _write_report(out: Path, result, title: str, report: str, splits: dict | None = None) -> None:
     import json
 
     import pandas as pd
@@ -257,29 +278,51 @@ def _write_report(out: Path, result, title: str, report: str) -> None:
     write_text_atomically(out / "evaluation.md", report)
     write_text_atomically(out / "evaluation.csv", result.rows.to_csv(index=False, float_format="%.6g"))
     write_text_atomically(out / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
-    write_text_atomically(out / "evaluation.json", json.dumps(result_meta(result, title), indent=1))
+    write_text_atomically(out / "evaluation.json", json.dumps(result_meta(result, title, splits), indent=1))
     print(report)
     print(f"wrote {out / 'evaluation.md'}, {out / 'evaluation.csv'}, {out / 'summary.csv'} and evaluation.json")
 
 
 def _cmd_evaluate_merge(args: argparse.Namespace) -> None:
-    from .train.evaluate import merge_results, result_from_report, to_markdown
+    from .train.evaluate import merge_results, replace_limits, result_from_report, to_markdown
 
     loaded = []
     for folder in args.reports:
         try:
             loaded.append(result_from_report(Path(folder)))
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, TypeError) as err:
             raise CLIError(f"{folder}: not a report folder of hyperfusion evaluate ({err})") from None
     try:
-        merged = merge_results([r for r, _ in loaded])
+        merged = merge_results([r for r, _, _ in loaded], [s for _, _, s in loaded])
     except ValueError as err:
         raise CLIError(str(err)) from None
+    if args.test_cohort:
+        merged = replace_limits(merged, _limit_scores(args.test_cohort, merged))
     title = loaded[0][1]
     report = to_markdown(merged, title=title)
     command = " ".join(["hyperfusion", *sys.argv[1:]]) if sys.argv[1:2] == ["evaluate-merge"] else ""
     report += f"\nMerged from {', '.join(args.reports)}" + (f" by `{command}`" if command else "") + ".\n"
-    _write_report(Path(args.out), merged, title, report)
+    _write_report(Path(args.out), merged, title, report, loaded[0][2])
+
+
+def _limit_scores(test_cohort: str, result) -> dict:
+    """The Bayes limits computed again on ``test_cohort`` (the merged
+    reports' test set: the same number of subjects)."""
+    from .data.dataset import TASK_SPECS, read_cohort
+    from .synth.truth import limits_for
+    from .train.loop import base_schema, task_scores
+
+    task = "ad" if "balanced_accuracy" in result.metrics else "brain_age"
+    spec = TASK_SPECS[task]
+    cohort = read_cohort(test_cohort, spec, base_schema(task), need_target=True, need_images=False)
+    if len(cohort.y) != result.n_test:
+        raise CLIError(f"{test_cohort} has {len(cohort.y)} subjects; the reports were tested on {result.n_test}")
+    limits = limits_for(task, cohort.table.columns)
+    if not limits:
+        raise CLIError(f"{test_cohort} has no ground-truth columns: no limit can be computed for it")
+    return {
+        name: task_scores(spec, cohort.y, limit(cohort.table.reset_index(drop=True))) for name, limit in limits.items()
+    }
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -446,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("reports", nargs="+", help="report folders written by hyperfusion evaluate")
     merge.add_argument("--out", required=True, help="folder for the merged evaluation.md / .csv")
+    merge.add_argument("--test-cohort", help="compute the Bayes-limit rows again on this (the reports' test) table")
     merge.set_defaults(func=_cmd_evaluate_merge)
 
     predict = sub.add_parser("predict", help="predict a cohort table with a model file")

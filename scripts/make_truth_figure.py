@@ -45,10 +45,12 @@ def main() -> None:
     for col, key in enumerate(subjects):
         record = subject_record(key)
         session = WhatIfSession(model, load_scan(sample_data_dir() / SUBJECTS[key][0]), key)
-        filled, _ = model.info.schema.fill({k: record.get(k) for k in model.info.schema.names})
+        filled, missing = model.info.schema.fill({k: record.get(k) for k in model.info.schema.names})
+        # the model sees filled-in values; the truth keeps them missing (which are missing is evidence)
+        measured = {k: v for k, v in filled.items() if k not in missing}
         for row, field in enumerate(fields):
             curve = session.response_curve(filled, field, n=40)
-            truth = ad_truth_curve({**record, **filled}, field, curve.values)
+            truth = ad_truth_curve({**record, **measured}, field, curve.values)
             numeric = not isinstance(curve.values[0], str)
             x = curve.values if numeric else list(range(len(curve.values)))
             ax = axes[row, col]

@@ -176,7 +176,18 @@ def test_evaluate_on_a_separate_test_cohort(ad_cohort, tmp_path):
     assert cli.main(["evaluate-merge", str(out), str(other), "--out", str(merged)]) == 0
     text = (merged / "evaluation.md").read_text()
     assert "| logistic |" in text and "| tabular:select_on=loss |" in text and "Test: 12 subjects" in text
-    assert set(pd.read_csv(merged / "evaluation.csv").fusion) == {"logistic", "tabular", "tabular:select_on=loss"}
+    limits = {"Bayes (EHR + true volumes)", "Bayes (EHR only)"}  # from the second report: the first has none
+    assert set(pd.read_csv(merged / "evaluation.csv").fusion) == {"logistic", "tabular", "tabular:select_on=loss",
+                                                                   *limits}  # fmt: skip
+    # the limits computed again on the test table give the same rows
+    again = tmp_path / "again"
+    assert (
+        cli.main(["evaluate-merge", str(out), str(other), "--test-cohort", str(test_table), "--out", str(again)]) == 0
+    )
+    a, b = (pd.read_csv(d / "evaluation.csv") for d in (merged, again))
+    pd.testing.assert_frame_equal(a[a.fusion.isin(limits)].reset_index(drop=True),
+                                  b[b.fusion.isin(limits)].reset_index(drop=True), check_like=True)  # fmt: skip
+    assert cli.main(["evaluate-merge", str(out), str(other), "--test-cohort", str(ad_cohort), "--out", str(again)]) == 2
     meta = json.loads((other / "evaluation.json").read_text())
     (other / "evaluation.json").write_text(json.dumps({**meta, "n_test": 99}))
     assert cli.main(["evaluate-merge", str(out), str(other), "--out", str(merged)]) == 2  # another test set

@@ -96,6 +96,7 @@ class WhatIfSection(QWidget):
         whatif_layout.addLayout(row2)
         self.sliders: dict[str, QWidget] = {}
         self.patient_record: dict[str, Any] = {}
+        self.patient_missing: set[str] = set()
         self.explored: list[dict[str, Any]] = []
         self.last_curve = None
         self.last_truth: np.ndarray | None = None  # the ground-truth curve beside last_curve
@@ -218,11 +219,12 @@ class WhatIfSection(QWidget):
         if self.model is None:
             return
         try:
-            filled, _ = self.model.info.schema.fill(self.case.record)
+            filled, missing = self.model.info.schema.fill(self.case.record)
         except HyperFusionError as err:
             notify.error(f"The record is not complete: {err}")
             return
         self.patient_record = dict(filled)
+        self.patient_missing = set(missing)  # filled in by the model, not measured
         for name, value in filled.items():
             control = self.sliders[name]
             blocker = control.blockSignals(True)
@@ -308,6 +310,7 @@ class WhatIfSection(QWidget):
         """The columns that name the case a row was computed for."""
         identity = self.case.identity
         return {"scan": identity.scan_name, "scan_fingerprint": identity.scan_fingerprint,
+                "record_fingerprint": identity.record_fingerprint,
                 "model": identity.model_name, "model_sha256": identity.model_sha256}  # fmt: skip
 
     def _kernel_change(self, session: WhatIfSession, record: dict[str, Any]):
@@ -407,9 +410,13 @@ class WhatIfSection(QWidget):
         canvas.blit(self.whatif_figure.bbox)
 
     def ground_truth(self) -> dict[str, Any] | None:
-        """The scan's ground truth when it is a SYNTHETIC subject of our
-        generator (the layer says so and its record has the true regional
-        volumes) and the model answers the synthetic AD task; else None."""
+        """The scan's ground truth, for the dashed curves.
+
+        Returns:
+            The scan layer's record with the generator's ``*_PERMILLE``
+            columns when the layer is a SYNTHETIC sample subject and the
+            model answers the synthetic AD task (CN / MCI / AD); else None.
+        """
         model = self.model
         if model is None or tuple(model.info.outputs) != ("CN", "MCI", "AD") or not self.case.scan_name:
             return None
@@ -424,10 +431,17 @@ class WhatIfSection(QWidget):
             self.show_response_curve()
 
     def _truth_curve(self, record: dict[str, Any], field: str, values: list) -> np.ndarray | None:
+        """The generator's answer over ``values`` of ``field``. A value the
+        model filled in is not a measurement: unless the slider moved it, it
+        stays missing for the truth (which missing values are is evidence)."""
         truth = self.ground_truth() if self.truth_box.isChecked() else None
         if truth is None or field not in EHR_FIELDS:
             return None
-        return ad_truth_curve({**truth, **record}, field, values)
+        known = {
+            name: (np.nan if name in self.patient_missing and value == self.patient_record.get(name) else value)
+            for name, value in record.items()
+        }
+        return ad_truth_curve({**truth, **known}, field, values)
 
     def show_response_curve(self) -> None:
         """The output over the chosen field's range, in one batched decode."""

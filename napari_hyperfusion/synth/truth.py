@@ -17,10 +17,16 @@ copula orthant probabilities) and, with volumes, the class fits of
 hippocampus, ventricles and brain tissue (per mille of ICV) and the
 entorhinal volume. The integral over ``z`` is a sum over a 0.02-wide grid.
 
+The volumes' floors (the generator keeps each regional volume above a
+quarter of its class's mean, 30 % for brain age) are censoring too: a
+value at class k's floor is a point mass of class k, and a value below a
+class's floor rules that class out.
+
 Two approximations, both small: the generator standardises the stage within
 each class by the class mean and SD *of the drawn cohort*; here they are the
-population values (1,000,000 draws, fixed seed). Where TAU and PTAU are both
-at a clip limit, the conditional of TAU is taken at PTAU's limit value.
+population values (400,000 draws, fixed seed). Where PTAU is at a clip limit
+(about 7 % of subjects with CSF measured), TAU's conditional distribution is
+taken at PTAU's limit value rather than integrated over the censored range.
 
 The images are made from the regional volumes (and noise: misregistration,
 contrast, bias field, Rician noise), so the posterior given the EHR *and the
@@ -85,9 +91,16 @@ _AGE_GRID = np.round(np.arange(20.0, 90.0001, 0.1), 1)
 
 
 def has_ground_truth(record: dict | pd.Series, task: str = "ad") -> bool:
-    """Whether ``record`` carries what the posterior needs: the EHR fields
-    (values may be missing) and, for brain age, sex and the true volumes.
-    Only the generator's tables have the ``*_PERMILLE`` columns."""
+    """Whether ``record`` carries what the posterior needs.
+
+    Args:
+        record: one subject's columns (values may be missing).
+        task: ``"ad"`` (age, sex, education and the true volumes) or
+            ``"brain_age"`` (sex and the true volumes).
+
+    Returns:
+        True for a row of the generator's tables (only they have the
+        ``*_PERMILLE`` ground-truth columns)."""
     keys = set(record.keys())
     if task == "brain_age":
         return {"PTGENDER", *VOLUME_FIELDS} <= keys or {"sex", *VOLUME_FIELDS} <= keys
@@ -105,7 +118,7 @@ def _population() -> dict[str, np.ndarray]:
     """Population constants the generator estimates from each drawn cohort:
     the class shares and the stage's mean and SD within each class."""
     rng = np.random.default_rng(20261124)
-    n = 1_000_000
+    n = 400_000
     male = rng.random(n) < 0.508
     age = np.clip(rng.normal(73.083, 7.828, n), 55, 92).round(1)
     educ = np.clip(np.round(rng.normal(15.978, 2.7, n)), 6, 20)
@@ -119,7 +132,10 @@ def _population() -> dict[str, np.ndarray]:
 
 
 def ad_class_prior() -> np.ndarray:
-    """Population class shares ``[3]`` (CN, MCI, AD) of the generator."""
+    """The generator's population class shares.
+
+    Returns:
+        ``[3]`` probabilities of CN, MCI, AD (about 0.35, 0.48, 0.17)."""
     return _population()["share"].copy()
 
 
@@ -254,13 +270,23 @@ def _tau_ptau_logpdf(tau, ptau, cls, resid, age_z, apoe_z) -> np.ndarray:
     return np.where(missing, 0.0, lp_ptau + lp_tau)
 
 
+def _floored_logpdf(value: np.ndarray, mean: np.ndarray, sd: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """Log density of ``max(N(mean, sd), floor)``: the normal CDF at the floor
+    (the table rounds to 4 decimals), minus infinity below it."""
+    at_floor = np.abs(value - floor) <= 1e-4
+    inside = norm.logpdf(value, mean, sd)
+    out = np.where(at_floor, norm.logcdf((floor - mean) / sd), inside)
+    return np.where(value < floor - 1e-4, -np.inf, out)
+
+
 def _volume_logpdf(table, cls, resid, age, male) -> np.ndarray:
     total = 0.0
     for name, fits in VOLUME_FITS.items():
         v = _column(table, f"{name}_PERMILLE")[:, None]
         a, b, c, sd = (np.array([fit[i] for fit in fits])[cls] for i in range(4))
         mean = a + b * (age - 75) + c * male - 0.3 * sd * resid
-        total = total + np.where(np.isnan(v), 0.0, norm.logpdf(v, mean, sd * np.sqrt(0.91)))
+        lp = _floored_logpdf(v, mean, sd * np.sqrt(0.91), np.round(0.25 * a, 4))
+        total = total + np.where(np.isnan(v), 0.0, lp)
     v = _column(table, "ENTORHINAL_MM3")[:, None]
     m = np.array([m for m, _ in ENTORHINAL_MM3])[cls]
     s = np.array([s for _, s in ENTORHINAL_MM3])[cls]
@@ -305,7 +331,8 @@ def brain_age_posterior(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         b1 = np.where(male, curve["Male"][0], curve["Female"][0])
         b2 = np.where(male, curve["Male"][1], curve["Female"][1])
         mean = curve["v60"] + b1 * d + b2 * d * d + curve["male"] * male
-        log_p += np.where(np.isnan(v), 0.0, norm.logpdf(v, mean, curve["sd"]))
+        floor = np.full_like(mean, round(0.3 * curve["v60"], 4))
+        log_p += np.where(np.isnan(v), 0.0, _floored_logpdf(v, mean, np.full_like(mean, curve["sd"]), floor))
     v = _column(table, "ENTORHINAL_MM3")[:, None]
     mean = 4300 - 8.0 * np.maximum(_AGE_GRID[None, :] - 40, 0)
     log_p += np.where(np.isnan(v), 0.0, _censored_logpdf(v, mean, np.full_like(mean, 500.0), 1500.0, np.inf))
@@ -313,27 +340,46 @@ def brain_age_posterior(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def brain_age_estimate(table: pd.DataFrame) -> np.ndarray:
-    """The posterior median age ``[N]`` (years): the estimate with the
-    smallest expected absolute error given sex and the true volumes."""
+    """The estimate with the smallest expected absolute error.
+
+    Args:
+        table: as for :func:`brain_age_posterior`.
+
+    Returns:
+        ``[N]`` posterior median ages in years."""
     ages, post = brain_age_posterior(table)
     cdf = np.cumsum(post, axis=1)
     return ages[np.argmax(cdf >= 0.5, axis=1)]
 
 
 def balanced_posterior(posterior: np.ndarray) -> np.ndarray:
-    """The posterior re-weighted to equal class priors, ``[N, 3]``: its
-    argmax is :func:`balanced_decision`, the rule that maximises balanced
-    accuracy, which is what class-weighted training aims at."""
+    """The posterior re-weighted to equal class priors.
+
+    Args:
+        posterior: ``[N, 3]`` from :func:`ad_posterior`.
+
+    Returns:
+        ``[N, 3]``, rows summing to 1; its argmax is :func:`balanced_decision`,
+        the rule that maximises balanced accuracy (what class-weighted
+        training aims at). Ranking by it is not the AUC-optimal ranking
+        (that is the posterior itself), so a model's AUC can exceed a limit
+        row's."""
     p = posterior / ad_class_prior()[None, :]
     return p / p.sum(1, keepdims=True)
 
 
 def limits_for(task: str, table_columns) -> dict[str, object]:
-    """The Bayes limits that can be computed for a table with
-    ``table_columns``: name -> function of the test rows' table returning
-    predictions shaped like a model's (balanced posterior ``[N, 3]`` for AD,
-    posterior median age ``[N, 1]`` for brain age). Empty for real data,
-    which has no ground-truth columns."""
+    """The Bayes limits that can be computed for a table.
+
+    Args:
+        task: ``"ad"`` or ``"brain_age"``.
+        table_columns: the table's column names.
+
+    Returns:
+        name -> function of the test rows' table returning predictions
+        shaped like a model's (balanced posterior ``[N, 3]`` for AD, posterior
+        median age ``[N, 1]`` for brain age); empty for real data, which has
+        no ground-truth columns."""
     columns = set(table_columns)
     if not set(VOLUME_FIELDS) <= columns:
         return {}

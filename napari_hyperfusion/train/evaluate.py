@@ -76,6 +76,7 @@ __all__ = [
     "result_meta",
     "result_from_report",
     "merge_results",
+    "replace_limits",
 ]
 
 ENSEMBLES = ("entropy", "mean", "single")
@@ -338,8 +339,9 @@ def to_markdown(result: EvalResult, title: str = "") -> str:
     )
     if result.limits:
         lines += ["", "Limits (computed from the generator's own distributions, not trained; the same for every "
-                  "seed): " + ", ".join(result.limits) + ". *Distance to limit* is the first limit minus the "
-                  "method in the main metric."]  # fmt: skip
+                  "seed): " + ", ".join(result.limits) + ". *Distance to limit*: how far the method is from the "
+                  "first limit in the main metric (for an error such as MAE, the method minus the limit). "
+                  "Methods that read only the EHR compare with the EHR-only limit."]  # fmt: skip
     lines += ["", f"**Fold ensembles** (1/entropy weighted; mean +- sd over {n_seeds} seed(s)):", ""]
     lines += _table(result, ens)
     if result.headline:  # multilabel: per-label scores of the fold ensembles
@@ -370,22 +372,33 @@ def _min_p(n: int) -> float:
 
 
 # -- saving and merging reports --------------------------------------------------
-def result_meta(result: EvalResult, title: str = "") -> dict:
-    """What a report needs besides its rows (written as ``evaluation.json``)."""
+def result_meta(result: EvalResult, title: str = "", splits: dict | None = None) -> dict:
+    """What a report needs besides its rows (written as ``evaluation.json``).
+
+    Args:
+        result: the evaluation.
+        title: the report's title.
+        splits: what the splits depend on (seeds, folds, the tables'
+            SHA-256...); reports merge only when theirs are equal.
+
+    Returns:
+        A JSON-serialisable dict.
+    """
     return {
         "title": title, "metrics": result.metrics, "fusions": result.fusions, "n_test": result.n_test,
         "n_trainval": result.n_trainval, "synthetic": result.synthetic, "reference": result.reference,
         "headline": result.headline, "limits": result.limits, "test_source": result.test_source,
+        "splits": splits or {},
     }  # fmt: skip
 
 
-def result_from_report(folder: Path) -> tuple[EvalResult, str]:
+def result_from_report(folder: Path) -> tuple[EvalResult, str, dict]:
     """Read a report folder back: ``evaluation.csv`` and ``evaluation.json``
     (or, for a report written before that file existed, what
     ``evaluation.md`` says: the test set, the cohort size, the title).
 
     Returns:
-        ``(result, title)``.
+        ``(result, title, splits)`` (``splits`` is ``{}`` for an older report).
     """
     import json
     import re
@@ -395,48 +408,83 @@ def result_from_report(folder: Path) -> tuple[EvalResult, str]:
     meta_path = folder / "evaluation.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("evaluation.json is not a JSON object")
     else:
         text = (folder / "evaluation.md").read_text()
-        found = re.search(r"Test: (.*?); cross-validation on (\d+) subjects", text)
+        found = re.search(r"Test: (.*?); cross-validation on (\d+) subjects", text) or re.search(
+            r"Held-out test split: (\d+ subjects); cross-validation on the other (\d+)", text
+        )  # the wording of reports from before the test-cohort option
         if found is None:
             raise ValueError(f"{folder / 'evaluation.md'} does not say what it was tested on")
         fusions = list(dict.fromkeys(rows.fusion))
         singles = set(rows[rows.ensemble == "single"].fusion)
         metrics = [c for c in rows.columns if c not in ("fusion", "seed", "ensemble", "fold")]
         test_source = found.group(1)
+        multilabel = "auc_macro" in metrics
         meta = {
             "title": text.splitlines()[0].removeprefix("## ").strip(), "metrics": metrics, "fusions": fusions,
             "n_test": int(re.match(r"\d+", test_source).group(0)) if re.match(r"\d+", test_source) else 0,
-            "n_trainval": int(found.group(2)), "synthetic": "SYNTHETIC" in text, "reference": "hyperfusion",
-            "headline": None, "limits": [f for f in fusions if f not in singles], "test_source": test_source,
+            "n_trainval": int(found.group(2)), "synthetic": "SYNTHETIC" in text,
+            "reference": "medfusion" if multilabel and "medfusion" in fusions else "hyperfusion",
+            "headline": MULTILABEL_HEADLINE if multilabel else None,
+            "limits": [f for f in fusions if f not in singles], "test_source": test_source,
         }  # fmt: skip
+    splits = meta.pop("splits", {}) or {}
     title = meta.pop("title", "")
-    return EvalResult(rows=rows, **meta), title
+    return EvalResult(rows=rows, **meta), title, splits
 
 
-def merge_results(results: Sequence[EvalResult]) -> EvalResult:
+def merge_results(results: Sequence[EvalResult], splits: Sequence[dict] | None = None) -> EvalResult:
     """One report from runs of different methods on the same splits and test
     set (e.g. two processes run side by side). Refuses runs that were not
-    tested on the same subjects or cross-validated on the same cohort size.
+    tested on the same subjects, cross-validated on the same cohort size or
+    (where the reports record them) split with other seeds, folds or tables.
 
     Args:
         results: two or more :class:`EvalResult`.
+        splits: each report's ``splits`` record (``{}`` where unknown).
 
     Returns:
-        The merged result: the first run's limits, then every method in order.
+        The merged result: the limits (from the reports that have them; they
+        must agree), then every method in order.
     """
     first = results[0]
+    known = [s for s in (splits or []) if s]
+    if any(s != known[0] for s in known):
+        raise ValueError("these reports were split differently (seeds, folds or tables); they cannot be merged")
     for other in results[1:]:
         same = (other.test_source, other.n_test, other.n_trainval, other.metrics) == (
             first.test_source, first.n_test, first.n_trainval, first.metrics,
         )  # fmt: skip
         if not same:
             raise ValueError("these reports were not made on the same test set and cohort; they cannot be merged")
+    with_limits = [r for r in results if r.limits]
+    if any(r.limits != with_limits[0].limits for r in with_limits):
+        raise ValueError("these reports carry different limits; they cannot be merged")
     methods = [f for r in results for f in r.fusions if f not in r.limits]
     if len(set(methods)) != len(methods):
         raise ValueError("a method appears in more than one report")
-    rows = [first.rows] + [r.rows[~r.rows.fusion.isin(r.limits)] for r in results[1:]]
+    limits = with_limits[0].limits if with_limits else []
+    rows = [r.rows[~r.rows.fusion.isin(r.limits)] for r in results]
+    if with_limits:
+        source = with_limits[0]
+        rows.insert(0, source.rows[source.rows.fusion.isin(limits)])
     return replace(
-        first, rows=pd.concat(rows, ignore_index=True), fusions=[*first.limits, *methods],
+        first, rows=pd.concat(rows, ignore_index=True), fusions=[*limits, *methods], limits=list(limits),
         synthetic=all(r.synthetic for r in results),
+    )  # fmt: skip
+
+
+def replace_limits(result: EvalResult, limit_rows: Mapping[str, dict[str, float]]) -> EvalResult:
+    """``result`` with its limit rows computed again (e.g. by newer code):
+    ``limit_rows`` maps each limit's name to its scores on the test set."""
+    seeds = sorted(set(result.rows[~result.rows.fusion.isin(result.limits)].seed))
+    kept = result.rows[~result.rows.fusion.isin(result.limits)]
+    new = [{"fusion": name, "seed": seed, "ensemble": kind, **scores}
+           for seed in seeds for name, scores in limit_rows.items() for kind in ("entropy", "mean")]  # fmt: skip
+    methods = [f for f in result.fusions if f not in result.limits]
+    return replace(
+        result, rows=pd.concat([pd.DataFrame(new), kept], ignore_index=True),
+        fusions=[*limit_rows, *methods], limits=list(limit_rows),
     )  # fmt: skip
