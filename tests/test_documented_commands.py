@@ -121,7 +121,7 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
 
 # -- where and how a command runs -------------------------------------------------
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory, ad_cohort_dir, brain_age_cohort_dir):
+def sandbox(tmp_path_factory, ad_cohort_dir, brain_age_cohort_dir, ad_test_cohort_dir):
     """A copy of the user-facing folders, with small cohorts where the
     shipped configs expect theirs (data/ad600, data/ba300)."""
     root = tmp_path_factory.mktemp("repo")
@@ -131,7 +131,7 @@ def sandbox(tmp_path_factory, ad_cohort_dir, brain_age_cohort_dir):
     (root / "data").mkdir()
     (root / "data" / "ad600").symlink_to(ad_cohort_dir)
     (root / "data" / "ba300").symlink_to(brain_age_cohort_dir)
-    (root / "data" / "ad_test1000").symlink_to(ad_cohort_dir)  # the external test cohort of the comparison
+    (root / "data" / "ad_test1000").symlink_to(ad_test_cohort_dir)  # the comparison's fresh test subjects
     return root
 
 
@@ -140,6 +140,13 @@ def ad_cohort_dir(tmp_path_factory):
     from napari_hyperfusion.synth.cohort import make_cohort
 
     return make_cohort("ad", 40, seed=5, out=tmp_path_factory.mktemp("ad600"), jobs=2).parent
+
+
+@pytest.fixture(scope="module")
+def ad_test_cohort_dir(tmp_path_factory):
+    from napari_hyperfusion.synth.cohort import make_cohort
+
+    return make_cohort("ad", 16, seed=6, out=tmp_path_factory.mktemp("ad_test1000"), jobs=2).parent
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +201,7 @@ SLOW = (
     r"demo\.sh .*--(model|explain)",
     r"train models/configs/risk_",
     r"\bexplain-report\b",
+    r"\bevaluate-merge\b",  # merges the reports the (slow) evaluate commands before it wrote
 )
 
 
