@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import ImageError
+from .scan_file import check_affine, load_canonical, open_nifti
 
 __all__ = [
     "ImageError",
@@ -88,33 +89,27 @@ def scan_from_array(data: np.ndarray, affine: np.ndarray, name: str = "image") -
     bad = ~np.isfinite(data)
     if bad.any():
         raise ImageError(f"{name} contains {int(bad.sum())} NaN or infinite voxels; fix or mask the scan first")
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise ImageError(f"{name} has an invalid affine (voxel-to-world matrix)")
-    return Scan(data=data, affine=affine)
+    return Scan(data=data, affine=check_affine(affine, name))
 
 
 def load_scan(path: str | os.PathLike) -> Scan:
     """Read a NIfTI file, reorient to canonical RAS and check it.
 
-    Raises :class:`ImageError` for a missing file, a file nibabel cannot
-    read (or a truncated one), a non-3D image or non-finite values."""
+    Voxels are the scaled floating-point values nibabel defines
+    (``scl_slope`` / ``scl_inter`` applied). Raises :class:`ImageError` for a
+    missing file, a file nibabel cannot read (or a truncated one), a non-3D
+    image, RGB or complex voxels, a header claiming a volume too large for
+    memory or a singular affine (all checked before reading), and
+    non-finite values."""
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if not path.is_file():
-        raise ImageError(f"{path} is not a file")
-    try:
-        img = nib.load(str(path))
-        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise ImageError(f"{path.name} is a {type(img).__name__}, not a NIfTI image")
-        img = nib.as_closest_canonical(img)
-        data = np.asarray(img.dataobj, dtype=np.float32)  # reads (and un-gzips) everything now
-    except ImageError:
-        raise
-    except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, ValueError) as err:
-        raise ImageError(f"{path.name} cannot be read as NIfTI ({type(err).__name__}: {err})") from None
-    scan = scan_from_array(data, img.affine, name=path.name)
+    img = open_nifti(path)
+    if len(img.shape) == 4 and img.shape[3] > 1:  # which volume is the T1 is for the user to say
+        raise ImageError(
+            f"{path.name} is 4D with {img.shape[3]} volumes; give one 3D T1-weighted volume "
+            "(for example the first one, extracted with fslroi or nibabel)"
+        )
+    data, affine, img = load_canonical(path)
+    scan = scan_from_array(data, affine, name=path.name)
     scan.header = img.header
     scan.path = path
     return scan
@@ -242,7 +237,8 @@ def foreground_stats(data: np.ndarray) -> tuple[float, float]:
     high = float(np.percentile(data, 99.5))
     if high <= 0:
         raise ImageError("the scan is empty (no positive intensities)")
-    fg = data[data > 0.05 * high]
+    # float64 statistics: squares of large intensities (1e20 and up) overflow float32
+    fg = data[data > 0.05 * high].astype(np.float64)
     std = float(fg.std())
     if fg.size < 100 or std <= 0:
         raise ImageError("the scan has no usable foreground (fewer than 100 voxels above background)")
@@ -263,5 +259,5 @@ def prepare_views(scan: Scan, grid: ModelGrid) -> np.ndarray:
                 f"the scan barely overlaps the model's {grid.view_names[v]} grid ({covered:.0%} of it has tissue); "
                 "the model expects a skull-stripped T1 brain registered to MNI space"
             )
-        views.append((raw - mean) / std)
+        views.append(((raw - mean) / std).astype(np.float32))
     return np.stack(views)

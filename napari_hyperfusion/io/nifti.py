@@ -22,6 +22,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from ..data.scan_file import load_canonical, open_nifti
 from ..errors import ImageError
 
 __all__ = [
@@ -71,30 +72,27 @@ def read_nifti(path: str | os.PathLike | list) -> list[LayerData]:
     """Read one or several NIfTI files into napari image layer data.
 
     A 4D file gives its first volume, with a warning (napari shows it as a
-    notification). Integer data stays integer; scaled data (``scl_slope``)
-    comes back as float32."""
+    notification). Unscaled integer data stays integer; scaled data
+    (``scl_slope`` / ``scl_inter``) comes back as the float32 values nibabel
+    defines. The header is checked first (:func:`~napari_hyperfusion.data.scan_file.open_nifti`):
+    RGB, singular affines and volumes too large for memory are refused
+    before anything is read."""
     paths = path if isinstance(path, list) else [path]
     layers = []
     for p in paths:
         p = Path(p)
-        img = nib.as_closest_canonical(nib.load(str(p)))
-        header = img.header
-        scaled = header.get_slope_inter() != (None, None) and header.get_slope_inter() not in ((1.0, 0.0),)
-        dtype = np.float32 if scaled or not np.issubdtype(img.get_data_dtype(), np.integer) else img.get_data_dtype()
-        data = np.asarray(img.dataobj).astype(dtype, copy=False)
+        img = open_nifti(p)  # header checks before any voxel is read
         note = ""
-        if data.ndim == 4:
-            if data.shape[3] > 1:
-                warnings.warn(f"{p.name} has {data.shape[3]} volumes; showing the first one", stacklevel=2)
-                note = f"volume 1 of {data.shape[3]}"
-            data = data[..., 0]
-        if data.ndim != 3:
-            raise ImageError(f"{p.name} has {data.ndim} dimensions; napari-hyperfusion reads 3D NIfTI volumes")
+        if len(img.shape) == 4 and img.shape[3] > 1:
+            warnings.warn(f"{p.name} has {img.shape[3]} volumes; showing the first one", stacklevel=2)
+            note = f"volume 1 of {img.shape[3]}"
+        data, affine, img = load_canonical(p, keep_integers=True)
+        header = img.header
         name = p.name[: -len(".nii.gz")] if p.name.lower().endswith(".nii.gz") else p.stem
         finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
         low, high = np.percentile(finite, [0.5, 99.8]) if finite.size else (0.0, 1.0)
         metadata = {
-            "affine": img.affine.tolist(),
+            "affine": affine.tolist(),
             "nifti_header": _header_summary(header),
             "source_path": str(p),
             "space": "scanner RAS (mm), canonical orientation",
@@ -106,7 +104,7 @@ def read_nifti(path: str | os.PathLike | list) -> list[LayerData]:
             "metadata": metadata,
             "colormap": "gray",
             "contrast_limits": (float(low), float(high) if high > low else float(low) + 1.0),
-            **layer_kwargs_for(img.affine),
+            **layer_kwargs_for(affine),
         }
         layers.append((data, kwargs, "image"))
     return layers

@@ -1,0 +1,154 @@
+"""Opening a NIfTI scan safely: every check that can be made from the
+header is made before a voxel is read.
+
+A scan file is refused with a specific :class:`ImageError` when it is not
+NIfTI, has a singular or non-finite affine (the voxel -> world matrix), holds
+RGB or complex voxels, or claims a volume larger than
+:data:`MAX_SCAN_VOXELS` (so a forged header cannot make us allocate
+gigabytes). Voxels are read as nibabel defines them: with the header's
+``scl_slope`` / ``scl_inter`` applied, in floating point. Only the first
+volume of a 4D file is read.
+
+Example:
+    >>> img = open_nifti("sample_data/SYN_DEMO_01.nii.gz")   # header only
+    >>> data = read_first_volume(img)                         # float32 [X, Y, Z]
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import ImageError
+
+__all__ = ["MAX_SCAN_VOXELS", "open_nifti", "is_scaled", "read_first_volume", "check_affine", "load_canonical"]
+
+# 512^3 voxels: 512 MiB as float32, four times a 0.5 mm whole-head scan; a
+# header claiming more is refused before anything is allocated
+MAX_SCAN_VOXELS = 512**3
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_affine(affine: Any, name: str) -> np.ndarray:
+    """The voxel -> world matrix as float64 ``[4, 4]``, or an
+    :class:`ImageError` when it is not finite or not invertible."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise ImageError(f"{name} has an invalid affine (voxel-to-world matrix): it is not a finite 4x4 matrix")
+    det = float(np.linalg.det(affine[:3, :3]))
+    if abs(det) < 1e-9:
+        raise ImageError(
+            f"{name} has a singular affine (voxel-to-world matrix, determinant {det:.3g}): its voxels have "
+            "no position in space; fix the header's qform/sform (e.g. with fslorient) and load it again"
+        )
+    return affine
+
+
+def open_nifti(path: str | os.PathLike, max_voxels: int = MAX_SCAN_VOXELS) -> Any:
+    """Open a NIfTI file's header and check it; no voxel data is read.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+        max_voxels: the most voxels one 3D volume may have.
+
+    Returns:
+        nibabel's ``Nifti1Image`` / ``Nifti2Image`` (data still on disk).
+
+    Raises:
+        ImageError: a missing file, not NIfTI, not 3D/4D, RGB or complex
+            voxels, too many voxels, or a singular affine.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageError(f"{path} is not a file")
+    try:
+        img = nib.load(str(path))
+    except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, ValueError) as err:
+        raise ImageError(f"{path.name} cannot be read as NIfTI ({type(err).__name__}: {err})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ImageError(f"{path.name} is a {type(img).__name__}, not a NIfTI image")
+    shape = tuple(int(s) for s in img.shape)
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None or dtype.kind == "V":
+        raise ImageError(
+            f"{path.name} holds RGB colour voxels ({dtype}); a T1-weighted MRI is one grey value per voxel"
+        )
+    if dtype.kind == "c":
+        raise ImageError(f"{path.name} holds complex voxels ({dtype}); give a magnitude T1-weighted image")
+    if len(shape) == 5 and shape[3] == 1:  # some writers put vector intent on a 5th axis
+        shape = shape[:3] + shape[4:]
+    if len(shape) not in (3, 4):
+        raise ImageError(f"{path.name} has {len(shape)} dimensions {shape}; a brain MRI volume is 3D")
+    n_voxels = int(np.prod(shape[:3], dtype=np.int64))
+    if n_voxels > max_voxels:
+        size = "x".join(map(str, shape[:3]))
+        raise ImageError(
+            f"{path.name} claims a {size} volume ({n_voxels / 1e6:.0f} million voxels, "
+            f"{n_voxels * 4 / 2**30:.1f} GiB as float32), more than the {max_voxels / 1e6:.0f} million "
+            "a brain MRI needs; the header is wrong or this is not one scan"
+        )
+    check_affine(img.affine, path.name)
+    return img
+
+
+def is_scaled(img: Any) -> bool:
+    """Whether the file's voxels carry a ``scl_slope`` / ``scl_inter``
+    other than the identity (so their stored integers are not the values)."""
+    slope, inter = img.header.get_slope_inter()
+    slope = 1.0 if slope is None else float(slope)
+    inter = 0.0 if inter is None else float(inter)
+    return slope != 1.0 or inter != 0.0
+
+
+def read_first_volume(img: Any, name: str = "scan", keep_integers: bool = False) -> np.ndarray:
+    """The voxel values of the (first) 3D volume as float32, scaled as
+    nibabel defines them, in the file's own voxel order.
+
+    ``keep_integers``: an unscaled integer file keeps its integer type (a
+    napari layer of a uint8 scan stays small). Values beyond float32's range
+    (about +-3.4e38, after scaling) are refused rather than turned into
+    infinities."""
+    try:
+        if len(img.shape) > 3:
+            img = img.slicer[(slice(None),) * 3 + (0,) * (len(img.shape) - 3)]
+        values = np.asarray(img.dataobj)
+    except (EOFError, OSError, zlib.error, ValueError) as err:
+        raise ImageError(
+            f"{name} cannot be read as NIfTI ({type(err).__name__}: {err}); the file may be truncated"
+        ) from None
+    if values.dtype.kind == "f" and values.dtype.itemsize > 4:
+        finite = values[np.isfinite(values)]
+        if finite.size and float(np.abs(finite).max()) > FLOAT32_MAX:
+            raise ImageError(
+                f"{name} has intensities up to {float(np.abs(finite).max()):.3g}, beyond what a float32 image "
+                "can hold; rescale the scan (it is not an MRI intensity range)"
+            )
+    if keep_integers and values.dtype.kind in "iu" and not is_scaled(img):
+        return values
+    return values.astype(np.float32, copy=False)
+
+
+def load_canonical(
+    path: str | os.PathLike, keep_integers: bool = False, max_voxels: int = MAX_SCAN_VOXELS
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Open, check and read a scan, reoriented to canonical RAS.
+
+    Returns:
+        ``(data [X, Y, Z], affine [4, 4] voxel -> world mm, image)``: the
+        array axes run left->Right, posterior->Anterior, inferior->Superior;
+        ``image`` is nibabel's (its header, as written).
+    """
+    path = Path(path)
+    img = open_nifti(path, max_voxels=max_voxels)
+    data = read_first_volume(img, name=path.name, keep_integers=keep_integers)
+    ornt = nib.orientations.io_orientation(img.affine)
+    affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, data.shape)  # the file's shape
+    data = nib.orientations.apply_orientation(data, ornt)
+    return np.ascontiguousarray(data), affine, img
