@@ -325,6 +325,43 @@ def _limit_scores(test_cohort: str, result) -> dict:
     }
 
 
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    from .data.preprocess import load_scan
+    from .data.registration import prepare_scan, qc_verdict, write_prepared
+
+    failed = 0
+    for source in args.scans:
+        path = Path(source)
+        stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+        bar = None
+        if not args.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=100, desc=f"prepare {path.name}", unit="%")
+
+        def progress(fraction: float, stage: str, bar=bar, name=path.name) -> None:
+            bar.set_description(f"prepare {name}: {stage}")
+            bar.n = round(100 * fraction)
+            bar.refresh()
+
+        try:
+            prepared = prepare_scan(
+                load_scan(path), deformable=args.deformable, progress=progress if bar is not None else None
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        paths = write_prepared(prepared, args.out, stem)
+        verdict, reason = qc_verdict(prepared.qc)
+        failed += verdict == "refuse"
+        print(
+            f"{path.name}: {verdict.upper()} ({reason}); head scale {prepared.head_scale:.3f}; "
+            f"wrote {paths['scan']}, {paths['transform'].name}, {paths['qc'].name}"
+        )
+    if failed:
+        raise CLIError(f"{failed} of {len(args.scans)} scan(s) failed the registration check; see the lines above")
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     from .infer.cohort import predict_cohort
     from .io.atomic import write_text_atomically
@@ -491,6 +528,16 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", required=True, help="folder for the merged evaluation.md / .csv")
     merge.add_argument("--test-cohort", help="compute the Bayes-limit rows again on this (the reports' test) table")
     merge.set_defaults(func=_cmd_evaluate_merge)
+
+    prep = sub.add_parser(
+        "prepare",
+        help="register T1 scans to the MNI template for the models (needs the extra [prep]: SimpleITK)",
+    )
+    prep.add_argument("scans", nargs="+", help="NIfTI T1 scans, skull-stripped, in any orientation and voxel size")
+    prep.add_argument("--out", required=True, help="folder for <name>_mni.nii.gz, <name>_to_mni.tfm, <name>_prep.json")
+    prep.add_argument("--deformable", action="store_true", help="add a B-spline refinement after the affine stage")
+    prep.add_argument("--quiet", action="store_true", help="no progress bar")
+    prep.set_defaults(func=_cmd_prepare)
 
     predict = sub.add_parser("predict", help="predict a cohort table with a model file")
     predict.add_argument("model", help="a .safetensors model file")

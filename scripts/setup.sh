@@ -43,7 +43,7 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[qt,notes,testing,dev]"
+  .venv/bin/python -m pip install -q -e ".[qt,notes,prep,testing,dev]"
   echo "$want" > "$stamp"
 fi
 echo "setup: done ($(.venv/bin/python -c 'import torch, napari; print("torch", torch.__version__, "/ napari", napari.__version__)'))"

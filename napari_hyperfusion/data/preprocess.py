@@ -21,13 +21,11 @@ Shapes: scan ``[X, Y, Z]`` (voxels, RAS after reorientation); views
 from __future__ import annotations
 
 import os
-import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 

@@ -101,9 +101,9 @@ def open_nifti(path: str | os.PathLike, max_voxels: int = MAX_SCAN_VOXELS) -> An
 def is_scaled(img: Any) -> bool:
     """Whether the file's voxels carry a ``scl_slope`` / ``scl_inter``
     other than the identity (so their stored integers are not the values)."""
-    slope, inter = img.header.get_slope_inter()
-    slope = 1.0 if slope is None else float(slope)
-    inter = 0.0 if inter is None else float(inter)
+    # nibabel moves the header's scaling into the data proxy when it loads a file
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
     return slope != 1.0 or inter != 0.0
 
 
