@@ -104,6 +104,8 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
         return ["bash", "-c", f"{shlex.join(train)} && {shlex.join(limit)}"]
     if tool == "hyperfusion" and args[:1] == ["bayes-limit"]:  # records only: a few hundred draws
         return _set_option(_set_option(argv, "--n", "300"), "--sizes", "40")
+    if tool in ("python", "python3") and args[:1] == ["scripts/check_prepare.py"]:
+        return _set_option(argv, "--subjects", "SYN_DEMO_01")
     if tool in ("python", "python3") and args[:1] == ["scripts/make_truth_figure.py"]:
         return _set_option(argv, "--subjects", "SYN_DEMO_01")
     if tool == "hyperfusion" and args[:1] == ["explain-report"]:  # one subject, one method, few IG steps
@@ -201,6 +203,7 @@ SLOW = (
     r"demo\.sh .*--(model|explain)",
     r"train models/configs/risk_",
     r"\bexplain-report\b",
+    r"check_prepare\.py",
     r"\bevaluate-merge\b",  # merges the reports the (slow) evaluate commands before it wrote
 )
 

@@ -162,8 +162,9 @@ class PreparedScan:
 
 
 # Measured on the five sample scans rotated (up to 15 degrees), moved (up to
-# 20 mm), resampled to 1 mm and prepared: NCC 0.81-0.93; a contrast-inverted
-# volume gives -0.90 and pure noise 0.10 (docs/using.md, "Preparing a scan")
+# 20 mm), resampled to 1 mm and prepared: NCC 0.73-0.93 over two draws of
+# placements; contrast-inverted volumes give -0.80 to -0.90, pure noise
+# 0.02-0.10 (scripts/check_prepare.py; docs/using.md, "Preparing a scan")
 NCC_REFUSE = 0.50
 NCC_WARN = 0.75
 COVERAGE_REFUSE = 0.90
@@ -176,7 +177,7 @@ def qc_verdict(qc: RegistrationQC) -> tuple[str, str]:
     if qc.ncc < NCC_REFUSE:
         return "refuse", (
             f"correlation with the template {qc.ncc:.2f} < {NCC_REFUSE}: not a T1 brain that aligns with it "
-            "(flipped, another contrast, or not a brain)"
+            "(another contrast, or not a brain)"
         )
     if qc.ncc < NCC_WARN:
         return "warn", f"correlation with the template {qc.ncc:.2f} is below the usual {NCC_WARN}: check the overlay"
