@@ -328,11 +328,11 @@ def _limit_scores(test_cohort: str, result) -> dict:
 def _cmd_prepare(args: argparse.Namespace) -> None:
     from .data.preprocess import load_scan
     from .data.registration import prepare_scan, qc_verdict, write_prepared
+    from .data.scan_file import nifti_stem
 
     failed = 0
     for source in args.scans:
         path = Path(source)
-        stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
         bar = None
         if not args.quiet:
             from tqdm import tqdm
@@ -351,7 +351,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         finally:
             if bar is not None:
                 bar.close()
-        paths = write_prepared(prepared, args.out, stem)
+        paths = write_prepared(prepared, args.out, nifti_stem(path))
         verdict, reason = qc_verdict(prepared.qc)
         failed += verdict == "refuse"
         print(

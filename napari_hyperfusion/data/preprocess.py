@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import ImageError
-from .scan_file import check_affine, load_canonical, open_nifti
+from .scan_file import check_affine, open_nifti, read_canonical
 
 __all__ = [
     "ImageError",
@@ -106,7 +106,7 @@ def load_scan(path: str | os.PathLike) -> Scan:
             f"{path.name} is 4D with {img.shape[3]} volumes; give one 3D T1-weighted volume "
             "(for example the first one, extracted with fslroi or nibabel)"
         )
-    data, affine, img = load_canonical(path)
+    data, affine = read_canonical(img, name=path.name)
     scan = scan_from_array(data, affine, name=path.name)
     scan.header = img.header
     scan.path = path

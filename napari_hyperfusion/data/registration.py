@@ -27,9 +27,9 @@ about 30 degrees and shifts of centimetres. A scan that still has its skull
 is aligned by its head outline and masked with the template's brain, so
 scalp and skull near the brain's edge remain and the quality check reports
 a lower correlation; brain extraction proper (e.g. HD-BET or SynthStrip) is
-not part of this package. A left-right flipped header cannot be undone by a
-rigid or affine transform that keeps handedness: it is not "fixed", the
-quality check shows it. Other contrasts (T2, FLAIR) align by mutual
+not part of this package. A left-right flip in the header is not detected:
+the brain is nearly symmetric, so a flipped scan aligns as well (NCC 0.93
+measured) and stays flipped. Other contrasts (T2, FLAIR) align by mutual
 information but are not what the models were trained on.
 
 Quality is measured after alignment, inside the template's brain mask
@@ -39,7 +39,7 @@ template T1 and the fraction of the mask the scan covers.
 Example:
     >>> prepared = prepare_scan(load_scan("native_t1.nii.gz"))
     >>> prepared.scan.data.shape, prepared.qc.ncc       # (80, 96, 80), 0.9...
-    >>> write_prepared(prepared, "out/")                 # NIfTI + .tfm + QC JSON
+    >>> write_prepared(prepared, "out/", "native_t1")    # NIfTI + .tfm + QC JSON
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ __all__ = [
     "PrepCancelled",
     "RegistrationQC",
     "PreparedScan",
-    "prep_available",
     "head_scale",
     "prepare_scan",
     "write_prepared",
@@ -73,7 +72,6 @@ __all__ = [
 ]
 
 PREP_INSTALL = 'pip install "napari-hyperfusion[prep]"'
-STAGES = ("rigid", "affine", "deformable", "resample")
 Progress = Callable[[float, str], None]
 
 
@@ -83,14 +81,6 @@ class PrepUnavailable(HyperFusionError, ImportError):
 
 class PrepCancelled(HyperFusionError):
     """Raised when ``should_stop()`` turned true during a registration."""
-
-
-def prep_available() -> bool:
-    try:
-        import SimpleITK  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _sitk() -> Any:
@@ -298,8 +288,7 @@ def prepare_scan(
         return report
 
     data = np.asarray(scan.data, dtype=np.float32)
-    positive = data[data > 0]
-    if positive.size < 1000:
+    if np.count_nonzero(data > 0) < 1000:
         raise ImageError("the scan has fewer than 1,000 voxels above zero: nothing to register")
     fixed = _to_sitk(tpl.t1, tpl.affine)
     moving = _to_sitk(data, scan.affine)

@@ -26,7 +26,15 @@ import numpy as np
 
 from ..errors import ImageError
 
-__all__ = ["MAX_SCAN_VOXELS", "open_nifti", "is_scaled", "read_first_volume", "check_affine", "load_canonical"]
+__all__ = [
+    "MAX_SCAN_VOXELS",
+    "open_nifti",
+    "is_scaled",
+    "read_first_volume",
+    "read_canonical",
+    "check_affine",
+    "nifti_stem",
+]
 
 # 512^3 voxels: 512 MiB as float32, four times a 0.5 mm whole-head scan; a
 # header claiming more is refused before anything is allocated
@@ -135,20 +143,26 @@ def read_first_volume(img: Any, name: str = "scan", keep_integers: bool = False)
     return values.astype(np.float32, copy=False)
 
 
-def load_canonical(
-    path: str | os.PathLike, keep_integers: bool = False, max_voxels: int = MAX_SCAN_VOXELS
-) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Open, check and read a scan, reoriented to canonical RAS.
+def read_canonical(img: Any, name: str = "scan", keep_integers: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Read a checked image's (first) volume, reoriented to canonical RAS.
+
+    Args:
+        img: what :func:`open_nifti` returned.
+        name: the file's name, for messages.
+        keep_integers: as for :func:`read_first_volume`.
 
     Returns:
-        ``(data [X, Y, Z], affine [4, 4] voxel -> world mm, image)``: the
-        array axes run left->Right, posterior->Anterior, inferior->Superior;
-        ``image`` is nibabel's (its header, as written).
+        ``(data [X, Y, Z], affine [4, 4] voxel -> world mm)``: the array axes
+        run left->Right, posterior->Anterior, inferior->Superior.
     """
-    path = Path(path)
-    img = open_nifti(path, max_voxels=max_voxels)
-    data = read_first_volume(img, name=path.name, keep_integers=keep_integers)
+    data = read_first_volume(img, name=name, keep_integers=keep_integers)
     ornt = nib.orientations.io_orientation(img.affine)
     affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, data.shape)  # the file's shape
     data = nib.orientations.apply_orientation(data, ornt)
-    return np.ascontiguousarray(data), affine, img
+    return np.ascontiguousarray(data), affine
+
+
+def nifti_stem(path: str | os.PathLike) -> str:
+    """The file name without ``.nii`` / ``.nii.gz`` (``sub-01_T1w.nii.gz`` -> ``sub-01_T1w``)."""
+    path = Path(path)
+    return path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem

@@ -22,7 +22,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from ..data.scan_file import load_canonical, open_nifti
+from ..data.scan_file import nifti_stem, open_nifti, read_canonical
 from ..errors import ImageError
 
 __all__ = [
@@ -86,9 +86,9 @@ def read_nifti(path: str | os.PathLike | list) -> list[LayerData]:
         if len(img.shape) == 4 and img.shape[3] > 1:
             warnings.warn(f"{p.name} has {img.shape[3]} volumes; showing the first one", stacklevel=2)
             note = f"volume 1 of {img.shape[3]}"
-        data, affine, img = load_canonical(p, keep_integers=True)
+        data, affine = read_canonical(img, name=p.name, keep_integers=True)
         header = img.header
-        name = p.name[: -len(".nii.gz")] if p.name.lower().endswith(".nii.gz") else p.stem
+        name = nifti_stem(p)
         finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
         low, high = np.percentile(finite, [0.5, 99.8]) if finite.size else (0.0, 1.0)
         metadata = {
