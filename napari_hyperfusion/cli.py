@@ -339,10 +339,16 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 
             bar = tqdm(total=100, desc=f"prepare {path.name}", unit="%")
 
-        def progress(fraction: float, stage: str, bar=bar, name=path.name) -> None:
-            bar.set_description(f"prepare {name}: {stage}")
-            bar.n = round(100 * fraction)
-            bar.refresh()
+        shown: dict[str, object] = {}
+
+        def progress(fraction: float, stage: str, bar=bar, name=path.name, shown=shown) -> None:
+            # called every optimiser iteration: redraw only when what it shows changes
+            now = (round(100 * fraction), stage)
+            if now != shown.get("last"):
+                shown["last"] = now
+                bar.set_description(f"prepare {name}: {stage}", refresh=False)
+                bar.n = now[0]
+                bar.refresh()
 
         try:
             prepared = prepare_scan(
