@@ -45,6 +45,16 @@ def _cmd_info(args: argparse.Namespace) -> None:
     if info.thresholds:
         cuts = ", ".join(f"{n} {t:.2f}" for n, t in zip(info.outputs, info.thresholds))
         print(f"  thresholds:  {cuts}")
+    stats = info.input_stats
+    if stats:
+        parts = [f"fitted on {stats.get('fitted_on', '?')}", f"EHR ranges of {len(stats.get('ehr', {}))} field(s)"]
+        if "image" in stats:
+            parts.append(f"{len(stats['image']['mean'])} image features")
+        if "scan" in stats:
+            parts.append(f"training voxels up to {stats['scan']['voxel_mm_max']:.1f} mm")
+        print(f"  typical:     {'; '.join(parts)}")
+    else:
+        print("  typical:     no training statistics (no out-of-distribution flags; written before they existed)")
     if info.flags_text:
         print(f"  flags:       {info.flags_text}")
     for key, value in info.metrics.items():
@@ -401,10 +411,23 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         if bar is not None:
             bar.close()
     write_text_atomically(out, frame.to_csv(index=False, float_format="%.6g"))
+    refused = frame[frame["input_qc"] == "refuse"]
+    warned = int((frame["input_qc"] == "warn").sum())
+    flagged = int(frame["ood_flags"].fillna("").str.len().gt(0).sum()) if model.info.input_stats else 0
     print(
-        f"wrote {len(frame)} predictions of {model.info.name} to {out}"
+        f"wrote {len(frame) - len(refused)} predictions of {model.info.name} to {out}"
         + (" (model trained on SYNTHETIC data)" if model.info.synthetic_data else "")
     )
+    if warned or flagged:
+        print(f"{warned} scan(s) with input-QC warnings and {flagged} row(s) with out-of-distribution flags: "
+              "see the input_qc, qc_reasons and ood_flags columns")  # fmt: skip
+    if len(refused):
+        id_column = frame.columns[0]
+        listed = ", ".join(map(str, refused[id_column].head(5))) + (" ..." if len(refused) > 5 else "")
+        raise CLIError(
+            f"{len(refused)} of {len(frame)} scan(s) refused by the input check and not predicted ({listed}): "
+            f"{refused['qc_reasons'].iloc[0]}. Prepare them with `hyperfusion prepare` first."
+        )
 
 
 def _cmd_explain_report(args: argparse.Namespace) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_hyperfusion.data.input_qc import InputRefused
 from napari_hyperfusion.data.preprocess import load_scan, scan_from_array
 from napari_hyperfusion.data.registration import (
     PREP_INSTALL,
@@ -56,8 +57,9 @@ def test_native_scan_is_shipped_in_another_space():
 
 
 def test_prepared_scan_predicts_like_the_scan_it_came_from(prepared_dir):
-    """Unprepared, the native scan moves the brain-age model by about 15 y;
-    prepared, both shipped models give the original scan's answer."""
+    """Unprepared, the native scan is refused by the input gate (it would
+    move the brain-age model by about 15 y); prepared, it passes the gate
+    and both shipped models give the original scan's answer."""
     original = load_scan(sample_data_dir() / "SYN_DEMO_01.nii.gz")
     prepared = load_scan(prepared_dir / "SYN_DEMO_01_native_mni.nii.gz")
     native = load_scan(NATIVE)
@@ -65,10 +67,13 @@ def test_prepared_scan_predicts_like_the_scan_it_came_from(prepared_dir):
     ad = load_model(models_dir() / "ad_hyperfusion.safetensors", "cpu")
     age = load_model(models_dir() / "brain_age_hyperfusion.safetensors", "cpu")
     p_orig, p_prep = (predict_subject(ad, s, record).values[2] for s in (original, prepared))
-    a_orig, a_prep, a_native = (predict_subject(age, s, record).values[0] for s in (original, prepared, native))
+    a_orig, a_prep = (predict_subject(age, s, record).values[0] for s in (original, prepared))
     assert abs(p_prep - p_orig) < 0.1
     assert abs(a_prep - a_orig) < 3.0
-    assert abs(a_native - a_orig) > 3 * abs(a_prep - a_orig)  # preparing is what fixes it
+    assert predict_subject(age, prepared, record).input_qc["verdict"] in ("ok", "warn")
+    for model in (ad, age):
+        with pytest.raises(InputRefused, match="SYN_DEMO_01_native.nii.gz was refused .* Prepare it first"):
+            predict_subject(model, native, record)
 
 
 def test_outputs_name_their_source_and_qc(prepared_dir):

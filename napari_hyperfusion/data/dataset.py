@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CohortError
+from .input_qc import check_input
 from .labels import RISK_LABELS
 from .preprocess import ImageError, ModelGrid, load_scan, prepare_views
 from .schema import SchemaError, TabularSchema
@@ -241,6 +242,18 @@ def _load_one(args: tuple[str, ModelGrid]) -> np.ndarray | str:
         return str(err)
 
 
+def _load_checked(args: tuple[str, ModelGrid, dict | None]) -> tuple[np.ndarray | None, dict] | str:
+    """Views and the input gate's verdict; no views for a refused scan."""
+    try:
+        scan = load_scan(args[0])
+        qc = check_input(scan, args[2])
+        if qc.verdict == "refuse":
+            return None, qc.to_dict()
+        return prepare_views(scan, args[1]).astype(np.float16), qc.to_dict()
+    except ImageError as err:
+        return str(err)
+
+
 def load_images(
     cohort: Cohort,
     grid: ModelGrid,
@@ -250,23 +263,54 @@ def load_images(
     """Every subject's views on ``grid``: float16 ``[N, V, D, H, W]``.
 
     A scan that cannot be used raises :class:`CohortError` naming its row."""
-    n = len(cohort)
-    out = np.empty((n, grid.n_views, *grid.shape), dtype=np.float16)
-    work = [(str(p), grid) for p in cohort.image_paths]
+    views, _ = _load_all(cohort, grid, jobs, progress, gate=None)
+    return views
 
-    def store(i: int, result: np.ndarray | str) -> None:
+
+def load_checked_images(
+    cohort: Cohort,
+    grid: ModelGrid,
+    trained: dict | None,
+    jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, list[dict]]:
+    """:func:`load_images` through the input gate
+    (:func:`~napari_hyperfusion.data.input_qc.check_input` with the
+    model's training statistics ``trained``).
+
+    Returns:
+        views ``[N, V, D, H, W]`` float16 (zeros for a refused scan) and
+        each row's :class:`~napari_hyperfusion.data.input_qc.InputQC` as a
+        dict (``verdict`` ``"refuse"`` rows must not be predicted).
+    """
+    return _load_all(cohort, grid, jobs, progress, gate=trained or {})
+
+
+def _load_all(cohort, grid, jobs, progress, gate):
+    n = len(cohort)
+    out = np.zeros((n, grid.n_views, *grid.shape), dtype=np.float16)
+    qcs: list[dict] = [{} for _ in range(n)]
+    worker = _load_one if gate is None else _load_checked
+    work = [(str(p), grid) if gate is None else (str(p), grid, gate) for p in cohort.image_paths]
+
+    def store(i: int, result) -> None:
         if isinstance(result, str):
             where = _where(i, cohort.ids[i], cohort.spec.image_column)
             raise CohortError(f"{cohort.source.name}: {where}: {result}")
-        out[i] = result
+        if gate is None:
+            out[i] = result
+        else:
+            views, qcs[i] = result
+            if views is not None:
+                out[i] = views
         if progress:
             progress(i + 1, n)
 
     if jobs > 1 and n > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for i, result in enumerate(pool.map(_load_one, work, chunksize=4)):
+            for i, result in enumerate(pool.map(worker, work, chunksize=4)):
                 store(i, result)
     else:
         for i, item in enumerate(work):
-            store(i, _load_one(item))
-    return out
+            store(i, worker(item))
+    return out, qcs

@@ -10,9 +10,14 @@ lands on the same anatomy whatever its voxel size, orientation or field of
 view (oblique affines included). Down-sampling is anti-aliased first with a
 Gaussian (``sigma = (factor - 1) / 2`` source voxels, scikit-image's rule).
 
-Intensities are z-scored over the scan's foreground (voxels above 5 % of
-its 99.5th percentile), with statistics from the whole scan so that every
-view of it is scaled alike.
+Intensities are standardised robustly: ``(x - median) / (IQR / 1.349)``
+of the scan's foreground (voxels above 5 % of its 99.5th percentile),
+measured on a fixed 4 mm whole-brain grid in MNI space, so that every view
+of a scan is scaled alike and the scale does not depend on the scan's voxel
+size, smoothness or noise (the mean and SD over the scan's own voxels, used
+by model files written before this, moved by up to a third when the same
+brain was stored at 1 mm instead of 1.8 mm; those files keep it, see
+``ModelGrid.normalization``).
 
 Shapes: scan ``[X, Y, Z]`` (voxels, RAS after reorientation); views
 ``[V, D, H, W]`` float32 on the model grid.
@@ -40,12 +45,17 @@ __all__ = [
     "scan_from_array",
     "resample_to_grid",
     "foreground_stats",
+    "intensity_reference",
     "prepare_views",
+    "NORMALIZATIONS",
     "CROPS",
 ]
 
 CROPS = ("whole", "hippocampus")
 MNI_SPACE = "MNI152 ICBM 2009a (nonlinear), mm"
+ROBUST = "median and IQR of the foreground on a 4 mm whole-brain MNI grid"
+LEGACY = "z-score over the scan's foreground"
+NORMALIZATIONS = (ROBUST, LEGACY)
 
 
 @dataclass
@@ -151,12 +161,16 @@ class ModelGrid:
     ``shape`` is in voxels, ``spacing_mm`` the isotropic voxel size.
     ``views`` holds ``(name, affine)`` pairs; it is filled from the shipped
     template's landmarks unless given (a model file stores its own).
+    ``normalization``: how intensities are scaled (one of
+    ``NORMALIZATIONS``; files without the robust one keep the legacy z-score
+    they were trained with).
     """
 
     crop: str = "whole"
     shape: tuple[int, int, int] = (40, 48, 40)
     spacing_mm: float = 4.0
     views: tuple[tuple[str, tuple[tuple[float, ...], ...]], ...] = field(default=())
+    normalization: str = ROBUST
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
@@ -166,6 +180,8 @@ class ModelGrid:
             raise ValueError(f"grid shape must be three positive sizes, got {self.shape}")
         if not self.spacing_mm > 0:
             raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown intensity normalization {self.normalization!r}")
         if not self.views:
             marks = _template_landmarks()
             if self.crop == "whole":
@@ -198,14 +214,17 @@ class ModelGrid:
             "crop": self.crop,
             "shape": list(self.shape),
             "spacing_mm": self.spacing_mm,
-            "normalization": "z-score over the scan's foreground",
+            "normalization": self.normalization,
             "views": [{"name": n, "affine": [list(r) for r in a]} for n, a in self.views],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelGrid:
         views = tuple((v["name"], tuple(tuple(r) for r in v["affine"])) for v in data.get("views", ()))
-        return cls(crop=data["crop"], shape=tuple(data["shape"]), spacing_mm=float(data["spacing_mm"]), views=views)
+        return cls(
+            crop=data["crop"], shape=tuple(data["shape"]), spacing_mm=float(data["spacing_mm"]), views=views,
+            normalization=str(data.get("normalization", LEGACY)),
+        )  # fmt: skip
 
 
 def resample_to_grid(
@@ -243,11 +262,48 @@ def foreground_stats(data: np.ndarray) -> tuple[float, float]:
     return float(fg.mean()), std
 
 
+@lru_cache(maxsize=1)
+def _reference_grid() -> np.ndarray:
+    return ModelGrid(crop="whole", shape=(40, 48, 40), spacing_mm=4.0).affine(0)
+
+
+def intensity_reference(scan: Scan, normalization: str = ROBUST) -> tuple[float, float]:
+    """The centre and scale a scan's intensities are standardised with.
+
+    ``ROBUST``: the median and ``IQR / 1.349`` of the foreground (voxels
+    above 5 % of the 99.5th percentile) of the scan resampled, anti-aliased,
+    onto a 4 mm whole-brain grid in MNI space: the same numbers whatever the
+    scan's own voxel size or smoothness. ``LEGACY``: the mean and SD over
+    the scan's own voxels (model files written before the robust scale).
+
+    Returns:
+        ``(centre, scale)`` in the scan's intensity units.
+    Raises:
+        ImageError: no usable foreground (an empty scan, or one nowhere
+        near MNI space).
+    """
+    if normalization == LEGACY:
+        return foreground_stats(scan.data)
+    coarse = resample_to_grid(scan.data, scan.affine, _reference_grid(), (40, 48, 40))
+    high = float(np.percentile(coarse, 99.5))
+    fg = coarse[coarse > 0.05 * high].astype(np.float64) if high > 0 else coarse[:0]
+    if fg.size < 100:
+        raise ImageError(
+            "the scan has no brain where the models look (fewer than 100 voxels of tissue inside the MNI "
+            "field of view); the models expect a skull-stripped T1 brain registered to MNI space"
+        )
+    q1, median, q3 = np.percentile(fg, [25, 50, 75])
+    scale = float(q3 - q1) / 1.349
+    if scale <= 0:
+        raise ImageError("the scan's tissue has a single intensity; that is not a T1-weighted brain")
+    return float(median), scale
+
+
 def prepare_views(scan: Scan, grid: ModelGrid) -> np.ndarray:
     """Every view of ``scan`` on ``grid``, intensity-normalised:
     float32 ``[V, D, H, W]``. Raises :class:`ImageError` when the scan does
     not cover the grid (not a brain in MNI space)."""
-    mean, std = foreground_stats(scan.data)
+    mean, std = intensity_reference(scan, grid.normalization)
     views = []
     for v in range(grid.n_views):
         raw = resample_to_grid(scan.data, scan.affine, grid.affine(v), grid.shape)

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HyperFusionError, ImageError
+from .input_qc import COVERAGE_REFUSE, NCC_REFUSE, NCC_WARN, template_agreement
 from .preprocess import Scan, scan_from_array
 from .template import load_template
 
@@ -151,17 +152,10 @@ class PreparedScan:
         return head_scale(self.transform)
 
 
-# Measured on the five sample scans rotated (up to 15 degrees), moved (up to
-# 20 mm), resampled to 1 mm and prepared: NCC 0.73-0.93 over two draws of
-# placements; contrast-inverted volumes give -0.80 to -0.90, pure noise
-# 0.02-0.10 (scripts/check_prepare.py; docs/using.md, "Preparing a scan")
-NCC_REFUSE = 0.50
-NCC_WARN = 0.75
-COVERAGE_REFUSE = 0.90
-
-
 def qc_verdict(qc: RegistrationQC) -> tuple[str, str]:
-    """``("ok" | "warn" | "refuse", reason)`` for a prepared scan's QC."""
+    """``("ok" | "warn" | "refuse", reason)`` for a prepared scan's QC, with
+    the input gate's thresholds (:mod:`~napari_hyperfusion.data.input_qc`):
+    a prepared scan that passes here passes the gate before a prediction."""
     if qc.coverage < COVERAGE_REFUSE:
         return "refuse", f"the scan covers only {qc.coverage:.0%} of the template's brain after alignment"
     if qc.ncc < NCC_REFUSE:
@@ -180,19 +174,10 @@ def registration_qc(data: np.ndarray, metric: float = float("nan")) -> Registrat
     Args:
         data: ``[80, 96, 80]`` float, on the template grid.
     Returns:
-        the correlation and coverage inside the template's brain mask.
+        the correlation and coverage inside the template's brain mask
+        (:func:`~napari_hyperfusion.data.input_qc.template_agreement`).
     """
-    tpl = load_template()
-    if data.shape != tpl.shape:
-        raise ImageError(f"the QC needs the template grid {tpl.shape}, got {data.shape}")
-    mask = tpl.regions["intracranial"] > 0.5
-    a = data[mask].astype(np.float64)
-    b = tpl.t1[mask].astype(np.float64)
-    a_c, b_c = a - a.mean(), b - b.mean()
-    denom = float(np.sqrt((a_c**2).sum() * (b_c**2).sum()))
-    ncc = float((a_c * b_c).sum() / denom) if denom > 0 else 0.0
-    median = float(np.median(a)) if a.size else 0.0
-    coverage = float((a > 0.1 * median).mean()) if median > 0 else 0.0
+    ncc, coverage = template_agreement(data)
     return RegistrationQC(ncc=ncc, coverage=coverage, metric=float(metric))
 
 

@@ -101,26 +101,33 @@ def predict_cohort(
 
     Returns a DataFrame: the ID column, then ``prob_<class>`` and
     ``predicted`` (classifier), ``prob_<label>`` and ``positive_<label>``
-    (multilabel, at the model's thresholds) or ``predicted_<output>``
-    (regressor), and
-    the model's name and hash. The table is checked like a training table
-    (columns, values, image paths) but needs no target column."""
+    (multilabel, at the model's thresholds) or ``predicted_<output>`` (and
+    ``brain_age_gap`` where the table has the age; regressor); then the
+    input gate's ``input_qc`` (ok / warn / refuse), ``qc_ncc`` and
+    ``qc_reasons``, the out-of-distribution ``ood_flags`` and
+    ``image_typicality_pct``, and the model's name and hash. A row whose
+    scan the gate refused has no prediction (empty cells). The table is
+    checked like a training table (columns, values, image paths) but needs
+    no target column."""
     import pandas as pd
 
-    from ..data.dataset import TASK_SPECS, load_images, read_cohort
+    from ..data.dataset import TASK_SPECS, load_checked_images, read_cohort
     from ..data.model_inputs import encode_table
     from ..data.preprocess import ModelGrid
+    from .typicality import assess_rows
 
     info = model.info
     spec = next(s for s in TASK_SPECS.values() if s.model_task == info.task)
     uses_image = info.config.uses_image
     cohort = read_cohort(table, spec, info.schema, need_target=False, need_images=uses_image)
     views = None
+    qcs: list[dict] = [{} for _ in range(len(cohort))]
     if uses_image:
         grid = ModelGrid.from_dict(info.image)
-        views = load_images(
-            cohort, grid, jobs=jobs, progress=(lambda i, n: progress("load", i, n)) if progress else None
-        )
+        views, qcs = load_checked_images(
+            cohort, grid, info.input_stats.get("scan"), jobs=jobs,
+            progress=(lambda i, n: progress("load", i, n)) if progress else None,
+        )  # fmt: skip
     tabular = encode_table(info.config, info.schema, cohort.table, cohort.notes)
     pred = predict_views(
         model.net, views, tabular, info.kind, batch_size=batch_size, device=model.device,
@@ -139,6 +146,24 @@ def predict_cohort(
         out[f"predicted_{info.outputs[0].replace(' ', '_')}"] = pred.values[:, 0]
         if pred.per_view.shape[1] > 1:
             out["spread_over_views"] = pred.per_view[:, :, 0].std(1)
+        if spec.target_column in cohort.table:  # brain age: the gap to the chronological age
+            age = pd.to_numeric(cohort.table[spec.target_column], errors="coerce").to_numpy()
+            out["chronological_age"] = age
+            out["brain_age_gap"] = pred.values[:, 0] - age
+    records = [info.schema.fill(row)[0] for _, row in cohort.table.iterrows()]
+    typical = assess_rows(model, records, views)
+    refused = np.array([q.get("verdict") == "refuse" for q in qcs])
+    prediction_columns = [c for c in out.columns if c not in (spec.id_column, "chronological_age")]
+    if refused.any():  # no prediction for a scan the model cannot read
+        out[prediction_columns] = out[prediction_columns].astype(object)
+        out.loc[refused, prediction_columns] = None
+    out["input_qc"] = [q.get("verdict", "n/a") for q in qcs]
+    out["qc_ncc"] = [q.get("ncc", float("nan")) for q in qcs]
+    out["qc_reasons"] = ["; ".join(q.get("reasons", [])) for q in qcs]
+    out["ood_flags"] = ["; ".join(t.flags) if t.available else "no training statistics in the model file"
+                        for t in typical]  # fmt: skip
+    out["image_typicality_pct"] = [t.image_percentile for t in typical]
+    out.loc[refused, ["ood_flags", "image_typicality_pct"]] = None
     out["model"] = info.name
     out["model_sha256"] = model.short_hash
     return out

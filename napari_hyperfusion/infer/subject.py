@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from ..data.input_qc import require_input
 from ..data.model_inputs import encode_record
 from ..data.preprocess import ModelGrid, Scan, prepare_views
 from ..errors import ImageError
 from ..io.model_file import LoadedModel
 from .cohort import predict_views
+from .typicality import assess
 
 __all__ = ["SubjectPrediction", "predict_subject", "prepare_subject"]
 
@@ -50,6 +52,23 @@ class SubjectPrediction:
     extra: dict[str, Any] = field(default_factory=dict)
     thresholds: list[float] = field(default_factory=list)
     note: str = ""
+    input_qc: dict[str, Any] = field(default_factory=dict)
+    typicality: dict[str, Any] = field(default_factory=dict)
+    chronological_age: float | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What is unusual about the inputs: the input gate's warnings and
+        the out-of-distribution flags (empty when nothing is)."""
+        out = list(self.input_qc.get("reasons", [])) if self.input_qc.get("verdict") == "warn" else []
+        return out + list(self.typicality.get("flags", []))
+
+    @property
+    def age_gap(self) -> float | None:
+        """Brain age minus chronological age (years), when both are known."""
+        if self.task != "brain_age" or self.chronological_age is None:
+            return None
+        return self.values[0] - self.chronological_age
 
     @property
     def is_classifier(self) -> bool:
@@ -91,6 +110,8 @@ class SubjectPrediction:
             text = f"{self.outputs[0]} {self.predicted}"
             if len(self.per_view) > 1:
                 text += f" +- {self.spread:.1f} over {len(self.per_view)} views"
+            if self.age_gap is not None:
+                text += f"; chronological age {self.chronological_age:g} years, gap {self.age_gap:+.1f} years"
         return text
 
     def to_metadata(self) -> dict[str, Any]:
@@ -119,12 +140,28 @@ def predict_subject(
     record: Mapping[str, Any],
     progress: Callable[[str], None] | None = None,
     note: str = "",
+    chronological_age: float | None = None,
 ) -> SubjectPrediction:
-    """Predict one subject. Raises the core's own errors for bad input:
+    """Predict one subject.
+
+    The scan first passes the input gate
+    (:func:`~napari_hyperfusion.data.input_qc.require_input`): a scan that
+    is not a brain in MNI space is refused before the network sees it; a
+    warning is kept on the result (``input_qc``), as are the
+    out-of-distribution flags (``typicality``). ``chronological_age``
+    (years, brain-age models) gives the result its brain-age gap.
+
+    Raises the core's own errors for bad input:
+    :class:`~napari_hyperfusion.data.input_qc.InputRefused` (the gate),
     :class:`~napari_hyperfusion.data.preprocess.ImageError` (scan),
     :class:`~napari_hyperfusion.data.schema.SchemaError` (record) and
     :class:`~napari_hyperfusion.data.notes.NoteEncoderError` (note)."""
     start = time.perf_counter()
+    qc = None
+    if model.info.config.uses_image and scan is not None:
+        if progress:
+            progress("checking the scan against the MNI template")
+        qc = require_input(scan, model.info.input_stats.get("scan"), _scan_name(scan))
     if progress:
         progress("resampling the scan onto the model grid")
     views, tabular, filled, imputed = prepare_subject(model, scan, record, note)
@@ -136,6 +173,7 @@ def predict_subject(
     extra: dict[str, Any] = {}
     if hasattr(model.net, "label_attention") and views is not None:
         extra["label_attention"] = label_attention(model, views, tabular)
+    typical = assess(model, filled, views)
     return SubjectPrediction(
         model_name=info.name,
         model_sha256=model.sha256,
@@ -153,7 +191,14 @@ def predict_subject(
         thresholds=list(info.thresholds),
         note=note if info.config.uses_note else "",
         extra=extra,
+        input_qc=qc.to_dict() if qc is not None else {},
+        typicality=typical.to_dict(),
+        chronological_age=None if chronological_age is None else float(chronological_age),
     )
+
+
+def _scan_name(scan: Scan) -> str:
+    return scan.path.name if scan.path is not None else "the scan"
 
 
 def label_attention(model: LoadedModel, views: np.ndarray, tabular: np.ndarray) -> dict[str, dict[str, float]]:

@@ -64,7 +64,10 @@ class ModelInfo:
     carry ``thresholds`` (one decision threshold per label, chosen on the
     validation rows), ``feature_selection`` (stage 1's tests, see
     :class:`~napari_hyperfusion.data.risk_features.RiskSelection`) and, when they
-    read notes, ``note_encoder`` (which embedding model).
+    read notes, ``note_encoder`` (which embedding model). ``input_stats``
+    describes the training inputs, for the out-of-distribution flags and the
+    input gate (:mod:`napari_hyperfusion.infer.typicality`; ``{}`` in files
+    written before them).
     """
 
     name: str
@@ -82,6 +85,7 @@ class ModelInfo:
     thresholds: list[float] = field(default_factory=list)
     feature_selection: dict[str, Any] = field(default_factory=dict)
     note_encoder: str = ""
+    input_stats: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -149,6 +153,7 @@ class ModelInfo:
             "thresholds": list(self.thresholds),
             "feature_selection": self.feature_selection,
             "note_encoder": self.note_encoder,
+            "input_stats": self.input_stats,
         }
 
     @classmethod
@@ -185,6 +190,7 @@ class ModelInfo:
                 thresholds=[float(v) for v in data.get("thresholds", [])],
                 feature_selection=dict(data.get("feature_selection", {})),
                 note_encoder=str(data.get("note_encoder", "")),
+                input_stats=dict(data.get("input_stats", {})),
             )
         except (KeyError, TypeError, SchemaError) as err:
             raise ModelFileError(f"malformed model metadata: {err!r}", "bad_metadata") from None

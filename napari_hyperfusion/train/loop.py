@@ -33,6 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..data.dataset import TASK_SPECS, Cohort, TaskSpec
+from ..data.perturb import augment_view
 from ..data.preprocess import ModelGrid
 from ..data.schema import TabularSchema, adni_schema, brain_age_schema
 from ..errors import TrainConfigError
@@ -366,10 +367,12 @@ class TrainingData:
         return cls(views=views, tabular=schema.encode_frame(cohort.table), y=cohort.y)
 
 
-def _augment(volume: np.ndarray, rng: np.random.Generator, flip: bool) -> np.ndarray:
-    """A random shift of up to 2 voxels per axis (edge planes repeated), an
-    optional left-right flip and an intensity gain and offset of +-10 %."""
-    out = volume
+def _augment(volume: np.ndarray, rng: np.random.Generator, flip: bool, spacing_mm: float) -> np.ndarray:
+    """What acquisitions vary (:func:`~napari_hyperfusion.data.perturb.augment_view`:
+    blur, bias field, contrast, noise), then a random shift of up to 2 voxels
+    per axis (edge planes repeated; residual misregistration), an optional
+    left-right flip and an intensity gain and offset of +-10 %."""
+    out = augment_view(volume, rng, spacing_mm)
     for axis in range(3):
         shift = int(rng.integers(-2, 3))
         if shift:
@@ -393,7 +396,7 @@ def _batch_images(
         view = int(rng.integers(data.views.shape[1])) if training else 0
         volume = data.views[i, view].astype(np.float32)
         if training and cfg.augment:
-            volume = _augment(volume, rng, flip=cfg.crop == "whole")
+            volume = _augment(volume, rng, flip=cfg.crop == "whole", spacing_mm=cfg.spacing_mm)
         batch.append(np.ascontiguousarray(volume))
     return torch.from_numpy(np.stack(batch))[:, None]
 

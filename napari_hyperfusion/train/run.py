@@ -5,8 +5,9 @@ schema on the training rows only, loads the images on the model grid,
 trains with early stopping (optionally after pretraining the EHR
 embedding), and writes into ``cfg.out``:
 
-- ``model.safetensors``: the best weights with schema, grid, metrics and
-  provenance (written atomically, by rank 0 only);
+- ``model.safetensors``: the best weights with schema, grid, metrics,
+  provenance and the training inputs' statistics (out-of-distribution flags
+  and the input gate; written atomically, by rank 0 only);
 - ``history.csv``: loss and validation metrics per epoch;
 - ``train_config.json``: the resolved settings;
 - ``checkpoint.pt``: the last epoch's state, for ``--resume``;
@@ -37,6 +38,7 @@ from ..data.notes import ENCODER_NAME, NOTE_DIM
 from ..data.risk_features import select_risk_features
 from ..data.schema import TabularSchema
 from ..infer.cohort import predict_views
+from ..infer.typicality import fit_input_stats
 from ..io.atomic import write_text_atomically
 from ..io.model_file import ModelInfo, save_model
 from ..nn.build import build_model
@@ -184,6 +186,14 @@ def train_and_save(cfg: TrainConfig, command: str = "") -> TrainOutcome:
 
     model_path = None
     if rank == 0:
+        # what "typical input" means for this model: the training rows only (infer/typicality.py)
+        scan_sample = (
+            [cohort.image_paths[i] for i in train_idx[:: max(1, len(train_idx) // 60)]] if uses_image else None
+        )
+        input_stats = fit_input_stats(
+            net, schema, train_rows.table, train.views, device, scans=scan_sample,
+            source=f"{len(train_idx)} training rows of {cohort.source.name}",
+        )  # fmt: skip
         metrics: dict[str, Any] = {
             "validation": result.val_metrics,
             "best_epoch": result.best_epoch,
@@ -209,6 +219,7 @@ def train_and_save(cfg: TrainConfig, command: str = "") -> TrainOutcome:
             thresholds=thresholds,
             feature_selection=selection.to_dict() if selection is not None else {},
             note_encoder=ENCODER_NAME if mcfg.uses_note else "",
+            input_stats=input_stats,
             provenance={
                 "trained_with": f"napari-hyperfusion {__version__}, torch {torch.__version__}",
                 "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
