@@ -16,6 +16,8 @@ SUBJECTS = {
     **{f"SYN_DEMO_0{i}": (f"SYN_DEMO_0{i}.nii.gz", "subjects.csv", f"SYN_DEMO_0{i}") for i in range(1, 6)},
     "sub-young": ("brain_age/sub-young/anat/sub-young_T1w.nii.gz", "brain_age/participants.tsv", "sub-young"),
     "sub-old": ("brain_age/sub-old/anat/sub-old_T1w.nii.gz", "brain_age/participants.tsv", "sub-old"),
+    # SYN_DEMO_01 as a scanner would store it (LPI, 1 x 1.2 x 1 mm, moved and rotated): Prepare it first
+    "SYN_DEMO_01_native": ("native/SYN_DEMO_01_native.nii.gz", "subjects.csv", "SYN_DEMO_01"),
 }
 
 
@@ -30,7 +32,7 @@ def open_subject(key: str) -> list:
     """Layer data for one sample subject (named as synthetic)."""
     data, kwargs, kind = read_nifti(sample_data_dir() / SUBJECTS[key][0])[0]
     record = subject_record(key)
-    kwargs["name"] = f"{key} (SYNTHETIC)"
+    kwargs["name"] = f"{key} (SYNTHETIC)" if "native" not in key else f"{key} (SYNTHETIC, not in MNI space)"
     kwargs["metadata"]["ehr_record"] = record
     kwargs["metadata"]["subject_id"] = key
     kwargs["metadata"]["synthetic"] = True
@@ -45,3 +47,4 @@ demo_04 = partial(open_subject, "SYN_DEMO_04")
 demo_05 = partial(open_subject, "SYN_DEMO_05")
 brain_age_young = partial(open_subject, "sub-young")
 brain_age_old = partial(open_subject, "sub-old")
+native_01 = partial(open_subject, "SYN_DEMO_01_native")

@@ -7,6 +7,7 @@ device, and the results computed for them):
 
     ModelPicker    -> case.model            (model_picker.py)
     PatientForm    -> case.scan/record/note (patient_form.py)
+    PrepareSection    registers the scan to MNI, adds it with QC (prepare_section.py)
     JobRunner         progress, status, Cancel for every long job (jobs.py)
     ResultView     <- case's prediction, or the last one marked stale
     ExplainSection <- case; overlays and EHR / note attributions
@@ -45,6 +46,7 @@ from .explain_section import ExplainSection
 from .jobs import JobRunner
 from .model_picker import ModelPicker
 from .patient_form import PatientForm
+from .prepare_section import PrepareSection
 from .result_view import PREDICTION, ResultView
 from .whatif_section import WhatIfSection
 
@@ -74,6 +76,7 @@ class HyperFusionPanel(QWidget):
         self._shown_reason: str | None = None  # the "why Predict is off" text on the status line
         self.model_picker = ModelPicker(self.case)
         self.patient = PatientForm(self.case, napari_viewer)
+        self.preparer = PrepareSection(self.case, self.jobs, napari_viewer, self.patient.current_layer)
         self.result_view = ResultView(self.case)
         self.explainer = ExplainSection(self.case, self.jobs, napari_viewer, self.check)
         self.whatif = WhatIfSection(self.case, napari_viewer, lambda: self.explainer.target_combo.currentText())
@@ -93,6 +96,7 @@ class HyperFusionPanel(QWidget):
         layout.addWidget(banner)
         layout.addWidget(_section("Model", self.model_picker))
         layout.addWidget(_section("Patient", self.patient))
+        layout.addWidget(_section("Prepare (scans not yet in MNI space)", self.preparer))
 
         run_row = QHBoxLayout()
         self.device_combo = QComboBox()
@@ -229,8 +233,10 @@ class HyperFusionPanel(QWidget):
             if note and not encoder_loaded():
                 yield "loading the note encoder (first use: a few seconds)"
                 embed_notes([note])
-            yield "resampling the scan onto the model grid"
-            result = predict_subject(model, scan, record, note=note)
+            yield "checking the scan, resampling it onto the model grid"
+            age = record.get("AGE") if model.info.task == "brain_age" else None  # the form's "for the gap" field
+            result = predict_subject(model, scan, record, note=note, chronological_age=age,
+                                     scan_name=f"'{identity.scan_name}'")  # fmt: skip
             yield "caching image features for the what-if sliders"
             session = WhatIfSession(model, scan, identity.scan_key, note=note)
             return result, session

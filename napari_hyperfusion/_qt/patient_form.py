@@ -32,7 +32,7 @@ from ..analysis.case import Case, scan_fingerprint
 from ..analysis.overlays import OVERLAY_KEY
 from ..data.preprocess import scan_from_array
 from ..data.records import read_record_table, record_from_row
-from ..data.schema import TabularSchema
+from ..data.schema import Field, TabularSchema
 from ..errors import HyperFusionError
 from ..io.nifti import layer_affine
 from . import notify
@@ -42,9 +42,14 @@ from .layers import overlays_of
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["PatientForm", "is_scan_layer", "RECORD_KEY"]
+__all__ = ["PatientForm", "is_scan_layer", "layer_scan", "RECORD_KEY", "CHRONOLOGICAL_AGE"]
 
 RECORD_KEY = "ehr_record"
+# brain-age models do not read the age (they predict it); the form asks for it to show the gap
+CHRONOLOGICAL_AGE = Field(
+    "AGE", "number", label="Chronological age", unit="years", minimum=0, maximum=120, mean=50.0, std=1000.0,
+    description="not a model input: the result shows the predicted brain age minus this (the brain-age gap)",
+)  # fmt: skip
 
 
 def is_scan_layer(layer: Any) -> bool:
@@ -52,6 +57,15 @@ def is_scan_layer(layer: Any) -> bool:
     from napari.layers import Image
 
     return isinstance(layer, Image) and OVERLAY_KEY not in layer.metadata
+
+
+def layer_scan(layer: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D image layer's voxels and voxel -> world affine (scale,
+    translate and affine composed), as the case sees them."""
+    meta = {"metadata": layer.metadata, "scale": layer.scale, "translate": layer.translate,
+            "affine": layer.affine.affine_matrix}  # fmt: skip
+    data = np.asarray(layer.data)
+    return data, layer_affine(3, meta) if data.ndim == 3 else np.eye(4)
 
 
 class PatientForm(QWidget):
@@ -185,13 +199,10 @@ class PatientForm(QWidget):
 
     def _prepare(self, layer: Any) -> tuple[Any, str]:
         """The layer as a :class:`Scan` (or None) and why not; records its fingerprint."""
-        meta = {"metadata": layer.metadata, "scale": layer.scale, "translate": layer.translate,
-                "affine": layer.affine.affine_matrix}  # fmt: skip
         if getattr(layer, "multiscale", False):
             self._fingerprints[id(layer)] = f"multiscale:{id(layer)}"
             return None, f"'{layer.name}' is a multiscale image; open the scan as one 3D volume."
-        data = np.asarray(layer.data)
-        affine = layer_affine(3, meta) if data.ndim == 3 else np.eye(4)
+        data, affine = layer_scan(layer)
         self._fingerprints[id(layer)] = scan_fingerprint(data, affine)
         if getattr(layer, "rgb", False) or data.ndim != 3:
             return None, (f"'{layer.name}' is {data.ndim}D; the model needs a 3D brain MRI volume "
@@ -219,11 +230,16 @@ class PatientForm(QWidget):
         while self.form.rowCount():
             self.form.removeRow(0)
         self.editors = {}
-        for field in schema.fields if schema is not None else ():
+        fields = list(schema.fields) if schema is not None else []
+        model = self.case.model
+        if model is not None and model.info.task == "brain_age" and "AGE" not in schema.names:
+            fields.append(CHRONOLOGICAL_AGE)
+        for field in fields:
             editor = FieldEditor(field)
             editor.changed.connect(self._push_record)
             editor.unknown.toggled.connect(self._push_record)
-            self.form.addRow(f"{field.display_name}:", editor)
+            label = f"{field.display_name}:" if field is not CHRONOLOGICAL_AGE else "Chronological age (for the gap):"
+            self.form.addRow(label, editor)
             self.editors[field.name] = editor
         self._building = False
         # keep what was typed when switching models; else the scan's own record

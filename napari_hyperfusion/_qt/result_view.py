@@ -32,6 +32,23 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _qc_line(qc: dict[str, Any]) -> str:
+    verdict = {"ok": "ok", "warn": "WARNING", "refuse": "REFUSED"}.get(qc.get("verdict", ""), "?")
+    return (
+        f"Input QC {verdict}: NCC with the MNI template {qc['ncc']:.2f}, brain coverage {qc['coverage']:.0%}, "
+        f"head size {qc['head_scale']:.2f} x template, voxels {qc['voxel_mm']:.1f} mm"
+    )
+
+
+def _typicality_line(typical: dict[str, Any]) -> str:
+    if not typical.get("available", True):
+        return "Typicality: the model file stores no training statistics"
+    pct = typical.get("image_percentile", float("nan"))
+    image = f"image more atypical than {pct:.0f} % of training scans" if math.isfinite(pct) else "no image"
+    ehr = ", ".join(typical.get("out_of_range", [])) or "none"
+    return f"Typicality: {image}; EHR fields outside the training range: {ehr}"
+
+
 class ResultView(QWidget):
     """The case's prediction (or the last one, marked stale)."""
 
@@ -49,6 +66,14 @@ class ResultView(QWidget):
         self.label.setWordWrap(True)
         self.label.setTextFormat(Qt.TextFormat.PlainText)  # names come from files: never markup
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # what is unusual about the inputs (input gate warnings, out-of-distribution flags), in orange
+        self.warning_label = QLabel()
+        self.warning_label.setObjectName("result_warnings")
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.warning_label.setStyleSheet("color: #f0a030;")
+        self.warning_label.setVisible(False)
+        layout.addWidget(self.warning_label)
         layout.addWidget(self.label)
         self.shown: tuple[CaseIdentity, SubjectPrediction] | None = None
         self.stale = False
@@ -66,6 +91,7 @@ class ResultView(QWidget):
             self.figure.clear()
             self.canvas.draw_idle()
             self.label.setText("No prediction yet.")
+            self.warning_label.setVisible(False)
             return
         self._show(*latest, stale=True)
 
@@ -74,6 +100,9 @@ class ResultView(QWidget):
         if self.shown is None or self.shown[1] is not result or self.stale != stale:
             self._draw(result, stale)
         self.shown, self.stale = (identity, result), stale
+        warnings = result.warnings
+        self.warning_label.setText("CHECK THE INPUTS: " + "; ".join(warnings) if warnings else "")
+        self.warning_label.setVisible(bool(warnings))
         lines = []
         if stale:
             changed = " and ".join(self.case.identity.differences(identity)) or "case"
@@ -84,6 +113,10 @@ class ResultView(QWidget):
         lines.append("Inputs: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.record.items()))
         if result.imputed:
             lines.append("Filled in by the model: " + ", ".join(result.imputed))
+        if result.input_qc:
+            lines.append(_qc_line(result.input_qc))
+        if result.typicality:
+            lines.append(_typicality_line(result.typicality))
         attention = result.extra.get("label_attention")
         if attention:  # MedFusionNet: which tokens each label's query read (not an attribution)
             lines.append(
@@ -123,15 +156,21 @@ class ResultView(QWidget):
                 ax.text(i, v + 0.02, f"{v:.0%}", ha="center", fontsize=8)
         else:
             per_view = np.asarray(result.per_view)[:, 0]
-            ax.barh(
-                [result.outputs[0]],
-                [result.values[0]],
-                xerr=[result.spread] if len(per_view) > 1 else None,
-                color=grey(OTHER),
-            )
+            names, values, colors = [result.outputs[0]], [result.values[0]], [grey(OTHER)]
+            if result.chronological_age is not None:  # brain age beside the age, so the gap is visible
+                names.insert(0, "chronological age")
+                values.insert(0, result.chronological_age)
+                colors.insert(0, grey("#909090"))
+            y = np.arange(len(values))
+            errors = [0.0] * (len(values) - 1) + [result.spread if len(per_view) > 1 else 0.0]
+            ax.barh(y, values, xerr=errors, color=colors)
+            ax.set_yticks(y, names, fontsize=7)
             ax.set_xlabel(result.unit)
-            ax.set_xlim(0, max(100.0, result.values[0] * 1.2))
-            ax.text(result.values[0], 0, f" {result.values[0]:.1f}", va="center", fontsize=9)
+            ax.set_xlim(0, max(100.0, max(values) * 1.2))
+            for yi, v in zip(y, values):
+                ax.text(v, yi, f" {v:.1f}", va="center", fontsize=9)
+            if result.age_gap is not None:
+                ax.set_xlabel(f"{result.unit}; brain-age gap {result.age_gap:+.1f} {result.unit}", fontsize=8)
         title = "SYNTHETIC-data model" + (" - STALE" if stale else "")
         ax.set_title(title, fontsize=8, color="#808080" if stale else "#c07000")
         self.canvas.draw_idle()

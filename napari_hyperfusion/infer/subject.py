@@ -141,6 +141,7 @@ def predict_subject(
     progress: Callable[[str], None] | None = None,
     note: str = "",
     chronological_age: float | None = None,
+    scan_name: str = "",
 ) -> SubjectPrediction:
     """Predict one subject.
 
@@ -149,7 +150,8 @@ def predict_subject(
     is not a brain in MNI space is refused before the network sees it; a
     warning is kept on the result (``input_qc``), as are the
     out-of-distribution flags (``typicality``). ``chronological_age``
-    (years, brain-age models) gives the result its brain-age gap.
+    (years, brain-age models) gives the result its brain-age gap;
+    ``scan_name`` names the scan in a refusal (default: its file name).
 
     Raises the core's own errors for bad input:
     :class:`~napari_hyperfusion.data.input_qc.InputRefused` (the gate),
@@ -161,7 +163,7 @@ def predict_subject(
     if model.info.config.uses_image and scan is not None:
         if progress:
             progress("checking the scan against the MNI template")
-        qc = require_input(scan, model.info.input_stats.get("scan"), _scan_name(scan))
+        qc = require_input(scan, model.info.input_stats.get("scan"), scan_name or _scan_name(scan))
     if progress:
         progress("resampling the scan onto the model grid")
     views, tabular, filled, imputed = prepare_subject(model, scan, record, note)
