@@ -410,6 +410,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     finally:
         if bar is not None:
             bar.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(out, frame.to_csv(index=False, float_format="%.6g"))
     refused = frame[frame["input_qc"] == "refuse"]
     warned = int((frame["input_qc"] == "warn").sum())

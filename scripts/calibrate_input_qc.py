@@ -29,8 +29,8 @@ from napari_hyperfusion.data.preprocess import load_scan
 from napari_hyperfusion.io.model_file import read_info
 from napari_hyperfusion.resources import models_dir, sample_data_dir
 
-EXPECTED = {"acquisition": "ok", "small misregistration": "ok or warn", "misaligned": "refuse",
-            "wrong input": "refuse", "undetectable": "(not detected)"}  # fmt: skip
+EXPECTED = {"acquisition": "ok", "small misregistration": "any", "misaligned": "refuse",
+            "degraded": "warn", "wrong input": "refuse", "undetectable": "(not detected)"}  # fmt: skip
 
 
 def _axis(rng: np.random.Generator) -> np.ndarray:
@@ -65,7 +65,7 @@ def variants(rng: np.random.Generator) -> list[tuple[str, str, callable]]:
         ("misaligned", "shifted 20 mm", shift(20)),
         ("wrong input", "inverted contrast", perturb.invert_contrast),
         ("wrong input", "noise volume", lambda s: perturb.pure_noise(s, rng)),
-        ("wrong input", "noise 30 %", lambda s: perturb.rician_noise(s, 0.30, rng)),
+        ("degraded", "noise 30 %", lambda s: perturb.rician_noise(s, 0.30, rng)),
         ("undetectable", "mirrored left-right", perturb.flip_lr),
     ]
 

@@ -2,7 +2,9 @@
 rotated (up to 15 degrees about each axis), moved (up to 20 mm), resampled
 to 1 x 1.2 x 1 mm in LPI orientation at another intensity scale, and then
 predicted by the shipped AD and brain-age models three ways: the original,
-the native-space scan as it is, and the native scan after preparing. A
+the native-space scan as it is (with the input gate off: the gate refuses
+it, and the column shows the answer it prevents), and the native scan after
+preparing. A
 contrast-inverted and a pure-noise volume show what the QC refuses.
 Prints a Markdown table.
 
@@ -19,6 +21,7 @@ import pandas as pd
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from napari_hyperfusion.data.input_qc import check_input
 from napari_hyperfusion.data.preprocess import Scan, load_scan, scan_from_array
 from napari_hyperfusion.data.registration import prepare_scan, qc_verdict
 from napari_hyperfusion.infer.subject import predict_subject
@@ -52,19 +55,21 @@ def main() -> None:
     ad = load_model(models_dir() / "ad_hyperfusion.safetensors", "cpu")
     age = load_model(models_dir() / "brain_age_hyperfusion.safetensors", "cpu")
     rng = np.random.default_rng(args.seed)
-    print("| subject (SYNTHETIC) | native placement | P(AD) original / native / prepared "
-          "| brain age (y) original / native / prepared | QC of the prepared scan |")  # fmt: skip
-    print("|---|---|---|---|---|")
+    print("| subject (SYNTHETIC) | native placement | input gate on the native scan | P(AD) original / native* / "
+          "prepared | brain age (y) original / native* / prepared | QC of the prepared scan |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     for row in table.to_dict("records"):
         original = load_scan(sample_data_dir() / row["IMAGE"])
         native, how = to_native(original, rng)
         prepared = prepare_scan(native)
         scans = (original, native, prepared.scan)
-        p_ad = [predict_subject(ad, s, row).values[2] for s in scans]
-        ages = [predict_subject(age, s, row).values[0] for s in scans]
+        # native*: what the model would say with the gate off (the gate refuses these scans)
+        p_ad = [predict_subject(ad, s, row, gate=s is not native).values[2] for s in scans]
+        ages = [predict_subject(age, s, row, gate=s is not native).values[0] for s in scans]
         verdict = qc_verdict(prepared.qc)[0]
+        gate = check_input(native, ad.info.input_stats.get("scan"))
         print(
-            f"| {row['PTID']} | {how} | {' / '.join(f'{p:.2f}' for p in p_ad)} "
+            f"| {row['PTID']} | {how} | {gate.verdict} (NCC {gate.ncc:.2f}) | {' / '.join(f'{p:.2f}' for p in p_ad)} "
             f"| {' / '.join(f'{a:.1f}' for a in ages)} | {verdict}: NCC {prepared.qc.ncc:.2f}, "
             f"coverage {prepared.qc.coverage:.0%} |"
         )
@@ -78,7 +83,7 @@ def main() -> None:
     for name, data in controls.items():
         prepared = prepare_scan(scan_from_array(data.astype(np.float32), base.affine))
         verdict, reason = qc_verdict(prepared.qc)
-        print(f"| {name} | - | - | - | {verdict}: {reason} |")
+        print(f"| {name} | - | - | - | - | {verdict}: {reason} |")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,13 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
         return _set_option(_set_option(argv, "--n", "300"), "--sizes", "40")
     if tool in ("python", "python3") and args[:1] == ["scripts/check_prepare.py"]:
         return _set_option(argv, "--subjects", "SYN_DEMO_01")
+    if tool in ("python", "python3") and args[:1] in (
+        ["scripts/check_robustness.py"],
+        ["scripts/calibrate_input_qc.py"],
+    ):
+        # two subjects per cohort; the held-out brain-age cohort the docs make is the sandbox's small one
+        argv = _set_option(argv, "--n", "2")
+        return _set_option(argv, "--age-cohort", "data/ba300/participants.tsv") if "--age-cohort" in argv else argv
     if tool in ("python", "python3") and args[:1] == ["scripts/make_truth_figure.py"]:
         return _set_option(argv, "--subjects", "SYN_DEMO_01")
     if tool == "hyperfusion" and args[:1] == ["explain-report"]:  # one subject, one method, few IG steps
@@ -204,6 +211,7 @@ SLOW = (
     r"train models/configs/risk_",
     r"\bexplain-report\b",
     r"check_prepare\.py",
+    r"check_robustness\.py",
     r"\bevaluate-merge\b",  # merges the reports the (slow) evaluate commands before it wrote
 )
 

@@ -142,6 +142,7 @@ def predict_subject(
     note: str = "",
     chronological_age: float | None = None,
     scan_name: str = "",
+    gate: bool = True,
 ) -> SubjectPrediction:
     """Predict one subject.
 
@@ -152,6 +153,9 @@ def predict_subject(
     out-of-distribution flags (``typicality``). ``chronological_age``
     (years, brain-age models) gives the result its brain-age gap;
     ``scan_name`` names the scan in a refusal (default: its file name).
+    ``gate=False`` skips the gate, for measurements on deliberately
+    corrupted scans only (``scripts/check_robustness.py``); the result then
+    has no ``input_qc``.
 
     Raises the core's own errors for bad input:
     :class:`~napari_hyperfusion.data.input_qc.InputRefused` (the gate),
@@ -160,7 +164,7 @@ def predict_subject(
     :class:`~napari_hyperfusion.data.notes.NoteEncoderError` (note)."""
     start = time.perf_counter()
     qc = None
-    if model.info.config.uses_image and scan is not None:
+    if gate and model.info.config.uses_image and scan is not None:
         if progress:
             progress("checking the scan against the MNI template")
         qc = require_input(scan, model.info.input_stats.get("scan"), scan_name or _scan_name(scan))
