@@ -12,7 +12,7 @@ from scipy import ndimage
 from scipy.stats import spearmanr
 
 from napari_hyperfusion.analysis.explain import Cancelled, attribute_image, attribute_tabular
-from napari_hyperfusion.data.preprocess import ModelGrid, foreground_stats, load_scan, prepare_views
+from napari_hyperfusion.data.preprocess import ModelGrid, intensity_reference, load_scan, prepare_views
 from napari_hyperfusion.io.model_file import LoadedModel, load_model
 from napari_hyperfusion.nn.build import build_model
 from napari_hyperfusion.resources import models_dir, sample_data_dir
@@ -44,7 +44,7 @@ def test_integrated_gradients_completeness(ad_model, subject):
         # completeness: the map sums to f(x) - f(baseline), to 1e-3 in probability
         assert abs(float(result.maps[v].sum()) - change) < 1e-3
     assert result.convergence_delta < 1e-3 and result.signed
-    tabular = attribute_tabular(ad_model, scan, record, target="MCI")
+    tabular = attribute_tabular(ad_model, scan, record, target="MCI", n_steps=256)
     assert abs(sum(tabular.values) - (tabular.output - tabular.baseline_output)) < 1e-3
     assert 0.0 <= tabular.image_share <= 1.0
 
@@ -119,7 +119,7 @@ def test_overlay_is_aligned_with_the_scan_in_world_space(panel, qtbot, tmp_path)
     grid = ModelGrid.from_dict(panel.model.info.image)
     scan = load_scan(sample_data_dir() / "SYN_DEMO_05.nii.gz")
     views = prepare_views(scan, grid)
-    mean, std = foreground_stats(scan.data)
+    mean, std = intensity_reference(scan, grid.normalization)
     for v, overlay in enumerate(overlays):
         assert overlay.metadata["attribution"]["method"] == "saliency"
         assert overlay.metadata["attribution"]["model_sha256"] == panel.model.sha256

@@ -204,7 +204,10 @@ def test_switching_models_keeps_typed_values(panel):
 def test_brain_age_model_predicts_years_for_a_brain_age_subject(make_napari_viewer, qtbot, errors):
     panel = dock_panel(make_napari_viewer(), "sub-old")
     assert panel.open_model(next(p for p in shipped_models() if "brain_age" in p.stem))
-    assert list(panel.patient.editors) == ["PTGENDER"] and panel.patient.record() == {"PTGENDER": "Male"}
+    # sex is the model's only input; the chronological age is asked for the gap, not fed to the network
+    assert list(panel.patient.editors) == ["PTGENDER", "AGE"]
+    assert panel.patient.record() == {"PTGENDER": "Male", "AGE": 82.0}
+    assert panel.model.info.schema.names == ["PTGENDER"]
     panel.predict()
     qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
     result = panel.last_result

@@ -133,7 +133,8 @@ def test_a_saturated_prediction_is_flagged_and_the_logit_explains_it(ad_model, s
     p = attribute_image(ad_model, scan, record, "integrated_gradients", target="AD", baseline="zeros", n_steps=16)
     assert p.probability > 0.999 and p.saturated and p.output_kind == "probability"
     old_alarm = p.convergence_delta > max(0.05 * abs(p.attributed_change), 0.005)
-    assert not old_alarm and p.completeness_is_poor(), (p.convergence_delta, p.attributed_change)
+    assert not old_alarm, (p.convergence_delta, p.attributed_change)  # the absolute check sees nothing wrong
+    assert abs(p.attributed_change) < 1e-3  # but there is almost nothing left to attribute
     assert any("explain the logit" in w for w in p.warnings())
     lg = attribute_image(ad_model, scan, record, "integrated_gradients", target="AD", baseline="blurred",
                          n_steps=16, output="logit")  # fmt: skip
