@@ -176,11 +176,18 @@ class PrepareSection(QWidget):
             contrast_limits=(float(low), float(high)), **layer_kwargs_for(prepared.scan.affine),
         )  # fmt: skip
         layer = self.viewer.layers[-1]
+        layers = self.viewer.layers
+        layers.move(len(layers) - 2, len(layers))  # the outline above the scan it outlines
         data_now, affine_now = layer_scan(layer)
         from ..analysis.case import scan_fingerprint
 
         outline.metadata[OVERLAY_KEY]["scan_fingerprint"] = scan_fingerprint(data_now, affine_now)
         self.prepared[metadata[PREPARED_KEY]["token"]] = (prepared, native)
+        # show what was made: the native scan hidden (not removed), the view centred on the prepared brain
+        native.visible = False
+        centre = prepared.scan.affine[:3, :3] @ ((np.array(data.shape) - 1) / 2.0) + prepared.scan.affine[:3, 3]
+        self.viewer.dims.set_point(range(3), tuple(float(c) for c in centre))
+        self.viewer.reset_view()
         self.qc_label.setText(summary)
         self.jobs.status.setText(summary)
         if verdict == "refuse":
