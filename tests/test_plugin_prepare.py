@@ -114,3 +114,11 @@ def test_brain_age_shows_the_chronological_age_and_gap(make_napari_viewer, qtbot
     panel.patient.editors["AGE"].input.setValue(60)  # a changed age is a changed case
     assert panel.last_result is None and "STALE" in panel.result_view.label.text()
     assert not errors
+
+
+def test_explain_is_refused_for_a_scan_the_gate_refuses(panel, qtbot):
+    panel.explainer.method_combo.setCurrentIndex(panel.explainer.method_combo.findData("saliency"))
+    panel.explain()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
+    assert "Cannot explain" in panel.errors[-1] and "refused by the input check" in panel.errors[-1]
+    assert not [layer for layer in panel.viewer.layers if "attribution" in layer.metadata]

@@ -19,6 +19,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButto
 from ..analysis.case import Case
 from ..analysis.explain import IMAGE_METHODS, Cancelled, attribute_image, attribute_note, attribute_tabular
 from ..analysis.overlays import OVERLAY_KEY, overlay_layers
+from ..data.input_qc import require_input
 from ..io.model_file import LoadedModel
 from . import notify
 from .jobs import JobRunner
@@ -186,6 +187,9 @@ class ExplainSection(QWidget):
 
         def job():
             image = None
+            if model.info.config.uses_image and scan is not None:
+                # the gate before any explanation too: a map of a scan the model cannot read explains nothing
+                require_input(scan, model.info.input_stats.get("scan"), f"'{identity.scan_name}'")
             if model.info.config.uses_image:
                 image = attribute_image(model, scan, record, progress=jobs.report, should_stop=jobs.should_stop,
                                         note=note, **settings)  # fmt: skip
