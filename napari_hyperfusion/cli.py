@@ -406,6 +406,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             jobs=args.jobs,
             progress=progress if bar is not None else None,
+            prepare=args.prepare,
         )
     finally:
         if bar is not None:
@@ -427,7 +428,12 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         listed = ", ".join(map(str, refused[id_column].head(5))) + (" ..." if len(refused) > 5 else "")
         raise CLIError(
             f"{len(refused)} of {len(frame)} scan(s) refused by the input check and not predicted ({listed}): "
-            f"{refused['qc_reasons'].iloc[0]}. Prepare them with `hyperfusion prepare` first."
+            f"{refused['qc_reasons'].iloc[0]}. "
+            + (
+                "They were prepared (--prepare) and still fail: check that they are skull-stripped T1 scans."
+                if args.prepare
+                else "Prepare them first: rerun with --prepare, or `hyperfusion prepare`."
+            )
         )
 
 
@@ -577,6 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=16)
     predict.add_argument("--jobs", type=int, default=1, help="processes loading scans")
     predict.add_argument("--overwrite", action="store_true")
+    predict.add_argument(
+        "--prepare",
+        action="store_true",
+        help="register every scan to the MNI template first (extra [prep]; about 15 s a scan)",
+    )
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(func=_cmd_predict)
 

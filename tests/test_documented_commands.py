@@ -212,6 +212,7 @@ SLOW = (
     r"\bexplain-report\b",
     r"check_prepare\.py",
     r"check_robustness\.py",
+    r"--prepare\b",  # registration, 20 s
     r"\bevaluate-merge\b",  # merges the reports the (slow) evaluate commands before it wrote
 )
 

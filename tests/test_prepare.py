@@ -139,3 +139,16 @@ def test_without_the_extra_the_message_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "SimpleITK", None)  # import fails, as in a base install
     with pytest.raises(PrepUnavailable, match=r"napari-hyperfusion\[prep\]"):
         prepare_scan(load_scan(NATIVE))
+
+
+def test_cli_predict_prepares_a_cohort_and_refuses_it_unprepared(tmp_path):
+    table = sample_data_dir() / "native" / "subjects.csv"
+    model = str(models_dir() / "ad_hyperfusion.safetensors")
+    cli = [sys.executable, "-m", "napari_hyperfusion.cli", "predict", model, str(table), "--quiet"]
+    refused = subprocess.run([*cli, "--out", str(tmp_path / "a.csv")], capture_output=True, text=True)
+    assert refused.returncode == 2 and "rerun with --prepare" in refused.stderr
+    assert pd.read_csv(tmp_path / "a.csv")["prob_AD"].isna().all()
+    proc = subprocess.run([*cli, "--prepare", "--out", str(tmp_path / "b.csv")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    row = pd.read_csv(tmp_path / "b.csv").iloc[0]
+    assert row["prepared"] and row["input_qc"] == "ok" and row["predicted"] == "AD" and row["qc_ncc"] > 0.8

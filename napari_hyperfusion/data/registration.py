@@ -70,6 +70,7 @@ __all__ = [
     "registration_qc",
     "qc_verdict",
     "PREP_INSTALL",
+    "require_prep",
 ]
 
 PREP_INSTALL = 'pip install "napari-hyperfusion[prep]"'
@@ -82,6 +83,11 @@ class PrepUnavailable(HyperFusionError, ImportError):
 
 class PrepCancelled(HyperFusionError):
     """Raised when ``should_stop()`` turned true during a registration."""
+
+
+def require_prep() -> None:
+    """Raise :class:`PrepUnavailable` (saying what to install) unless SimpleITK is there."""
+    _sitk()
 
 
 def _sitk() -> Any:

@@ -95,6 +95,7 @@ def predict_cohort(
     batch_size: int = 16,
     jobs: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
+    prepare: bool = False,
 ):
     """Predict every row of a cohort table with a loaded model file
     (:class:`~napari_hyperfusion.io.model_file.LoadedModel`).
@@ -106,7 +107,9 @@ def predict_cohort(
     input gate's ``input_qc`` (ok / warn / refuse), ``qc_ncc`` and
     ``qc_reasons``, the out-of-distribution ``ood_flags`` and
     ``image_typicality_pct``, and the model's name and hash. A row whose
-    scan the gate refused has no prediction (empty cells). The table is
+    scan the gate refused has no prediction (empty cells). ``prepare``
+    registers every scan to the MNI template first (extra ``[prep]``) and
+    adds ``prepared = True``. The table is
     checked like a training table (columns, values, image paths) but needs
     no target column."""
     import pandas as pd
@@ -123,10 +126,14 @@ def predict_cohort(
     views = None
     qcs: list[dict] = [{} for _ in range(len(cohort))]
     if uses_image:
+        if prepare:
+            from ..data.registration import require_prep
+
+            require_prep()  # say what to install before any scan is read
         grid = ModelGrid.from_dict(info.image)
         views, qcs = load_checked_images(
-            cohort, grid, info.input_stats.get("scan"), jobs=jobs,
-            progress=(lambda i, n: progress("load", i, n)) if progress else None,
+            cohort, grid, info.input_stats.get("scan"), jobs=jobs, prepare=prepare,
+            progress=(lambda i, n: progress("prepare" if prepare else "load", i, n)) if progress else None,
         )  # fmt: skip
     tabular = encode_table(info.config, info.schema, cohort.table, cohort.notes)
     pred = predict_views(
@@ -164,6 +171,8 @@ def predict_cohort(
                         for t in typical]  # fmt: skip
     out["image_typicality_pct"] = [t.image_percentile for t in typical]
     out.loc[refused, ["ood_flags", "image_typicality_pct"]] = None
+    if prepare and uses_image:
+        out["prepared"] = True
     out["model"] = info.name
     out["model_sha256"] = model.short_hash
     return out
