@@ -71,7 +71,9 @@ def test_native_scan_is_refused_then_prepared_and_predicted(panel, qtbot):
         assert np.abs(layer.data).max() > 0
         assert layer.metadata["attribution"]["space"].startswith("native scan")
         np.testing.assert_allclose(layer.affine.affine_matrix, native.affine.affine_matrix)
-    # removing the native scan takes its maps with it; the outline goes with the prepared scan
+    panel.patient.refresh_layers(select=native)  # back to the original: the QC line is not about it
+    assert panel.preparer.qc_label.text() == "" and not panel.preparer.native_button.isEnabled()
+    # the outline goes with the prepared scan
     viewer.layers.remove(prepared)
     assert outline not in viewer.layers
 

@@ -47,7 +47,7 @@ __all__ = ["PatientForm", "is_scan_layer", "layer_scan", "RECORD_KEY", "CHRONOLO
 RECORD_KEY = "ehr_record"
 # brain-age models do not read the age (they predict it); the form asks for it to show the gap
 CHRONOLOGICAL_AGE = Field(
-    "AGE", "number", label="Chronological age", unit="years", minimum=0, maximum=120, mean=50.0, std=1000.0,
+    "AGE", "number", label="Chronological age (for the gap)", unit="years", minimum=0, maximum=120, mean=50.0, std=1000.0,
     description="not a model input: the result shows the predicted brain age minus this (the brain-age gap)",
 )  # fmt: skip
 
@@ -238,8 +238,7 @@ class PatientForm(QWidget):
             editor = FieldEditor(field)
             editor.changed.connect(self._push_record)
             editor.unknown.toggled.connect(self._push_record)
-            label = f"{field.display_name}:" if field is not CHRONOLOGICAL_AGE else "Chronological age (for the gap):"
-            self.form.addRow(label, editor)
+            self.form.addRow(f"{field.display_name}:", editor)
             self.editors[field.name] = editor
         self._building = False
         # keep what was typed when switching models; else the scan's own record

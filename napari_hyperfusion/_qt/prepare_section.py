@@ -115,6 +115,8 @@ class PrepareSection(QWidget):
         self.native_button.setEnabled(_token(layer) in self.prepared and not busy)
         if layer is not None and PREPARED_KEY in layer.metadata:
             self.qc_label.setText(layer.metadata[PREPARED_KEY]["summary"])
+        elif self.installed:  # another scan is chosen: the last registration's QC is not about it
+            self.qc_label.setText("")
 
     def _on_removed(self, event: Any) -> None:
         self.prepared.pop(_token(event.value), None)

@@ -28,7 +28,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from .preprocess import Scan, resample_to_grid
+from .preprocess import Scan, foreground_mask, resample_to_grid
 
 __all__ = [
     "resample_iso",
@@ -46,10 +46,6 @@ __all__ = [
 
 def _like(scan: Scan, data: np.ndarray, affine: np.ndarray | None = None) -> Scan:
     return Scan(data=np.asarray(data, dtype=np.float32), affine=scan.affine.copy() if affine is None else affine)
-
-
-def _foreground(data: np.ndarray) -> np.ndarray:
-    return data > 0.05 * float(np.percentile(data, 99.5))
 
 
 def resample_iso(scan: Scan, mm: float) -> Scan:
@@ -96,7 +92,7 @@ def rician_noise(scan: Scan, fraction: float, rng: np.random.Generator) -> Scan:
     """Magnitude-image noise (Rician): Gaussian noise of SD ``fraction`` x
     the foreground mean in both the real and the imaginary channel, inside
     the head only (a skull-stripped scan is masked after acquisition)."""
-    sd = fraction * float(scan.data[_foreground(scan.data)].mean())
+    sd = fraction * float(scan.data[foreground_mask(scan.data)].mean())
     real = scan.data + rng.normal(0, sd, scan.data.shape)
     imag = rng.normal(0, sd, scan.data.shape)
     return _like(scan, np.where(scan.data > 0, np.sqrt(real**2 + imag**2), 0.0))
@@ -106,7 +102,7 @@ def move(scan: Scan, rotate_deg=(0.0, 0.0, 0.0), shift_mm=(0.0, 0.0, 0.0)) -> Sc
     """Place the scan elsewhere in world space (the data is untouched; its
     affine changes): a rotation about the brain's centre (degrees about x,
     y, z) then a shift (mm). This is how a misregistration looks."""
-    fg = np.argwhere(_foreground(scan.data)).mean(axis=0)
+    fg = np.argwhere(foreground_mask(scan.data)).mean(axis=0)
     centre = scan.affine[:3, :3] @ fg + scan.affine[:3, 3]
     rot = Rotation.from_euler("xyz", rotate_deg, degrees=True).as_matrix()
     motion = np.eye(4)
@@ -125,7 +121,7 @@ def flip_lr(scan: Scan) -> Scan:
 def invert_contrast(scan: Scan) -> Scan:
     """Dark tissue bright and bright tissue dark inside the head (a T2-like
     contrast); the background stays 0."""
-    fg = _foreground(scan.data)
+    fg = foreground_mask(scan.data)
     top = float(np.percentile(scan.data[fg], 99.5))
     return _like(scan, np.where(fg, top - scan.data, 0.0) + 0.05 * top * fg)
 
@@ -153,7 +149,7 @@ def augment_view(volume: np.ndarray, rng: np.random.Generator, spacing_mm: float
         float32 ``[D, H, W]``.
     """
     x = volume.astype(np.float32) - float(volume.min())  # >= 0, background at 0
-    fg = x > 0.05 * float(np.percentile(x, 99.5))
+    fg = foreground_mask(x)
     if not fg.any():
         return volume
     scan = Scan(data=x, affine=np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0]))
@@ -173,6 +169,6 @@ def augment_view(volume: np.ndarray, rng: np.random.Generator, spacing_mm: float
         return volume
     # back onto the input's robust scale (median, IQR) on the same voxels, as preprocessing would put it
     z = (out - q_out[1]) / spread * float(q_in[2] - q_in[0]) + float(q_in[1])
-    background = ~fg & (out <= 0.05 * float(np.percentile(out, 99.5)))
+    background = ~fg & ~foreground_mask(out)
     z[background] = float(volume.min())
     return z.astype(np.float32)

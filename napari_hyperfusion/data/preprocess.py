@@ -44,6 +44,7 @@ __all__ = [
     "load_scan",
     "scan_from_array",
     "resample_to_grid",
+    "foreground_mask",
     "foreground_stats",
     "intensity_reference",
     "prepare_views",
@@ -248,6 +249,13 @@ def resample_to_grid(
     ).astype(np.float32)  # fmt: skip
 
 
+def foreground_mask(data: np.ndarray) -> np.ndarray:
+    """The scan's foreground: voxels above 5 % of its 99.5th percentile
+    (none when that percentile is not positive). Boolean, ``data``'s shape."""
+    high = float(np.percentile(data, 99.5))
+    return data > 0.05 * high if high > 0 else np.zeros(np.shape(data), dtype=bool)
+
+
 def foreground_stats(data: np.ndarray) -> tuple[float, float]:
     """Mean and SD of the foreground (voxels above 5 % of the 99.5th
     percentile): the scan's intensity scale, blind to the background."""
@@ -285,8 +293,7 @@ def intensity_reference(scan: Scan, normalization: str = ROBUST) -> tuple[float,
     if normalization == LEGACY:
         return foreground_stats(scan.data)
     coarse = resample_to_grid(scan.data, scan.affine, _reference_grid(), (40, 48, 40))
-    high = float(np.percentile(coarse, 99.5))
-    fg = coarse[coarse > 0.05 * high].astype(np.float64) if high > 0 else coarse[:0]
+    fg = coarse[foreground_mask(coarse)].astype(np.float64)
     if fg.size < 100:
         raise ImageError(
             "the scan has no brain where the models look (fewer than 100 voxels of tissue inside the MNI "

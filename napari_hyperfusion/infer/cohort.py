@@ -27,10 +27,13 @@ __all__ = ["Prediction", "predict_views", "predict_cohort", "to_probabilities"]
 @dataclass
 class Prediction:
     """``values [N, K]``: class probabilities, or ``[N, 1]`` regression
-    outputs in the target's unit; ``per_view [N, V, K]`` before averaging."""
+    outputs in the target's unit; ``per_view [N, V, K]`` before averaging;
+    ``features [N, F]``: the image features pooled over space and views
+    (:func:`pool_features`), when asked for, else ``None``."""
 
     values: np.ndarray
     per_view: np.ndarray
+    features: np.ndarray | None = None
 
 
 KINDS = ("multiclass", "multilabel", "regression")
@@ -48,6 +51,15 @@ def to_probabilities(outputs: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
 
 
+def pool_features(features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One vector per image from ``net.encode_image``'s output: each
+    feature tensor averaged over its spatial axes (flattened if it has
+    none), concatenated in key order. ``[B, F]``."""
+    pooled = [f.float().reshape(f.shape[0], f.shape[1], -1).mean(-1) if f.dim() > 2 else f.float().reshape(f.shape[0], -1)
+              for _, f in sorted(features.items())]  # fmt: skip
+    return torch.cat(pooled, dim=1)
+
+
 @torch.no_grad()
 def predict_views(
     net: FusionNet,
@@ -57,36 +69,45 @@ def predict_views(
     batch_size: int = 16,
     device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    with_features: bool = False,
 ) -> Prediction:
     """Run ``net`` (in eval mode) over subjects in batches of ``batch_size``.
 
     ``tabular`` is the full non-image input (``model_inputs``); ``kind`` is
     ``"multiclass"``, ``"multilabel"`` or ``"regression"``. ``views`` may be
-    ``None`` for the tabular-only baseline."""
+    ``None`` for the tabular-only baseline. ``with_features`` also returns
+    the pooled image features of the same pass (for the typicality flags;
+    no second run of the image encoder)."""
     was_training = net.training
     net.eval()
     device = torch.device(device) if device is not None else next(net.parameters()).device
     tab = torch.as_tensor(np.asarray(tabular, dtype=np.float32))
     n = tab.shape[0]
     n_views = 1 if views is None or not net.config.uses_image else views.shape[1]
-    out = []
+    out, pooled = [], []
     try:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             t = tab[start:stop].to(device)
-            per_view = []
+            per_view, per_view_features = [], []
             for v in range(n_views):
                 image = None
                 if views is not None and net.config.uses_image:
                     image = torch.as_tensor(views[start:stop, v]).to(device=device, dtype=torch.float32)[:, None]
-                per_view.append(to_probabilities(net(image, t), kind))
+                features = net.encode_image(image)  # forward() is decode(encode_image): the same pass
+                per_view.append(to_probabilities(net.decode(features, t), kind))
+                if with_features and features:
+                    per_view_features.append(pool_features(features))
             out.append(torch.stack(per_view, 1).cpu())
+            if per_view_features:
+                pooled.append(torch.stack(per_view_features, 1).mean(1).cpu())
             if progress:
                 progress(stop, n)
     finally:
         net.train(was_training)
     per_view = torch.cat(out).numpy() if out else np.zeros((0, n_views, net.config.n_outputs), np.float32)
-    return Prediction(values=per_view.mean(1), per_view=per_view)
+    features = torch.cat(pooled).double().numpy() if pooled else None
+    return Prediction(values=per_view.mean(1), per_view=per_view, features=features)
 
 
 def predict_cohort(
@@ -138,7 +159,7 @@ def predict_cohort(
     tabular = encode_table(info.config, info.schema, cohort.table, cohort.notes)
     pred = predict_views(
         model.net, views, tabular, info.kind, batch_size=batch_size, device=model.device,
-        progress=(lambda i, n: progress("predict", i, n)) if progress else None,
+        progress=(lambda i, n: progress("predict", i, n)) if progress else None, with_features=True,
     )  # fmt: skip
     out = pd.DataFrame({spec.id_column: cohort.ids})
     if info.is_classifier:
@@ -158,7 +179,7 @@ def predict_cohort(
             out["chronological_age"] = age
             out["brain_age_gap"] = pred.values[:, 0] - age
     records = [info.schema.fill(row)[0] for _, row in cohort.table.iterrows()]
-    typical = assess_rows(model, records, views)
+    typical = assess_rows(model, records, pred.features)
     refused = np.array([q.get("verdict") == "refuse" for q in qcs])
     prediction_columns = [c for c in out.columns if c not in (spec.id_column, "chronological_age")]
     if refused.any():  # no prediction for a scan the model cannot read

@@ -173,13 +173,13 @@ def predict_subject(
     views, tabular, filled, imputed = prepare_subject(model, scan, record, note)
     if progress:
         progress(f"running the network on {model.device.type}")
-    pred = predict_views(model.net, views, tabular, model.info.kind, device=model.device)
+    pred = predict_views(model.net, views, tabular, model.info.kind, device=model.device, with_features=True)
     info = model.info
     view_names = ModelGrid.from_dict(info.image).view_names if info.config.uses_image else []
     extra: dict[str, Any] = {}
     if hasattr(model.net, "label_attention") and views is not None:
         extra["label_attention"] = label_attention(model, views, tabular)
-    typical = assess(model, filled, views)
+    typical = assess(model, filled, pred.features)
     return SubjectPrediction(
         model_name=info.name,
         model_sha256=model.sha256,

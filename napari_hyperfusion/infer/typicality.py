@@ -18,7 +18,8 @@ distance above the training 99th percentile is flagged. Flags do not stop a
 prediction: they are shown on the result and written into exports.
 
 Example:
-    >>> typical = assess(model, record, views)
+    >>> pred = predict_views(model.net, views, tabular, model.info.kind, with_features=True)
+    >>> typical = assess(model, record, pred.features)
     >>> typical.flags          # ["AGE 104 is above the training range 55-91"]
     >>> typical.image_percentile   # 62.0: more atypical than 62 % of training scans
 """
@@ -36,6 +37,7 @@ import torch
 from ..data.input_qc import measure_input
 from ..data.schema import TabularSchema
 from ..io.model_file import LoadedModel
+from .cohort import pool_features
 
 __all__ = ["Typicality", "fit_input_stats", "image_descriptor", "assess", "assess_rows", "QUANTILES"]
 
@@ -81,23 +83,25 @@ def image_descriptor(net: torch.nn.Module, views: np.ndarray, device: torch.devi
         views: ``[N, V, D, H, W]`` model-grid views (float16 or float32).
         device: where ``net`` is.
     Returns:
-        float64 ``[N, F]`` (every feature tensor pooled over its spatial
-        axes, concatenated in key order; wider than 256, neighbouring
-        features are averaged down to 256).
+        float64 ``[N, F]`` (:func:`~napari_hyperfusion.infer.cohort.pool_features`,
+        narrowed by :func:`narrow`).
     """
     out = []
     n, v = views.shape[:2]
     for start in range(0, n, batch_size):
         chunk = torch.as_tensor(np.asarray(views[start : start + batch_size], dtype=np.float32), device=device)
         b = chunk.shape[0]
-        features = net.encode_image(chunk.reshape(b * v, 1, *chunk.shape[2:]))
-        pooled = [f.float().reshape(b * v, f.shape[1], -1).mean(-1) if f.dim() > 2 else f.float().reshape(b * v, -1)
-                  for _, f in sorted(features.items())]  # fmt: skip
-        vec = torch.cat(pooled, dim=1).reshape(b, v, -1).mean(1).cpu().double().numpy()
-        if vec.shape[1] > MAX_WIDTH:  # flattened maps (e.g. before generated FC layers): average neighbours
-            vec = np.stack([c.mean(axis=1) for c in np.array_split(vec, MAX_WIDTH, axis=1)], axis=1)
-        out.append(vec)
-    return np.concatenate(out) if out else np.zeros((0, 0))
+        pooled = pool_features(net.encode_image(chunk.reshape(b * v, 1, *chunk.shape[2:])))
+        out.append(pooled.reshape(b, v, -1).mean(1).cpu().double().numpy())
+    return narrow(np.concatenate(out)) if out else np.zeros((0, 0))
+
+
+def narrow(x: np.ndarray) -> np.ndarray:
+    """Pooled features ``[N, F]`` at most ``MAX_WIDTH`` wide: wider ones
+    (flattened maps, e.g. before generated FC layers) average neighbours."""
+    if x.shape[1] <= MAX_WIDTH:
+        return x
+    return np.stack([c.mean(axis=1) for c in np.array_split(x, MAX_WIDTH, axis=1)], axis=1)
 
 
 def _image_stats(x: np.ndarray) -> dict[str, Any]:
@@ -203,29 +207,30 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def assess(model: LoadedModel, record: Mapping[str, Any], views: np.ndarray | None) -> Typicality:
+def assess(model: LoadedModel, record: Mapping[str, Any], features: np.ndarray | None) -> Typicality:
     """How typical one case's inputs are (see the module docstring).
 
     Args:
         model: the loaded model (its ``info.input_stats``).
         record: the filled record (every schema field has a value).
-        views: the case's views ``[1, V, D, H, W]`` or ``None``.
+        features: the case's pooled image features ``[1, F]``
+            (``predict_views(..., with_features=True).features``) or ``None``.
     Returns:
         :class:`Typicality`; ``available`` is False for a model file
         without statistics (nothing can be said, and the result says so).
     """
-    return assess_rows(model, [record], views)[0]
+    return assess_rows(model, [record], features)[0]
 
 
-def assess_rows(model: LoadedModel, records: list[Mapping[str, Any]], views: np.ndarray | None) -> list[Typicality]:
-    """:func:`assess` for ``N`` cases at once (``views [N, V, D, H, W]``)."""
+def assess_rows(model: LoadedModel, records: list[Mapping[str, Any]], features: np.ndarray | None) -> list[Typicality]:
+    """:func:`assess` for ``N`` cases at once (``features [N, F]``)."""
     stats = model.info.input_stats
     if not stats:
         return [Typicality(available=False) for _ in records]
     results = [_ehr_flags(stats.get("ehr", {}), record) for record in records]
     image = stats.get("image")
-    if image and views is not None:
-        x = image_descriptor(model.net, views, model.device)
+    if image and features is not None:
+        x = narrow(features)
         if x.shape[1] != len(image["mean"]):  # statistics of another feature layout: say nothing rather than guess
             return results
         d2 = _distance(image, x)
