@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..analysis.case import Case
 from ..analysis.explain import Cancelled
@@ -74,7 +74,6 @@ class PrepareSection(QWidget):
         self.prepared: dict[str, tuple[Any, Any]] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        row = QHBoxLayout()
         self.prepare_button = QPushButton("Prepare scan (register to MNI)")
         self.prepare_button.setObjectName("prepare_button")
         self.prepare_button.setToolTip(
@@ -83,9 +82,8 @@ class PrepareSection(QWidget):
         )
         self.deformable = QCheckBox("deformable")
         self.deformable.setToolTip("add a B-spline refinement after the affine registration (slower)")
-        row.addWidget(self.prepare_button, 1)
-        row.addWidget(self.deformable)
-        layout.addLayout(row)
+        layout.addWidget(self.prepare_button)
+        layout.addWidget(self.deformable)  # its own line: beside the button it was clipped in a narrow dock
         self.native_button = QPushButton("Maps to native scan")
         self.native_button.setObjectName("native_maps_button")
         self.native_button.setToolTip("show this prepared scan's attribution maps on the original scan")
