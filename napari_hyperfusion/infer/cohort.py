@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..nn.base import FusionNet
+from ..nn.base import FusionNet, pool_features
 
 __all__ = ["Prediction", "predict_views", "predict_cohort", "to_probabilities"]
 
@@ -49,15 +49,6 @@ def to_probabilities(outputs: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "regression":
         return outputs.float()
     raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-
-
-def pool_features(features: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One vector per image from ``net.encode_image``'s output: each
-    feature tensor averaged over its spatial axes (flattened if it has
-    none), concatenated in key order. ``[B, F]``."""
-    pooled = [f.float().reshape(f.shape[0], f.shape[1], -1).mean(-1) if f.dim() > 2 else f.float().reshape(f.shape[0], -1)
-              for _, f in sorted(features.items())]  # fmt: skip
-    return torch.cat(pooled, dim=1)
 
 
 @torch.no_grad()

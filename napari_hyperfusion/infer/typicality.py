@@ -37,7 +37,7 @@ import torch
 from ..data.input_qc import measure_input
 from ..data.schema import TabularSchema
 from ..io.model_file import LoadedModel
-from .cohort import pool_features
+from ..nn.base import pool_features
 
 __all__ = ["Typicality", "fit_input_stats", "image_descriptor", "assess", "assess_rows", "QUANTILES"]
 
@@ -83,7 +83,7 @@ def image_descriptor(net: torch.nn.Module, views: np.ndarray, device: torch.devi
         views: ``[N, V, D, H, W]`` model-grid views (float16 or float32).
         device: where ``net`` is.
     Returns:
-        float64 ``[N, F]`` (:func:`~napari_hyperfusion.infer.cohort.pool_features`,
+        float64 ``[N, F]`` (:func:`~napari_hyperfusion.nn.base.pool_features`,
         narrowed by :func:`narrow`).
     """
     out = []

@@ -18,7 +18,7 @@ from torch import nn
 from .config import ModelConfig
 from .hyper import FillEmbedding, HyperConv3d, HyperLinear, TabularEmbedding
 
-__all__ = ["Features", "FusionNet", "HYPER_LAYERS", "apply_layer"]
+__all__ = ["Features", "FusionNet", "HYPER_LAYERS", "apply_layer", "pool_features"]
 
 Features = dict[str, torch.Tensor]
 HYPER_LAYERS = (HyperConv3d, HyperLinear)
@@ -27,6 +27,15 @@ HYPER_LAYERS = (HyperConv3d, HyperLinear)
 def apply_layer(layer: nn.Module, x: torch.Tensor, e: torch.Tensor | None) -> torch.Tensor:
     """Run ``layer`` on ``x``, passing the embedding ``e`` if it is a hyper layer."""
     return layer(x, e) if isinstance(layer, HYPER_LAYERS) else layer(x)
+
+
+def pool_features(features: Features) -> torch.Tensor:
+    """One vector per image from ``net.encode_image``'s output: each
+    feature tensor averaged over its spatial axes (flattened if it has
+    none), concatenated in key order. ``[B, F]``."""
+    pooled = [f.float().reshape(f.shape[0], f.shape[1], -1).mean(-1) if f.dim() > 2 else f.float().reshape(f.shape[0], -1)
+              for _, f in sorted(features.items())]  # fmt: skip
+    return torch.cat(pooled, dim=1)
 
 
 class FusionNet(nn.Module):
