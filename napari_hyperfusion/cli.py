@@ -379,56 +379,57 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from .infer.cohort import predict_cohort
-    from .io.atomic import write_text_atomically
+    from .infer.batch import parts_folder, predict_to_csv
     from .io.model_file import load_model
+    from .nn.devices import dist_info, init_distributed, resolve_device
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} exists; choose another file or pass --overwrite")
-    model = load_model(args.model, device=args.device)
+    if args.resume and args.overwrite:
+        raise CLIError("--resume continues a run and --overwrite discards it: choose one")
+    if args.resume and not parts_folder(out).exists():
+        raise CLIError(f"nothing to resume: {parts_folder(out)} does not exist (run without --resume)")
+    device = init_distributed(resolve_device(args.device))  # under torchrun: one chunk in every world-th
+    rank, world = dist_info()
+    model = load_model(args.model, device=device)
     bar = None
-    if not args.quiet:
+    if not args.quiet and rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(desc="predict", unit="subject")
+        bar = tqdm(desc="predict" if world == 1 else f"predict (rank 0 of {world})", unit="subject")
 
     def progress(stage: str, done: int, total: int) -> None:
         bar.total = total
-        bar.set_description(stage)
         bar.n = done
         bar.refresh()
 
     try:
-        frame = predict_cohort(
-            model,
-            args.cohort,
-            batch_size=args.batch_size,
-            jobs=args.jobs,
+        summary = predict_to_csv(
+            model, args.cohort, out, batch_size=args.batch_size, chunk_size=args.chunk_size, jobs=args.jobs,
+            prepare=args.prepare, resume=args.resume, overwrite=args.overwrite,
             progress=progress if bar is not None else None,
-            prepare=args.prepare,
-        )
+        )  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(out, frame.to_csv(index=False, float_format="%.6g"))
-    refused = frame[frame["input_qc"] == "refuse"]
-    warned = int((frame["input_qc"] == "warn").sum())
-    flagged = int(frame["ood_flags"].fillna("").str.len().gt(0).sum()) if model.info.input_stats else 0
+    if rank != 0:
+        return
+    resumed = summary.chunks_resumed
     print(
-        f"wrote {len(frame) - len(refused)} predictions of {model.info.name} to {out}"
+        f"wrote {summary.n_rows - summary.n_refused} predictions of {model.info.name} to {out}"
         + (" (model trained on SYNTHETIC data)" if model.info.synthetic_data else "")
+        + (f"; {resumed} of {summary.chunks_total} chunk(s) were kept from the interrupted run" if resumed else "")
+        + (f"; {world} processes" if world > 1 else "")
     )
-    if warned or flagged:
-        print(f"{warned} scan(s) with input-QC warnings and {flagged} row(s) with out-of-distribution flags: "
-              "see the input_qc, qc_reasons and ood_flags columns")  # fmt: skip
-    if len(refused):
-        id_column = frame.columns[0]
-        listed = ", ".join(map(str, refused[id_column].head(5))) + (" ..." if len(refused) > 5 else "")
+    if summary.n_warned or (summary.n_flagged and model.info.input_stats):
+        print(f"{summary.n_warned} scan(s) with input-QC warnings and {summary.n_flagged} row(s) with "
+              "out-of-distribution flags: see the input_qc, qc_reasons and ood_flags columns")  # fmt: skip
+    if summary.n_refused:
+        listed = ", ".join(summary.refused_ids) + (" ..." if summary.n_refused > len(summary.refused_ids) else "")
         raise CLIError(
-            f"{len(refused)} of {len(frame)} scan(s) refused by the input check and not predicted ({listed}): "
-            f"{refused['qc_reasons'].iloc[0]}. "
+            f"{summary.n_refused} of {summary.n_rows} scan(s) refused by the input check and not predicted "
+            f"({listed}): {summary.first_reason}. "
             + (
                 "They were prepared (--prepare) and still fail: check that they are skull-stripped T1 scans."
                 if args.prepare
@@ -481,6 +482,34 @@ def _cmd_explain_report(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def _at_least(low: int):
+    """An argparse type: a whole number >= ``low`` (argparse prints the
+    message and exits 2, like every other usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {low}"
+    return parse
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -502,10 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="ad",
         help="'ad' also writes the multilabel risk labels and notes (task 'risk' reads them)",
     )
-    cohort.add_argument("--n", type=int, default=800, help="number of subjects (default 800)")
-    cohort.add_argument("--seed", type=int, default=0)
+    cohort.add_argument("--n", type=_at_least(1), default=800, help="number of subjects (default 800)")
+    cohort.add_argument("--seed", type=_at_least(0), default=0)
     cohort.add_argument("--out", required=True, help="output folder")
-    cohort.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
+    cohort.add_argument("--jobs", type=_at_least(1), default=os.cpu_count() or 1, help="worker processes")
     cohort.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     cohort.add_argument("--quiet", action="store_true", help="no progress bar")
     cohort.set_defaults(func=_cmd_make_cohort)
@@ -514,8 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Bayes limit of the synthetic task on fresh draws, beside logistic regressions (a learning curve)",
     )
     limit.add_argument("--task", choices=("ad", "brain_age"), default="ad")
-    limit.add_argument("--n", type=int, default=20_000, help="test subjects drawn (default 20000)")
-    limit.add_argument("--seed", type=int, default=0)
+    limit.add_argument("--n", type=_at_least(100), default=20_000, help="test subjects drawn (default 20000)")
+    limit.add_argument("--seed", type=_at_least(0), default=0)
     limit.add_argument(
         "--sizes", default="100,200,400,800,1600,3200", help="training-set sizes of the logistic regressions"
     )
@@ -540,16 +569,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated methods to compare (default: all); a method may carry its own "
         "settings after colons, e.g. medfusion:use_note=false",
     )
-    evaluate.add_argument("--folds", type=int, default=4)
+    evaluate.add_argument("--folds", type=_at_least(2), default=4)
     evaluate.add_argument("--seeds", default="0,1", help="comma-separated split seeds (default 0,1)")
-    evaluate.add_argument("--test-fraction", type=float, default=0.2, help="held-out test share (default 0.2)")
+    evaluate.add_argument("--test-fraction", type=_fraction, default=0.2, help="held-out test share (default 0.2)")
     evaluate.add_argument(
         "--test-cohort",
         help="a separate cohort table to test on (then the whole config cohort is cross-validated)",
     )
     evaluate.add_argument(
         "--max-folds",
-        type=int,
+        type=_at_least(1),
         help="train only the first N folds of each seed (a quicker ablation on the same splits)",
     )
     evaluate.add_argument(
@@ -580,9 +609,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("cohort", help="a cohort CSV/TSV (same columns as for training; no target needed)")
     predict.add_argument("--out", required=True, help="the predictions CSV to write")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    predict.add_argument("--batch-size", type=int, default=16)
-    predict.add_argument("--jobs", type=int, default=1, help="processes loading scans")
-    predict.add_argument("--overwrite", action="store_true")
+    predict.add_argument("--batch-size", type=_at_least(1), default=16, help="subjects per forward pass")
+    predict.add_argument("--chunk-size", type=_at_least(1), default=256,
+                         help="subjects per chunk: the memory bound and the unit of --resume (default 256)")  # fmt: skip
+    predict.add_argument("--jobs", type=_at_least(1), default=1, help="processes loading scans")
+    predict.add_argument("--resume", action="store_true", help="continue an interrupted run from its finished chunks")
+    predict.add_argument("--overwrite", action="store_true", help="replace OUT and any interrupted run's chunks")
     predict.add_argument(
         "--prepare",
         action="store_true",
@@ -597,18 +629,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("model", help="a .safetensors model file that reads an image")
     report.add_argument("table", help="a cohort CSV/TSV, e.g. sample_data/subjects.csv")
-    report.add_argument("--n", type=int, default=4, help="how many subjects, from the top of the table (default 4)")
+    report.add_argument("--n", type=_at_least(1), default=4, help="how many subjects, from the top of the table (default 4)")
     report.add_argument("--subjects", default="", help="comma-separated subject IDs instead of the first --n")
     report.add_argument("--out", required=True, help="the Markdown report to write, e.g. reports/trust.md")
     report.add_argument("--methods", default="saliency,gradcam,integrated_gradients,occlusion",
                         help="comma-separated image methods (default: all)")  # fmt: skip
-    report.add_argument("--ig-steps", type=int, default=8,
+    report.add_argument("--ig-steps", type=_at_least(2), default=8,
                         help="Integrated Gradients' steps under randomisation (twice that for completeness)")  # fmt: skip
     report.add_argument("--baseline", choices=("zeros", "blurred", "template"), default="blurred",
                         help="Integrated Gradients' baseline (default blurred)")  # fmt: skip
     report.add_argument("--logit", action="store_true",
                         help="randomise while explaining the class's logit (log-odds) instead of its probability")  # fmt: skip
-    report.add_argument("--seed", type=int, default=0, help="seed of the re-initialised weights (default 0)")
+    report.add_argument("--seed", type=_at_least(0), default=0, help="seed of the re-initialised weights (default 0)")
     report.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     report.add_argument("--quiet", action="store_true", help="no progress bar")
     report.set_defaults(func=_cmd_explain_report)
@@ -623,6 +655,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HyperFusionError as err:  # every user-facing error: the message, no traceback
         print(f"hyperfusion {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        kept = " (finished chunks are kept: rerun with --resume)" if args.command == "predict" else ""
+        print(f"hyperfusion {args.command}: interrupted{kept}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "ImageError",
     "ModelFileError",
     "NoteEncoderError",
+    "PredictionError",
     "RecordError",
     "SchemaError",
     "TrainConfigError",
@@ -88,6 +89,10 @@ class TrainConfigError(HyperFusionError, ValueError):
 class ExplainError(HyperFusionError, ValueError):
     """An explanation that cannot be computed for this model and input
     (e.g. an image map for a model that reads no image)."""
+
+
+class PredictionError(HyperFusionError, ArithmeticError):
+    """A network gave no usable output (NaN or infinite values)."""
 
 
 class CLIError(HyperFusionError):

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
@@ -24,6 +23,7 @@ from ..io.model_file import LoadedModel
 from . import notify
 from .jobs import JobRunner
 from .layers import put_overlay
+from .plain import PlainCanvas
 
 __all__ = ["ExplainSection", "METHOD_LABELS"]
 
@@ -87,11 +87,11 @@ class ExplainSection(QWidget):
         self.explain_button.setObjectName("explain_button")
         explain_layout.addWidget(self.explain_button)
         self.ehr_figure = Figure(figsize=(3.2, 2.2))
-        self.ehr_canvas = FigureCanvasQTAgg(self.ehr_figure)
+        self.ehr_canvas = PlainCanvas(self.ehr_figure)
         self.ehr_canvas.setMinimumHeight(170)
         explain_layout.addWidget(self.ehr_canvas)
         self.note_figure = Figure(figsize=(3.2, 1.8))
-        self.note_canvas = FigureCanvasQTAgg(self.note_figure)
+        self.note_canvas = PlainCanvas(self.note_figure)
         self.note_canvas.setMinimumHeight(140)
         self.note_canvas.setVisible(False)
         explain_layout.addWidget(self.note_canvas)

@@ -13,6 +13,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QL
 
 from ..data.schema import Field, split_censored
 from ..errors import SchemaError
+from .plain import plain_tooltip
 
 __all__ = ["FieldEditor", "STATES"]
 
@@ -62,7 +63,7 @@ class FieldEditor(QWidget):
             box.setValue(field.fill_value if isinstance(field.fill_value, (int, float)) else field.mean)
             box.setKeyboardTracking(False)
             self.input = box
-        self.input.setToolTip(f"{field.display_name}: {field.range_text()}. {field.description}".strip())
+        self.input.setToolTip(plain_tooltip(f"{field.display_name}: {field.range_text()}. {field.description}".strip()))
         self.input.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         layout.addWidget(self.input)
         self.unknown = QCheckBox("not known")

@@ -38,6 +38,7 @@ from ..io.nifti import layer_affine
 from . import notify
 from .field_editor import FieldEditor
 from .layers import overlays_of
+from .plain import plain_label
 
 if TYPE_CHECKING:
     import napari
@@ -238,7 +239,7 @@ class PatientForm(QWidget):
             editor = FieldEditor(field)
             editor.changed.connect(self._push_record)
             editor.unknown.toggled.connect(self._push_record)
-            self.form.addRow(f"{field.display_name}:", editor)
+            self.form.addRow(plain_label(f"{field.display_name}:"), editor)
             self.editors[field.name] = editor
         self._building = False
         # keep what was typed when switching models; else the scan's own record

@@ -12,13 +12,13 @@ import math
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ..analysis.case import Case, CaseIdentity
 from ..infer.subject import SubjectPrediction
+from .plain import PlainCanvas
 
 __all__ = ["ResultView", "PREDICTION"]
 
@@ -58,7 +58,7 @@ class ResultView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.figure = Figure(figsize=(3.2, 2.0))
-        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas = PlainCanvas(self.figure)
         self.canvas.setMinimumHeight(160)
         layout.addWidget(self.canvas)
         self.label = QLabel("No prediction yet.")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -38,6 +38,7 @@ from ..errors import HyperFusionError
 from ..synth.truth import EHR_FIELDS, ad_truth_curve, has_ground_truth
 from . import notify
 from .layers import put_overlay
+from .plain import PlainCanvas, plain_label, without_math
 
 __all__ = ["WhatIfSection"]
 
@@ -83,7 +84,7 @@ class WhatIfSection(QWidget):
         )
         whatif_layout.addWidget(self.truth_box)
         self.whatif_figure = Figure(figsize=(3.2, 3.6))
-        self.whatif_canvas = FigureCanvasQTAgg(self.whatif_figure)
+        self.whatif_canvas = PlainCanvas(self.whatif_figure)
         self.whatif_canvas.setMinimumHeight(260)
         whatif_layout.addWidget(self.whatif_canvas)
         row2 = QHBoxLayout()
@@ -179,7 +180,7 @@ class WhatIfSection(QWidget):
                 control.setProperty("values", values)
                 control.valueChanged.connect(self._debounce.start)
             control.setObjectName(f"whatif_{field.name}")
-            self.whatif_form.addRow(f"{field.display_name}:", control)
+            self.whatif_form.addRow(plain_label(f"{field.display_name}:"), control)
             self.sliders[field.name] = control
             self.curve_field.addItem(field.display_name, field.name)
         self.patient_record = {}
@@ -552,7 +553,13 @@ class WhatIfSection(QWidget):
         from ..io.atomic import atomic_write
 
         suffix = Path(path).suffix.lower() or ".png"
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix.lstrip(".")))
+        without_math(fig)  # names come from the model file
+
+        def save(tmp) -> None:
+            with rc_context({"text.parse_math": False}):
+                fig.savefig(tmp, format=suffix.lstrip("."))
+
+        atomic_write(path, save)
         return Path(path)
 
     def _ask_export(self) -> None:

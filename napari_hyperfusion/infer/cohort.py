@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import PredictionError
 from ..nn.base import FusionNet, pool_features
 
-__all__ = ["Prediction", "predict_views", "predict_cohort", "to_probabilities"]
+__all__ = ["Prediction", "predict_views", "predict_cohort", "predict_rows", "read_model_cohort", "to_probabilities"]
 
 
 @dataclass
@@ -108,9 +109,49 @@ def predict_cohort(
     jobs: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
     prepare: bool = False,
+    chunk_size: int = 256,
 ):
     """Predict every row of a cohort table with a loaded model file
-    (:class:`~napari_hyperfusion.io.model_file.LoadedModel`).
+    (:class:`~napari_hyperfusion.io.model_file.LoadedModel`), ``chunk_size``
+    scans at a time (the images of one chunk are in memory, never the
+    cohort's; for a result file that streams, resumes and runs under
+    ``torchrun``, see :func:`napari_hyperfusion.infer.batch.predict_to_csv`).
+
+    Returns:
+        A DataFrame, one row per subject in table order: see
+        :func:`predict_rows`. The table is checked like a training table
+        (columns, values, image paths) but needs no target column.
+    """
+    import pandas as pd
+
+    cohort = read_model_cohort(model, table)
+    n = len(cohort)
+    frames = []
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        step = (lambda stage, i, _n, s=start: progress(stage, s + i, n)) if progress else None
+        frames.append(predict_rows(model, cohort.subset(range(start, stop)), batch_size, jobs, step, prepare))
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_model_cohort(model, table: str | Path):
+    """The cohort table ``model`` reads, checked (``need_target=False``;
+    image paths only for a model that reads images)."""
+    from ..data.dataset import TASK_SPECS, read_cohort
+
+    spec = next(s for s in TASK_SPECS.values() if s.model_task == model.info.task)
+    return read_cohort(table, spec, model.info.schema, need_target=False, need_images=model.info.config.uses_image)
+
+
+def predict_rows(
+    model,
+    cohort,
+    batch_size: int = 16,
+    jobs: int = 1,
+    progress: Callable[[str, int, int], None] | None = None,
+    prepare: bool = False,
+):
+    """Predict the rows of a checked :class:`~napari_hyperfusion.data.dataset.Cohort`.
 
     Returns a DataFrame: the ID column, then ``prob_<class>`` and
     ``predicted`` (classifier), ``prob_<label>`` and ``positive_<label>``
@@ -121,20 +162,22 @@ def predict_cohort(
     ``image_typicality_pct``, and the model's name and hash. A row whose
     scan the gate refused has no prediction (empty cells). ``prepare``
     registers every scan to the MNI template first (extra ``[prep]``) and
-    adds ``prepared = True``. The table is
-    checked like a training table (columns, values, image paths) but needs
-    no target column."""
+    adds ``prepared = True``.
+
+    Raises:
+        PredictionError: the network gave NaN or infinite outputs for a
+            row the gate let through (named by subject ID).
+    """
     import pandas as pd
 
-    from ..data.dataset import TASK_SPECS, load_checked_images, read_cohort
+    from ..data.dataset import load_checked_images
     from ..data.model_inputs import encode_table
     from ..data.preprocess import ModelGrid
     from .typicality import assess_rows
 
     info = model.info
-    spec = next(s for s in TASK_SPECS.values() if s.model_task == info.task)
+    spec = cohort.spec
     uses_image = info.config.uses_image
-    cohort = read_cohort(table, spec, info.schema, need_target=False, need_images=uses_image)
     views = None
     qcs: list[dict] = [{} for _ in range(len(cohort))]
     if uses_image:
@@ -152,6 +195,15 @@ def predict_cohort(
         model.net, views, tabular, info.kind, batch_size=batch_size, device=model.device,
         progress=(lambda i, n: progress("predict", i, n)) if progress else None, with_features=True,
     )  # fmt: skip
+    refused = np.array([q.get("verdict") == "refuse" for q in qcs], dtype=bool)
+    broken = ~np.isfinite(pred.values).all(1) & ~refused
+    if broken.any():
+        ids = [cohort.ids[i] for i in np.flatnonzero(broken)]
+        raise PredictionError(
+            f"{info.name} gave NaN or infinite outputs for {len(ids)} subject(s) ({', '.join(ids[:5])}"
+            f"{' ...' if len(ids) > 5 else ''}); no prediction is written for them. The model file is "
+            "damaged or the inputs are far outside what it was trained on."
+        )
     out = pd.DataFrame({spec.id_column: cohort.ids})
     if info.is_classifier:
         for k, name in enumerate(info.outputs):
@@ -171,7 +223,6 @@ def predict_cohort(
             out["brain_age_gap"] = pred.values[:, 0] - age
     records = [info.schema.fill(row)[0] for _, row in cohort.table.iterrows()]
     typical = assess_rows(model, records, pred.features)
-    refused = np.array([q.get("verdict") == "refuse" for q in qcs])
     prediction_columns = [c for c in out.columns if c not in (spec.id_column, "chronological_age")]
     if refused.any():  # no prediction for a scan the model cannot read
         out[prediction_columns] = out[prediction_columns].astype(object)

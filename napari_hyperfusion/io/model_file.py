@@ -8,10 +8,18 @@ tabular schema, the task and its outputs, provenance, metrics and the
 network from the config and copies the tensors in; no code from the file is
 ever run, so a file from anywhere is safe to open.
 
+Nothing in the file is trusted before it is checked: the header's layout,
+then the metadata against :mod:`~napari_hyperfusion.io.metadata_schema`
+(types, bounds, sizes that must agree), then the memory the architecture
+implies (:mod:`~napari_hyperfusion.nn.footprint`, refused above a limit
+before anything is allocated), then every weight's name, shape and
+finiteness.
+
 Errors are :class:`ModelFileError` with a ``reason`` code (``"not_found"``,
 ``"pickle"``, ``"not_safetensors"``, ``"truncated"``, ``"not_a_model"``,
-``"bad_metadata"``, ``"unknown_architecture"``, ``"weights_mismatch"``)
-and a message that says what is wrong and what to do.
+``"bad_metadata"``, ``"unknown_architecture"``, ``"too_large"``,
+``"weights_mismatch"``, ``"non_finite"``) and a message that says what is
+wrong and what to do.
 """
 
 from __future__ import annotations
@@ -27,13 +35,15 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..data.schema import SchemaError, TabularSchema
+from ..data.schema import TabularSchema
 from ..errors import ModelFileError
 from ..nn.base import FusionNet
 from ..nn.build import build_model
 from ..nn.config import ConfigError, ModelConfig
 from ..nn.devices import resolve_device
+from ..nn.footprint import ResourceLimits, check_footprint
 from .atomic import atomic_write
+from .metadata_schema import check_metadata
 
 __all__ = [
     "ModelFileError",
@@ -50,7 +60,10 @@ FORMAT_NAME = "napari-hyperfusion-model"
 FORMAT_VERSION = 1
 MODEL_SUFFIX = ".safetensors"
 TASKS = ("ad_classification", "brain_age", "risk_multilabel")
-_HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
+# safetensors allows 100 MB of header; ours are under 100 kB, and parsing a
+# crafted 100 MB JSON document would cost gigabytes of Python objects
+_HEADER_LIMIT = 16 * 1024 * 1024
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 @dataclass
@@ -172,6 +185,10 @@ class ModelInfo:
         except ConfigError as err:
             raise ModelFileError(f"unknown architecture: {err}", "unknown_architecture") from None
         try:
+            if data.get("image"):
+                from ..data.preprocess import ModelGrid
+
+                ModelGrid.from_dict(data["image"])  # a grid that cannot be built is refused now, not at Predict
             schema = TabularSchema.from_dict(data["schema"])
             flags = data.get("flags", {})
             return cls(
@@ -192,8 +209,8 @@ class ModelInfo:
                 note_encoder=str(data.get("note_encoder", "")),
                 input_stats=dict(data.get("input_stats", {})),
             )
-        except (KeyError, TypeError, SchemaError) as err:
-            raise ModelFileError(f"malformed model metadata: {err!r}", "bad_metadata") from None
+        except (KeyError, TypeError, ValueError) as err:  # SchemaError is a ValueError
+            raise ModelFileError(f"malformed model metadata: {err}", "bad_metadata") from None
 
 
 @dataclass
@@ -261,6 +278,11 @@ def _read_header(path: Path) -> dict[str, Any]:
         (n_header,) = struct.unpack("<Q", head[:8])
         fh.seek(8)
         if n_header > _HEADER_LIMIT:
+            if n_header <= 100 * 1024 * 1024:  # within safetensors' format, beyond any model of ours
+                raise ModelFileError(
+                    f"{path.name}: its header is {n_header / 2**20:.0f} MiB, above the {_HEADER_LIMIT >> 20} MiB "
+                    "a napari-hyperfusion model file may have", "bad_metadata",
+                )  # fmt: skip
             raise ModelFileError(f"{path.name} is not a safetensors model file", "not_safetensors")
         if 8 + n_header > size:
             raise ModelFileError(
@@ -272,9 +294,15 @@ def _read_header(path: Path) -> dict[str, Any]:
         header = json.loads(raw.decode("utf-8"))
         if not isinstance(header, dict):
             raise ValueError
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ModelFileError(f"{path.name} is not a safetensors model file", "not_safetensors") from None
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    ends = [_tensor_end(path.name, k, v) for k, v in header.items() if k != "__metadata__"]
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ModelFileError(
+            f"{path.name}: the safetensors __metadata__ must map names to text; this file's does not",
+            "not_safetensors",
+        )
     needed = 8 + n_header + max(ends, default=0)
     if needed > size:
         raise ModelFileError(
@@ -282,6 +310,34 @@ def _read_header(path: Path) -> dict[str, Any]:
             "truncated",
         )
     return header
+
+
+def _tensor_end(name: str, key: str, entry: Any) -> int:
+    """The end offset of one tensor's bytes, after checking that its entry
+    is well formed: a known dtype, a shape of sizes, and offsets that span
+    exactly the shape's bytes."""
+    bad = f"{name}: tensor {key[:100]!r} has a malformed safetensors entry"
+    if not isinstance(entry, dict):
+        raise ModelFileError(f"{bad} (not a table)", "not_safetensors")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _DTYPE_BYTES:
+        raise ModelFileError(f"{bad}: dtype {str(dtype)[:20]!r} is not one a model holds", "not_safetensors")
+    if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                              for s in shape):  # fmt: skip
+        raise ModelFileError(f"{bad}: its shape is not a list of sizes", "not_safetensors")
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):  # fmt: skip
+        raise ModelFileError(f"{bad}: data_offsets missing or not two increasing byte offsets", "not_safetensors")
+    count = 1
+    for size in shape:
+        count *= size
+    if offsets[1] - offsets[0] != count * _DTYPE_BYTES[dtype]:
+        raise ModelFileError(
+            f"{bad}: its offsets span {offsets[1] - offsets[0]} bytes, its shape {shape} needs "
+            f"{count * _DTYPE_BYTES[dtype]}", "not_safetensors",
+        )  # fmt: skip
+    return offsets[1]
 
 
 def read_info(path: str | os.PathLike) -> ModelInfo:
@@ -297,11 +353,13 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         )
     try:
         data = json.loads(meta[METADATA_KEY])
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ModelFileError(f"{path.name}: the model metadata is not valid JSON", "bad_metadata") from None
-    if not isinstance(data, dict):
-        raise ModelFileError(f"{path.name}: the model metadata is not a JSON object", "bad_metadata")
-    return ModelInfo.from_dict(data)
+    try:
+        check_metadata(data)
+        return ModelInfo.from_dict(data)
+    except ModelFileError as err:
+        raise ModelFileError(f"{path.name}: {err}", err.reason) from None
 
 
 def _sha256(path: Path) -> str:
@@ -312,15 +370,27 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> LoadedModel:
-    """Open a model file: rebuild the network from its config, load the
-    weights (checking every name and shape), move it to ``device`` and put
-    it in eval mode."""
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "auto", limits: ResourceLimits | None = None
+) -> LoadedModel:
+    """Open a model file: check its metadata, refuse an architecture that
+    needs more memory than ``limits`` (default 4096 MiB, or the environment
+    variable ``NAPARI_HYPERFUSION_MAX_MODEL_MB``), rebuild the network,
+    load the weights (checking every name, shape and that every value is
+    finite), move it to ``device`` and put it in eval mode.
+
+    Raises:
+        ModelFileError: with a ``reason`` (module docstring) and a message
+            for the user."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     info = read_info(path)
+    try:
+        check_footprint(info.config, limits)
+    except ConfigError as err:
+        raise ModelFileError(f"{path.name}: {err}", "too_large") from None
     net = build_model(info.config)
     try:
         tensors = load_file(str(path), device="cpu")
@@ -345,6 +415,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> 
         raise ModelFileError(
             f"{path.name}: the weights do not match the architecture in its metadata ({'; '.join(lines)})",
             "weights_mismatch",
+        )
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ModelFileError(
+            f"{path.name}: {len(broken)} weight tensor(s) hold NaN or infinite values ({', '.join(broken[:3])}"
+            f"{' ...' if len(broken) > 3 else ''}); the file is damaged or came from a diverged training run",
+            "non_finite",
         )
     net.load_state_dict({k: tensors[k].to(v.dtype) for k, v in expected.items()})
     target = resolve_device(device)

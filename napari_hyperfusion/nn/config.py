@@ -8,6 +8,8 @@ running any code from it.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -137,6 +139,7 @@ class ModelConfig:
     attn_heads: int = 4
 
     def __post_init__(self) -> None:
+        _check_types(self)
         object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
         object.__setattr__(self, "hyper_sites", tuple(self.hyper_sites))
         if self.tabular_columns is not None:
@@ -227,6 +230,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a model config is a table of settings, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -238,6 +243,42 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> ModelConfig:
         return ModelConfig.from_dict({**self.to_dict(), **changes})
+
+
+_INT_FIELDS = ("tabular_dim", "n_outputs", "in_channels", "emb_dim", "base_filters", "head_hidden",
+               "modulation_hidden", "note_dim", "growth", "dense_layers", "attn_dim", "attn_heads")  # fmt: skip
+_FLOAT_FIELDS = ("dropout", "output_shift", "output_scale")
+_STR_FIELDS = ("backbone", "fusion", "embedding", "hyper_form", "block_style", "modulation_style")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_types(config: ModelConfig) -> None:
+    """Refuse values of the wrong type before any is used (a config may come
+    from a model file or a hand-written TOML): ``int("3.7")``-style
+    coercion would hide them or fail with an unrelated message."""
+    for name in _INT_FIELDS:
+        if not _is_int(getattr(config, name)):
+            raise ConfigError(f"{name} must be a whole number, got {getattr(config, name)!r}")
+    for name in _FLOAT_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    for name in _STR_FIELDS:
+        if not isinstance(getattr(config, name), str):
+            raise ConfigError(f"{name} must be text, got {getattr(config, name)!r}")
+    sequences = {"input_shape": config.input_shape, "hyper_sites": config.hyper_sites}
+    if config.tabular_columns is not None:
+        sequences["tabular_columns"] = config.tabular_columns
+    for name, value in sequences.items():
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        wanted = (lambda v: isinstance(v, str)) if name == "hyper_sites" else _is_int
+        if not all(wanted(v) for v in value):
+            kind = "names" if name == "hyper_sites" else "whole numbers"
+            raise ConfigError(f"{name} must be a list of {kind}, got {list(value)!r}")
 
 
 def paper_ad_config(fusion: str = "hyperfusion", **overrides: Any) -> ModelConfig:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
+import torch.distributed as dist
 
 from ..errors import DeviceError
 
-__all__ = ["DeviceError", "resolve_device", "available_devices", "describe_device"]
+__all__ = [
+    "DeviceError", "resolve_device", "available_devices", "describe_device", "dist_info", "init_distributed",
+]  # fmt: skip
 
 
 def available_devices() -> list[str]:
@@ -44,3 +48,23 @@ def describe_device(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"{torch.cuda.get_device_name(index)} (cuda:{index})"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def dist_info() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside ``torchrun``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> torch.device:
+    """Join the process group ``torchrun`` set up (gloo on CPU, NCCL on
+    CUDA); returns this process's device. A no-op for a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return device
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device

@@ -72,6 +72,9 @@ CONV_FORMS: tuple[str, ...] = ("auto", "bmm", "grouped", "loop")
 AUTO_OVERRIDES: tuple[str, ...] = ("static", "bmm", "grouped", "loop")
 
 
+_PRELU_INIT = 0.25
+
+
 class TabularEmbedding(nn.Module):
     """The paper's tabular embedding: ``Linear -> BatchNorm1d -> PReLU``.
 
@@ -82,14 +85,16 @@ class TabularEmbedding(nn.Module):
         super().__init__()
         self.linear = nn.Linear(n_features, emb_dim)
         self.norm = nn.BatchNorm1d(emb_dim)
-        self.act = nn.PReLU(init=0.25)
+        self.act = nn.PReLU(init=_PRELU_INIT)
         self.emb_dim = emb_dim
 
     @property
     def second_moment(self) -> float:
         """E[e^2] at initialisation: BN makes the pre-activation ~N(0, 1) and
         PReLU with slope ``a`` keeps ``(1 + a^2) / 2`` of its second moment."""
-        a = float(self.act.weight.detach().mean())
+        weight = self.act.weight.detach()
+        # a network built on the meta device (to size it, nn.footprint) has no values
+        a = _PRELU_INIT if weight.is_meta else float(weight.mean())
         return (1.0 + a * a) / 2.0
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
@@ -452,7 +457,7 @@ class HyperConv3d(_HyperBase):
             return forced if forced in self._forms() else self._static_form()
         if x is None:
             return getattr(self, "_last_auto", None) or self._static_form()
-        if _is_compiling():
+        if _is_compiling() or x.is_meta:  # nothing to time on the meta device (nn.footprint)
             return self._static_form()
         key = self._auto_key(x)
         choice = _AUTO_CHOICES.get(key)

@@ -42,6 +42,7 @@ from ..io.atomic import atomic_write
 from ..nn.base import FusionNet
 from ..nn.build import build_model
 from ..nn.config import ModelConfig, brain_age_hyper_sites
+from ..nn.devices import dist_info, init_distributed  # noqa: F401  (re-exported: train.run, tests)
 from .metrics import classification_metrics, multilabel_metrics, regression_metrics
 
 __all__ = [
@@ -402,26 +403,6 @@ def _batch_images(
 
 
 # -- distributed -------------------------------------------------------------
-def dist_info() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` outside ``torchrun``."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed(device: torch.device) -> torch.device:
-    """Join the process group ``torchrun`` set up (gloo on CPU, NCCL on
-    CUDA); returns this process's device. A no-op for a single process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
-        return device
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return device
-
-
 # -- the loop ----------------------------------------------------------------
 @dataclass
 class FitResult:
