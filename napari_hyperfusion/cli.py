@@ -167,7 +167,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .train.run import train_and_save
 
     cfg = _train_config(args, {"resume": True} if args.resume else None)
-    outcome = train_and_save(cfg, command=" ".join(["hyperfusion", *sys.argv[1:]]))
+    outcome = train_and_save(cfg, command=" ".join(["hyperfusion", *sys.argv[1:]]), overwrite=args.overwrite)
     if dist_info()[0] != 0:
         return
     fit = outcome.fit
@@ -218,8 +218,12 @@ def _append_row(path: Path, row: dict) -> None:
     that is stopped keeps what it finished)."""
     import pandas as pd
 
+    from .io.csv_text import to_csv_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame([row]).to_csv(path, mode="a", header=not path.exists(), index=False, float_format="%.6g")
+    text = to_csv_text(pd.DataFrame([row]), header=not path.exists())
+    with path.open("a", newline="") as sink:
+        sink.write(text)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -282,12 +286,13 @@ def _write_report(out: Path, result, title: str, report: str, splits: dict | Non
     import pandas as pd
 
     from .io.atomic import write_text_atomically
+    from .io.csv_text import to_csv_text
     from .train.evaluate import ENSEMBLES, result_meta, summarise
 
     summary = pd.concat([summarise(result, kind).assign(ensemble=kind) for kind in ENSEMBLES])
     write_text_atomically(out / "evaluation.md", report)
-    write_text_atomically(out / "evaluation.csv", result.rows.to_csv(index=False, float_format="%.6g"))
-    write_text_atomically(out / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    write_text_atomically(out / "evaluation.csv", to_csv_text(result.rows))
+    write_text_atomically(out / "summary.csv", to_csv_text(summary))
     write_text_atomically(out / "evaluation.json", json.dumps(result_meta(result, title, splits), indent=1))
     print(report)
     print(f"wrote {out / 'evaluation.md'}, {out / 'evaluation.csv'}, {out / 'summary.csv'} and evaluation.json")
@@ -558,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="a .toml or .yaml file of settings (see docs/training.md)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help=overrides_help)
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--overwrite", action="store_true", help="replace an earlier run's files in OUT")
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="k-fold cross-validation of HyperFusion against baselines")
@@ -629,7 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("model", help="a .safetensors model file that reads an image")
     report.add_argument("table", help="a cohort CSV/TSV, e.g. sample_data/subjects.csv")
-    report.add_argument("--n", type=_at_least(1), default=4, help="how many subjects, from the top of the table (default 4)")
+    report.add_argument(
+        "--n", type=_at_least(1), default=4, help="how many subjects, from the top of the table (default 4)"
+    )
     report.add_argument("--subjects", default="", help="comma-separated subject IDs instead of the first --n")
     report.add_argument("--out", required=True, help="the Markdown report to write, e.g. reports/trust.md")
     report.add_argument("--methods", default="saliency,gradcam,integrated_gradients,occlusion",

@@ -499,6 +499,7 @@ class WhatIfSection(QWidget):
         import pandas as pd
 
         from ..io.atomic import write_text_atomically
+        from ..io.csv_text import to_csv_text
 
         frame = pd.DataFrame(self.explored).assign(kind="slider")
         if self.last_curve is not None:
@@ -510,7 +511,7 @@ class WhatIfSection(QWidget):
                     curve[f"truth_{n}"] = self.last_truth[:, k]
             frame = pd.concat([frame, curve.assign(kind=f"curve {c.field}")], ignore_index=True)
         frame["synthetic_model"] = bool(self.model and self.model.info.synthetic_data)
-        return write_text_atomically(path, frame.to_csv(index=False, float_format="%.6g"))
+        return write_text_atomically(path, to_csv_text(frame))
 
     def save_summary(self, path: str | Path) -> Path:
         """A one-page teaching figure (PNG or PDF by suffix)."""

@@ -191,10 +191,24 @@ def read_cohort(
                 raise CohortError(f"{path.name}: {_where(i, ids[i], spec.image_column)}: no image path")
             image = Path(value.strip())
             image = image if image.is_absolute() else path.parent / image
-            if not image.is_file():
-                raise CohortError(f"{path.name}: {_where(i, ids[i], spec.image_column)}: {image} does not exist")
+            try:
+                found = image.is_file()
+            except OSError as err:  # e.g. a name longer than the file system allows
+                raise CohortError(
+                    f"{path.name}: {_where(i, ids[i], spec.image_column)}: {_shorten(str(image))} is not a path "
+                    f"that can be opened ({err.strerror})"
+                ) from None
+            if not found:
+                raise CohortError(
+                    f"{path.name}: {_where(i, ids[i], spec.image_column)}: {_shorten(str(image))} does not exist"
+                )
             images.append(image)
     return Cohort(table=table, ids=ids, image_paths=images, y=y, spec=spec, source=path)
+
+
+def _shorten(text: str, most: int = 160) -> str:
+    """``text`` cut to ``most`` characters for a message (a cell may hold anything)."""
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def _parse_flag(raw: object) -> int | None:
@@ -227,10 +241,12 @@ def _parse_targets(table: pd.DataFrame, ids: list[str], spec: TaskSpec, name: st
             try:
                 number = float(raw)
             except (TypeError, ValueError):
-                raise CohortError(f"{name}: {where}: {raw!r} is not a number") from None
+                raise CohortError(f"{name}: {where}: {_shorten(repr(raw))} is not a number") from None
             low, high = spec.target_range
             if not np.isfinite(number) or not low <= number <= high:
-                raise CohortError(f"{name}: {where}: {raw!r} is missing or outside {low:g} to {high:g} {spec.unit}")
+                raise CohortError(
+                    f"{name}: {where}: {_shorten(repr(raw))} is missing or outside {low:g} to {high:g} {spec.unit}"
+                )
             values.append(number)
     return np.asarray(values, dtype=np.int64 if spec.is_classification else np.float32)
 

@@ -41,6 +41,19 @@ __all__ = [
 MAX_SCAN_VOXELS = 512**3
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
+# what nibabel raises on a file it cannot make sense of: a forged or damaged
+# header (an unknown data code, an offset inside the header, a scale that is
+# not finite) as well as a truncated or mis-compressed file
+_READ_ERRORS = (
+    nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,
+    EOFError,
+    OSError,
+    OverflowError,
+    zlib.error,
+    ValueError,
+)
+
 
 def check_affine(affine: Any, name: str) -> np.ndarray:
     """The voxel -> world matrix as float64 ``[4, 4]``, or an
@@ -78,7 +91,7 @@ def open_nifti(path: str | os.PathLike, max_voxels: int = MAX_SCAN_VOXELS) -> An
         raise ImageError(f"{path} is not a file")
     try:
         img = nib.load(str(path))
-    except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, ValueError) as err:
+    except _READ_ERRORS as err:
         raise ImageError(f"{path.name} cannot be read as NIfTI ({type(err).__name__}: {err})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ImageError(f"{path.name} is a {type(img).__name__}, not a NIfTI image")
@@ -94,6 +107,8 @@ def open_nifti(path: str | os.PathLike, max_voxels: int = MAX_SCAN_VOXELS) -> An
         shape = shape[:3] + shape[4:]
     if len(shape) not in (3, 4):
         raise ImageError(f"{path.name} has {len(shape)} dimensions {shape}; a brain MRI volume is 3D")
+    if min(shape) < 1:
+        raise ImageError(f"{path.name} claims a volume of size {shape}; every axis needs at least one voxel")
     n_voxels = int(np.prod(shape[:3], dtype=np.int64))
     if n_voxels > max_voxels:
         size = "x".join(map(str, shape[:3]))
@@ -127,7 +142,7 @@ def read_first_volume(img: Any, name: str = "scan", keep_integers: bool = False)
         if len(img.shape) > 3:
             img = img.slicer[(slice(None),) * 3 + (0,) * (len(img.shape) - 3)]
         values = np.asarray(img.dataobj)
-    except (EOFError, OSError, zlib.error, ValueError) as err:
+    except _READ_ERRORS as err:
         raise ImageError(
             f"{name} cannot be read as NIfTI ({type(err).__name__}: {err}); the file may be truncated"
         ) from None
@@ -156,8 +171,14 @@ def read_canonical(img: Any, name: str = "scan", keep_integers: bool = False) ->
         run left->Right, posterior->Anterior, inferior->Superior.
     """
     data = read_first_volume(img, name=name, keep_integers=keep_integers)
-    ornt = nib.orientations.io_orientation(img.affine)
-    affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, data.shape)  # the file's shape
+    try:
+        ornt = nib.orientations.io_orientation(img.affine)
+        affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, data.shape)  # the file's shape
+    except nib.orientations.OrientationError:
+        raise ImageError(
+            f"{name}'s affine (voxel-to-world matrix) gives its axes no orientation; fix the header's "
+            "qform/sform and load it again"
+        ) from None
     data = nib.orientations.apply_orientation(data, ornt)
     return np.ascontiguousarray(data), affine
 

@@ -39,6 +39,12 @@ KINDS = ("number", "binary", "category")
 FILL_RULES = ("required", "mean", "conditional")
 
 
+def _shown(value: object, most: int = 60) -> str:
+    """``repr(value)`` cut to ``most`` characters: a cell may hold anything."""
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
 def split_censored(value: Any) -> tuple[Any, str | None]:
     """``(value, marker)``: a censored number such as ADNIMERGE's ``">1700"``
     or ``"<8"`` as its stated bound (``"1700"``) and the marker (``">"``);
@@ -147,7 +153,7 @@ class Field:
             lookup.update({k.lower(): v for k, v in self.aliases.items()})
             if text.lower() not in lookup:
                 raise SchemaError(
-                    f"{self.display_name}: {text!r} is not allowed; use {self.range_text()}",
+                    f"{self.display_name}: {_shown(text)} is not allowed; use {self.range_text()}",
                     self.name,
                 )
             return lookup[text.lower()]
@@ -156,15 +162,15 @@ class Field:
             number = float(bound)
         except (TypeError, ValueError):
             raise SchemaError(
-                f"{self.display_name}: {value!r} is not a number; expected {self.range_text()}",
+                f"{self.display_name}: {_shown(value)} is not a number; expected {self.range_text()}",
                 self.name,
             ) from None
         if not math.isfinite(number):
-            raise SchemaError(f"{self.display_name}: {value!r} is not a finite number", self.name)
+            raise SchemaError(f"{self.display_name}: {_shown(value)} is not a finite number", self.name)
         if self.kind == "binary" and number not in (0.0, 1.0):
-            raise SchemaError(f"{self.display_name}: {value!r} must be 0 or 1", self.name)
+            raise SchemaError(f"{self.display_name}: {_shown(value)} must be 0 or 1", self.name)
         if self.integer and number != round(number):
-            raise SchemaError(f"{self.display_name}: {value!r} must be a whole number", self.name)
+            raise SchemaError(f"{self.display_name}: {_shown(value)} must be a whole number", self.name)
         low = -math.inf if self.minimum is None else self.minimum
         high = math.inf if self.maximum is None else self.maximum
         if not low <= number <= high:

@@ -58,6 +58,6 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def to_csv_text(frame: pd.DataFrame, header: bool = True, float_format: str = "%.6g") -> str:
+def to_csv_text(frame: pd.DataFrame, header: bool = True, float_format: str | None = "%.6g") -> str:
     """``frame`` as CSV text (no index), formulas neutralised."""
     return neutralise_formulas(frame).to_csv(index=False, header=header, float_format=float_format)

@@ -109,8 +109,9 @@ _IMAGE = {  # {} for a model that reads no image; else _IMAGE_REQUIRED (checked 
     },
 }  # fmt: skip
 
-_RANGE = {
+_RANGE = {  # a category's levels, or a number's range and percentiles
     "type": "object",
+    "anyOf": [{"required": ["levels"]}, {"required": ["min", "max", "p1", "p99"]}],
     "properties": {
         "min": _number(), "max": _number(), "p1": _number(), "p99": _number(), "levels": _array(_text(200), 256),
     },
@@ -208,9 +209,16 @@ def _validator():
     base = jsonschema.Draft202012Validator
 
     def finite_number(_checker, value) -> bool:
-        return base.TYPE_CHECKER.is_type(value, "number") and math.isfinite(value)
+        if not base.TYPE_CHECKER.is_type(value, "number"):
+            return False
+        if isinstance(value, int):  # beyond 2**53 numpy keeps it as a Python object, not a float
+            return abs(value) <= 2**53
+        return math.isfinite(value)
 
-    checker = base.TYPE_CHECKER.redefine("number", finite_number)
+    def safe_integer(_checker, value) -> bool:  # bounds apply only to values that are also "number"s
+        return base.TYPE_CHECKER.is_type(value, "integer") and finite_number(_checker, value)
+
+    checker = base.TYPE_CHECKER.redefine_many({"number": finite_number, "integer": safe_integer})
     return jsonschema.validators.extend(base, type_checker=checker)(METADATA_SCHEMA)
 
 
@@ -237,8 +245,12 @@ def check_metadata(data: Any) -> None:
     if errors:
         first = errors[0]
         message = first.message if len(first.message) < 300 else first.message[:300] + "..."
-        if first.validator == "type" and first.validator_value == "number" and isinstance(first.instance, float):
-            message = f"{first.instance!r} is not a finite number"
+        if first.validator == "type" and first.validator_value in ("number", "integer"):
+            value = first.instance
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+                message = f"{str(value)[:40]} is too large (beyond 2**53)"
+            elif isinstance(value, float) and not math.isfinite(value):
+                message = f"{value!r} is not a finite number"
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ModelFileError(f"model metadata: {_where(first)}: {message}{more}", "bad_metadata")
     _check_agreement(data)

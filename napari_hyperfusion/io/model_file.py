@@ -353,8 +353,10 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         )
     try:
         data = json.loads(meta[METADATA_KEY])
-    except (ValueError, RecursionError):
+    except ValueError:
         raise ModelFileError(f"{path.name}: the model metadata is not valid JSON", "bad_metadata") from None
+    except RecursionError:
+        raise ModelFileError(f"{path.name}: the model metadata is nested too deeply to read", "bad_metadata") from None
     try:
         check_metadata(data)
         return ModelInfo.from_dict(data)

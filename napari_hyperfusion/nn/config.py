@@ -255,6 +255,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+_MAX_INT = 2**31 - 1
+
+
 def _check_types(config: ModelConfig) -> None:
     """Refuse values of the wrong type before any is used (a config may come
     from a model file or a hand-written TOML): ``int("3.7")``-style
@@ -262,6 +265,8 @@ def _check_types(config: ModelConfig) -> None:
     for name in _INT_FIELDS:
         if not _is_int(getattr(config, name)):
             raise ConfigError(f"{name} must be a whole number, got {getattr(config, name)!r}")
+        if abs(getattr(config, name)) > _MAX_INT:  # no layer size is near this; torch would overflow on it
+            raise ConfigError(f"{name} is too large: {str(getattr(config, name))[:40]}")
     for name in _FLOAT_FIELDS:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
@@ -279,6 +284,8 @@ def _check_types(config: ModelConfig) -> None:
         if not all(wanted(v) for v in value):
             kind = "names" if name == "hyper_sites" else "whole numbers"
             raise ConfigError(f"{name} must be a list of {kind}, got {list(value)!r}")
+        if name != "hyper_sites" and any(abs(v) > _MAX_INT for v in value):
+            raise ConfigError(f"{name} holds a value too large to be a size: {list(value)!r:.80}")
 
 
 def paper_ad_config(fusion: str = "hyperfusion", **overrides: Any) -> ModelConfig:

@@ -94,9 +94,15 @@ def estimate_footprint(config: ModelConfig) -> Footprint:
     Returns:
         A :class:`Footprint`. Nothing is allocated: the network is built and
         run on the ``meta`` device (about 20 ms).
+
+    Raises:
+        ConfigError: sizes that no layer can be built with.
     """
-    with torch.device("meta"):
-        net = build_model(config)
+    try:
+        with torch.device("meta"):
+            net = build_model(config)
+    except (TypeError, ValueError, OverflowError, RuntimeError) as err:  # sizes no layer can take
+        raise ConfigError(f"this architecture cannot be built ({type(err).__name__}: {str(err)[:200]})") from None
     parameters = sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
     total = [0]
 

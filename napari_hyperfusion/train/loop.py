@@ -17,6 +17,7 @@ regression target's scale) come from the training rows only.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -560,17 +561,21 @@ def fit(
     history: list[dict[str, float]] = []
     best_val: dict[str, float] = {}
     if checkpoint is not None and cfg.resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = read_checkpoint(checkpoint)
         if state.get("fingerprint") != fingerprint:
             raise TrainConfigError(
-                f"{checkpoint} belongs to a run with other settings or data; remove it or drop --resume"
+                f"{checkpoint} belongs to a run with other settings or data (the settings, the split or the "
+                "images and EHR values of its subjects differ); remove it or drop --resume"
             )
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        best_state, best_metric = state["best_state"], state["best_metric"]
-        best_epoch, bad_epochs, history = state["best_epoch"], state["bad_epochs"], state["history"]
-        best_val = dict(state.get("best_val", {}))
-        start_epoch = state["epoch"] + 1
+        try:
+            net.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            best_state, best_metric = state["best_state"], state["best_metric"]
+            best_epoch, bad_epochs, history = state["best_epoch"], state["bad_epochs"], state["history"]
+            best_val = dict(state.get("best_val", {}))
+            start_epoch = state["epoch"] + 1
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise TrainConfigError(f"{checkpoint} is damaged ({str(err)[:200]}); remove it or drop --resume") from None
         if bad_epochs >= cfg.patience:
             start_epoch = epochs + 1
 
@@ -693,8 +698,41 @@ def pretrain_embedding(
     return result
 
 
-def fingerprint_of(cfg: TrainConfig, train_ids: list[str], val_ids: list[str]) -> str:
-    """What a checkpoint must share with the run resuming it."""
-    skip = {"epochs", "resume", "patience", "progress", "jobs", "device", "out"}
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint, read with ``weights_only=True`` (no code in
+    it can run). Raises :class:`TrainConfigError` for a file that is not
+    one of ours: truncated, another tool's, or a pickle of other objects."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unpickling raises many types; each means "not a checkpoint"
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise TrainConfigError(
+            f"{path} is not a readable napari-hyperfusion training checkpoint ({type(err).__name__}: {first}); "
+            "it was not run (checkpoints are read with weights_only=True). Remove it, or drop --resume"
+        ) from None
+    if not isinstance(state, dict) or "fingerprint" not in state:
+        raise TrainConfigError(f"{path} is not a napari-hyperfusion training checkpoint; remove it or drop --resume")
+    return state
+
+
+def data_digest(*parts: TrainingData) -> str:
+    """SHA-256 of the numbers a run trains and validates on: the views, the
+    encoded EHR rows and the targets, so that a cohort whose scans or
+    values changed under the same IDs is not taken for the same data."""
+    digest = hashlib.sha256()
+    for data in parts:
+        for array in (data.views, data.tabular, data.y):
+            if array is not None:
+                array = np.ascontiguousarray(array)
+                digest.update(f"{array.dtype}{array.shape}".encode())
+                digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def fingerprint_of(cfg: TrainConfig, train_ids: list[str], val_ids: list[str], data: str = "") -> str:
+    """What a checkpoint must share with the run resuming it: the settings
+    that shape training, the split, and the data's digest (:func:`data_digest`)."""
+    # the cohort's path is not kept: its content is, in ``data`` (a moved cohort resumes, an edited one does not)
+    skip = {"epochs", "resume", "patience", "progress", "jobs", "device", "out", "cohort"}
     kept = {k: v for k, v in cfg.to_dict().items() if k not in skip}
-    return json.dumps({"cfg": kept, "train": train_ids, "val": val_ids}, sort_keys=True)
+    return json.dumps({"cfg": kept, "train": train_ids, "val": val_ids, "data": data}, sort_keys=True)

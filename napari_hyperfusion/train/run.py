@@ -37,9 +37,11 @@ from ..data.dataset import Cohort, CohortError, load_images, read_cohort
 from ..data.notes import ENCODER_NAME, NOTE_DIM
 from ..data.risk_features import select_risk_features
 from ..data.schema import TabularSchema
+from ..errors import TrainConfigError
 from ..infer.cohort import predict_views
 from ..infer.typicality import fit_input_stats
 from ..io.atomic import write_text_atomically
+from ..io.csv_text import to_csv_text
 from ..io.model_file import ModelInfo, save_model
 from ..nn.build import build_model
 from ..nn.devices import resolve_device
@@ -48,6 +50,7 @@ from .loop import (
     TrainConfig,
     TrainingData,
     base_schema,
+    data_digest,
     dist_info,
     fingerprint_of,
     fit,
@@ -60,7 +63,16 @@ from .loop import (
 )
 from .metrics import choose_thresholds
 
-__all__ = ["TrainOutcome", "train_and_save", "is_synthetic", "task_metrics", "network_config", "risk_selection_for"]
+__all__ = [
+    "TrainOutcome",
+    "train_and_save",
+    "check_out_folder",
+    "RUN_FILES",
+    "is_synthetic",
+    "task_metrics",
+    "network_config",
+    "risk_selection_for",
+]
 
 
 @dataclass
@@ -130,8 +142,43 @@ def is_synthetic(cohort: Cohort) -> bool:
     return False
 
 
-def train_and_save(cfg: TrainConfig, command: str = "") -> TrainOutcome:
-    """Run ``cfg`` end to end; see the module docstring for what is written."""
+RUN_FILES = ("model.safetensors", "history.csv", "train_config.json", "checkpoint.pt",
+             "risk_features.md", "risk_features.csv")  # fmt: skip
+
+
+def check_out_folder(out: Path, resume: bool, overwrite: bool, rank: int = 0) -> None:
+    """Refuse to mix two runs in one folder.
+
+    A new run into a folder that holds an earlier run's files would leave a
+    model from one run beside the history of another. ``resume`` needs the
+    earlier run's checkpoint; ``overwrite`` removes the earlier run's files
+    (rank 0) and starts again.
+
+    Raises:
+        TrainConfigError: the folder holds a run and neither was asked for,
+            or ``resume`` without a checkpoint.
+    """
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if resume and overwrite:
+        raise TrainConfigError("--resume continues the run in 'out' and --overwrite discards it: choose one")
+    if resume:
+        if not (out / "checkpoint.pt").exists():
+            raise TrainConfigError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist (drop --resume)")
+        return
+    if found and not overwrite:
+        raise TrainConfigError(
+            f"{out} holds an earlier run ({', '.join(found)}); choose another 'out' (--set out=PATH), "
+            "continue that run with --resume, or replace it with --overwrite"
+        )
+    if found and rank == 0:
+        for name in found:
+            (out / name).unlink()
+
+
+def train_and_save(cfg: TrainConfig, command: str = "", overwrite: bool = False) -> TrainOutcome:
+    """Run ``cfg`` end to end; see the module docstring for what is written.
+    ``out`` must hold no earlier run unless ``cfg.resume`` (continue it) or
+    ``overwrite`` (replace it): :func:`check_out_folder`."""
     if not cfg.cohort:
         raise CohortError("no cohort table given (set 'cohort' in the config or --set cohort=PATH)")
     if not cfg.out:
@@ -139,6 +186,7 @@ def train_and_save(cfg: TrainConfig, command: str = "") -> TrainOutcome:
     out = Path(cfg.out)
     device = init_distributed(resolve_device(cfg.device))
     rank, world = dist_info()
+    check_out_folder(out, cfg.resume, overwrite, rank)
     spec = cfg.spec
     uses_image = cfg.fusion != "tabular"
     cohort = read_cohort(cfg.cohort, spec, base_schema(cfg.task), need_target=True, need_images=uses_image)
@@ -170,7 +218,8 @@ def train_and_save(cfg: TrainConfig, command: str = "") -> TrainOutcome:
     net = build_model(mcfg)
     out.mkdir(parents=True, exist_ok=True)
     pretrain = pretrain_embedding(net, train, val, cfg, device)
-    fingerprint = fingerprint_of(cfg, [cohort.ids[i] for i in train_idx], [cohort.ids[i] for i in val_idx])
+    train_ids, val_ids = [cohort.ids[i] for i in train_idx], [cohort.ids[i] for i in val_idx]
+    fingerprint = fingerprint_of(cfg, train_ids, val_ids, data_digest(train, val))
     result = fit(net, train, val, cfg, device, checkpoint=out / "checkpoint.pt", fingerprint=fingerprint,
                  desc=f"train {cfg.fusion}")  # fmt: skip
     net.load_state_dict(result.best_state)
@@ -235,9 +284,9 @@ def train_and_save(cfg: TrainConfig, command: str = "") -> TrainOutcome:
         model_path = save_model(out / "model.safetensors", net.cpu(), info, dtype=dtype)
         net.to(device)
         history = pd.DataFrame(result.history)
-        write_text_atomically(out / "history.csv", history.to_csv(index=False, float_format="%.6g"))
+        write_text_atomically(out / "history.csv", to_csv_text(history))
         write_text_atomically(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
         if selection is not None:
             write_text_atomically(out / "risk_features.md", selection.to_markdown())
-            write_text_atomically(out / "risk_features.csv", selection.to_frame().to_csv(index=False))
+            write_text_atomically(out / "risk_features.csv", to_csv_text(selection.to_frame(), float_format=None))
     return TrainOutcome(model_path, net, result, test_metrics, len(train_idx), len(val_idx), len(test_idx))

@@ -1,0 +1,312 @@
+"""Hostile and mistaken inputs reach the user as one clear message: model
+files that ask for too much or hold NaN, names written in HTML, formulas in
+CSV cells, numeric options out of range, run folders of other runs, damaged
+checkpoints; and cohort prediction that streams, resumes and stays in order.
+
+The files are real: shipped model files with their metadata rewritten, NIfTI
+cohorts written by nibabel, the CLI called as a user calls it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import dock_panel, tiny_train_settings, write_toml
+from fuzz_cases import _join_safetensors, _split_safetensors
+
+from napari_hyperfusion import cli
+from napari_hyperfusion.errors import ModelFileError
+from napari_hyperfusion.io.model_file import METADATA_KEY, load_model
+from napari_hyperfusion.nn.footprint import LIMIT_ENV
+from napari_hyperfusion.resources import models_dir
+
+AD_MODEL = models_dir() / "ad_hyperfusion.safetensors"
+
+
+def _rewrite(tmp_path, name: str, edit_meta=None, edit_data=None, source=AD_MODEL):
+    """A copy of a shipped model file with its metadata (a dict) or its
+    tensor bytes edited."""
+    header, data = _split_safetensors(source.read_bytes())
+    header = copy.deepcopy(header)
+    if edit_meta is not None:
+        meta = json.loads(header["__metadata__"][METADATA_KEY])
+        edit_meta(meta)
+        header["__metadata__"][METADATA_KEY] = json.dumps(meta)
+    if edit_data is not None:
+        data = edit_data(header, bytearray(data))
+    path = tmp_path / name
+    path.write_bytes(_join_safetensors(header, bytes(data)))
+    return path
+
+
+def _nan_first_values(header, data: bytearray) -> bytes:
+    nan = {"F32": struct.pack("<f", float("nan")), "F16": b"\x00\x7e"}  # the shipped files are float16
+    for key, entry in header.items():
+        if key != "__metadata__" and entry["dtype"] in nan:
+            start = entry["data_offsets"][0]
+            data[start : start + len(nan[entry["dtype"]])] = nan[entry["dtype"]]
+    return bytes(data)
+
+
+# -- model files: size, NaN, the limit -------------------------------------------
+
+
+def test_a_model_asking_for_a_huge_network_is_refused_before_it_is_built(tmp_path):
+    path = _rewrite(tmp_path, "big.safetensors", lambda m: m["config"].update(base_filters=400))
+    with pytest.raises(ModelFileError, match=r"needs about [\d,]+ MiB .* above the limit of 4,096 MiB") as info:
+        load_model(path, device="cpu")
+    assert LIMIT_ENV in str(info.value)  # says how to raise the limit
+
+
+def test_the_memory_limit_is_configurable(tmp_path, monkeypatch):
+    monkeypatch.setenv(LIMIT_ENV, "1")
+    with pytest.raises(ModelFileError, match="above the limit of 1 MiB"):
+        load_model(AD_MODEL, device="cpu")
+    monkeypatch.setenv(LIMIT_ENV, "lots")
+    with pytest.raises(Exception, match=f"{LIMIT_ENV}='lots' is not a number of MiB"):
+        load_model(AD_MODEL, device="cpu")
+    monkeypatch.setenv(LIMIT_ENV, "100000")
+    assert load_model(AD_MODEL, device="cpu").info.name
+
+
+def test_nan_weights_are_refused_in_the_cli_with_exit_2(ad_cohort, tmp_path, capsys):
+    path = _rewrite(tmp_path, "nan.safetensors", edit_data=_nan_first_values)
+    out = tmp_path / "p.csv"
+    assert cli.main(["predict", str(path), str(ad_cohort), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "hold NaN or infinite values" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(thresholds=["a", "b", "c"]), "thresholds.0: 'a' is not of type 'number'"),
+        (lambda m: m["outputs"].update(names="CNMCIAD"), "outputs.names: 'CNMCIAD' is not of type 'array'"),
+        (lambda m: m["image"].update(spacing_mm=0), "image.spacing_mm: 0 is less than or equal to the minimum"),
+        (lambda m: m["config"].update(base_filters=10**30), "too large"),
+        (lambda m: m["input_stats"]["image"].update(mean=[float("nan")]), "is not a finite number"),
+    ],
+    ids=["thresholds text", "outputs string", "zero spacing", "huge integer", "NaN statistic"],
+)
+def test_metadata_of_the_wrong_type_names_the_field(edit, message, tmp_path, capsys):
+    path = _rewrite(tmp_path, "edited.safetensors", edit)
+    with pytest.raises(ModelFileError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_model(path, device="cpu")
+    assert cli.main(["info", str(path)]) == 2  # the CLI says the same, without a traceback
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# -- the panel: plain text, the previous model kept -------------------------------
+
+
+def test_the_panel_shows_names_as_plain_text_and_keeps_its_model_on_a_bad_file(
+    make_napari_viewer, qtbot, errors, tmp_path
+):
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QLabel
+
+    panel = dock_panel(make_napari_viewer(), "SYN_DEMO_01")
+    html_name = "<h1 style='font-size:90px'>Trusted</h1><br>" * 3
+    html = _rewrite(tmp_path, "html.safetensors", lambda m: m.update(name=html_name))
+    assert panel.open_model(html)
+    assert html_name in panel.model_picker.combo.currentText()
+    shown = [label for label in panel.findChildren(QLabel) if "<h1" in label.text()]
+    assert shown, "the name is not shown anywhere"
+    for label in shown:  # drawn as the characters it holds, not as HTML
+        assert label.textFormat() == Qt.TextFormat.PlainText, label.objectName()
+    assert "SYNTHETIC" in panel.model_picker.info.text()
+    before, combo_before = panel.model.path, panel.model_picker.combo.currentText()
+    for bad in (
+        _rewrite(tmp_path, "big.safetensors", lambda m: m["config"].update(base_filters=400)),
+        _rewrite(tmp_path, "nan.safetensors", edit_data=_nan_first_values),
+        _rewrite(tmp_path, "text.safetensors", lambda m: m.update(thresholds="high")),
+    ):
+        assert not panel.open_model(bad)
+        assert errors[-1].startswith("Cannot open the model: ") and bad.name in errors[-1]
+        assert panel.model.path == before and panel.model_picker.combo.currentText() == combo_before
+
+
+# -- CSV output --------------------------------------------------------------------
+
+
+def _table_copy(cohort, tmp_path, edit=None, name="edited.csv"):
+    table = pd.read_csv(cohort, dtype=str, keep_default_na=False)
+    table["IMAGE"] = [str(cohort.parent / p) for p in table.IMAGE]
+    if edit is not None:
+        edit(table)
+    path = tmp_path / name
+    table.to_csv(path, index=False)
+    return path
+
+
+def test_a_formula_in_a_subject_id_reaches_the_predictions_as_text(ad_cohort, tmp_path, capsys):
+    formula = "=cmd|' /C calc'!A0"
+    table = _table_copy(ad_cohort, tmp_path, lambda t: t.loc.__setitem__((0, "PTID"), formula))
+    out = tmp_path / "p.csv"
+    assert cli.main(["predict", str(AD_MODEL), str(table), "--out", str(out), "--quiet"]) == 0
+    cells = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert cells.iloc[0, 0] == "'" + formula  # a spreadsheet shows it, and does not run it
+    lines = out.read_text().splitlines()
+    assert not any(line.startswith("=") for line in lines)
+
+
+# -- CLI options ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["predict", "M", "C", "--out", "o.csv", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+        (["predict", "M", "C", "--out", "o.csv", "--batch-size", "-4"], "--batch-size: must be at least 1, got -4"),
+        (["predict", "M", "C", "--out", "o.csv", "--chunk-size", "0"], "--chunk-size: must be at least 1"),
+        (["predict", "M", "C", "--out", "o.csv", "--jobs", "two"], "--jobs: 'two' is not a whole number"),
+        (["make-cohort", "ad", "--out", "x", "--n", "0"], "--n: must be at least 1"),
+        (["evaluate", "c.toml", "--folds", "1"], "--folds: must be at least 2"),
+        (["evaluate", "c.toml", "--test-fraction", "1.5"], "--test-fraction: must be between 0 and 1"),
+        (["explain-report", "M", "T", "--out", "r.md", "--ig-steps", "1"], "--ig-steps: must be at least 2"),
+        (["explain-report", "M", "T", "--out", "r.md", "--n", "-1"], "--n: must be at least 1"),
+    ],
+)
+def test_numeric_options_out_of_range_exit_2_with_the_reason(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+# -- cohort prediction: streamed, resumed, in order ---------------------------------------
+
+
+def _predict(model, table, out, *extra) -> int:
+    return cli.main(["predict", str(model), str(table), "--out", str(out), "--quiet", "--chunk-size", "8", *extra])
+
+
+def test_predict_resumes_an_interrupted_run_to_the_same_bytes(ad_cohort, tmp_path, monkeypatch, capsys):
+    from napari_hyperfusion.infer import batch
+
+    straight = tmp_path / "straight.csv"
+    assert _predict(AD_MODEL, ad_cohort, straight) == 0
+    # stop after two of the four chunks, as Ctrl+C would
+    original, calls = batch.predict_rows, []
+
+    def stopping(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "predict_rows", stopping)
+    out = tmp_path / "p.csv"
+    assert _predict(AD_MODEL, ad_cohort, out) == 130
+    assert "rerun with --resume" in capsys.readouterr().err
+    parts = batch.parts_folder(out)
+    assert not out.exists() and sorted(p.name for p in parts.glob("chunk_*")) == ["chunk_0000000.csv",
+                                                                                  "chunk_0000001.csv"]  # fmt: skip
+    # a new run does not silently discard them; another model cannot take them over
+    assert _predict(AD_MODEL, ad_cohort, out) == 2
+    assert "pass --resume to continue it" in capsys.readouterr().err
+    other = models_dir() / "ad_imaging.safetensors"
+    assert _predict(other, ad_cohort, out, "--resume") == 2
+    assert "written for another run (model_sha256 differ" in capsys.readouterr().err
+    monkeypatch.setattr(batch, "predict_rows", original)
+    assert _predict(AD_MODEL, ad_cohort, out, "--resume") == 0
+    assert "2 of 4 chunk(s) were kept" in capsys.readouterr().out
+    assert out.read_bytes() == straight.read_bytes() and not parts.exists()
+    ids = pd.read_csv(out, dtype=str).iloc[:, 0].tolist()
+    assert ids == pd.read_csv(ad_cohort, dtype=str).PTID.tolist()  # table order
+
+
+def test_predict_refuses_to_replace_a_file_unless_asked(ad_cohort, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    out.write_text("my notes\n")
+    assert _predict(AD_MODEL, ad_cohort, out) == 2
+    assert "exists; choose another file or pass --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "my notes\n"  # nothing lost
+    assert _predict(AD_MODEL, ad_cohort, tmp_path / "new.csv", "--resume") == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert _predict(AD_MODEL, ad_cohort, out, "--overwrite") == 0
+    assert len(pd.read_csv(out)) == 32
+
+
+@pytest.mark.slow
+def test_predict_under_torchrun_gives_the_single_process_file(ad_cohort, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    base = ["-m", "napari_hyperfusion.cli", "predict", str(AD_MODEL), str(ad_cohort), "--chunk-size", "5",
+            "--quiet", "--device", "cpu", "--out"]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run([*torchrun, *base, str(two)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1 and "2 processes" in done.stdout  # rank 0 joins and reports
+    done = subprocess.run([sys.executable, *base, str(one)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert two.read_bytes() == one.read_bytes()
+
+
+# -- training folders and checkpoints ------------------------------------------------------
+
+
+def _train(tmp_path, cohort, *extra) -> int:
+    config = tmp_path / "c.toml"
+    settings = {**tiny_train_settings("ad"), "cohort": str(cohort), "out": str(tmp_path / "run"), "epochs": 1}
+    write_toml(config, settings)
+    return cli.main(["train", str(config), *extra])
+
+
+def test_a_new_run_into_an_earlier_runs_folder_is_refused(ad_cohort, tmp_path, capsys):
+    assert _train(tmp_path, ad_cohort) == 0
+    model = tmp_path / "run" / "model.safetensors"
+    first = model.read_bytes()
+    assert _train(tmp_path, ad_cohort, "--set", "lr=0.01") == 2
+    err = capsys.readouterr().err
+    assert "holds an earlier run (model.safetensors, history.csv" in err and "--overwrite" in err
+    assert model.read_bytes() == first  # the earlier run is untouched
+    assert _train(tmp_path, ad_cohort, "--set", "lr=0.01", "--resume", "--overwrite") == 2
+    assert "choose one" in capsys.readouterr().err
+    assert _train(tmp_path, ad_cohort, "--set", "lr=0.01", "--overwrite") == 0
+    assert model.read_bytes() != first
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1  # one run's history, not two
+
+
+def test_resume_refuses_a_cohort_changed_under_the_same_ids(ad_cohort, tmp_path, capsys):
+    assert _train(tmp_path, ad_cohort, "--resume") == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert _train(tmp_path, ad_cohort) == 0
+    # the same IDs and labels, one EHR value changed
+    edited_ehr = _table_copy(ad_cohort, tmp_path, lambda t: t.loc.__setitem__((3, "AGE"), "88"), "ehr.csv")
+    # the same table, one scan's voxels changed
+    scans = tmp_path / "scans"
+    scans.mkdir()
+
+    def swap_scan(t):
+        img = nib.load(t.loc[0, "IMAGE"])
+        changed = scans / "changed.nii.gz"
+        nib.save(nib.Nifti1Image(img.get_fdata().astype(np.float32) * 1.1, img.affine), changed)
+        t.loc[0, "IMAGE"] = str(changed)
+
+    edited_scan = _table_copy(ad_cohort, tmp_path, swap_scan, "scan.csv")
+    for edited in (edited_ehr, edited_scan):
+        assert _train(tmp_path, edited, "--resume", "--set", "epochs=2") == 2
+        assert "belongs to a run with other settings or data" in capsys.readouterr().err
+    assert _train(tmp_path, _table_copy(ad_cohort, tmp_path), "--resume", "--set", "epochs=2") == 0
+
+
+def test_a_damaged_checkpoint_is_refused_clearly(ad_cohort, tmp_path, capsys):
+    assert _train(tmp_path, ad_cohort) == 0
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    for garbage in (b"not a checkpoint at all", checkpoint.read_bytes()[:500]):
+        checkpoint.write_bytes(garbage)
+        assert _train(tmp_path, ad_cohort, "--resume", "--set", "epochs=2") == 2
+        err = capsys.readouterr().err
+        assert "is not a readable napari-hyperfusion training checkpoint" in err and "Traceback" not in err
