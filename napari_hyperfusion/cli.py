@@ -657,7 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse printed the usage error (exit 2) or --help (exit 0)
+        return int(stop.code or 0)
     try:
         args.func(args)
     except HyperFusionError as err:  # every user-facing error: the message, no traceback

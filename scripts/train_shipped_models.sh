@@ -21,7 +21,7 @@ done
 [ ${#names[@]} -gt 0 ] || names=(ad_hyperfusion ad_imaging ad_concat brain_age_hyperfusion risk_medfusion risk_hyperfusion)  # ad_film.toml: optional
 for name in "${names[@]}"; do
   echo "== $name"
-  $hf train "models/configs/$name.toml" "${sets[@]}"
+  $hf train "models/configs/$name.toml" "${sets[@]}" --overwrite  # a rebuild replaces runs/$name
   cp "runs/$name/model.safetensors" "models/$name.safetensors"
 done
 ls -l models/*.safetensors

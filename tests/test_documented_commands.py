@@ -73,6 +73,7 @@ BENCH_SMALL = {
     "bench_predict_latency.py": {"--repeats": "1"},
     "bench_training.py": {"--subjects": "8", "--epochs": "2"},
     "bench_whatif.py": {"--moves": "3"},
+    "bench_batch_predict.py": {"--sizes": "24", "--pool": "8", "--chunk-size": "8"},
 }
 
 
@@ -117,6 +118,8 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
         return _set_option(argv, "--subjects", "SYN_DEMO_01")
     if tool == "hyperfusion" and args[:1] == ["explain-report"]:  # one subject, one method, few IG steps
         return _set_option(_set_option(_set_option(argv, "--n", "1"), "--ig-steps", "2"), "--methods", "saliency")
+    if tool in ("python", "python3") and args[:1] == ["tests/fuzz_cases.py"]:
+        return [*argv[:3], str(sandbox / "fuzz" / argv[2]), *_set_option(argv[4:], "--limit", "3")]
     if tool in ("python", "python3") and args and args[0].startswith("benchmarks/"):
         for option, value in BENCH_SMALL.get(Path(args[0]).name, {}).items():
             argv = _set_option(argv, option, value)
@@ -134,7 +137,7 @@ def sandbox(tmp_path_factory, ad_cohort_dir, brain_age_cohort_dir, ad_test_cohor
     """A copy of the user-facing folders, with small cohorts where the
     shipped configs expect theirs (data/ad600, data/ba300)."""
     root = tmp_path_factory.mktemp("repo")
-    for name in ("models", "sample_data", "scripts", "benchmarks", "docs"):
+    for name in ("models", "sample_data", "scripts", "benchmarks", "docs", "tests"):
         shutil.copytree(REPO / name, root / name, symlinks=False)
     (root / ".venv").symlink_to(REPO / ".venv")
     (root / "data").mkdir()
@@ -198,6 +201,7 @@ RULES = [
     Rule(r"^(\.venv/bin/)?ruff (check|format)\b", "repo", "style checks on the checkout"),
     Rule(r"^(\.venv/bin/)?(hyperfusion|napari-hyperfusion|torchrun)\b", "run"),
     Rule(r"^(\.venv/bin/)?python3? (benchmarks|scripts)/", "run"),
+    Rule(r"^(\.venv/bin/)?python3? tests/fuzz_cases\.py\b", "run", "the fuzz corpora, a few generated cases each"),
     Rule(r"^bash scripts/train_shipped_models\.sh\b", "run"),
 ]
 COMMANDS = documented_commands()
@@ -206,7 +210,7 @@ SLOW = (
     r"\bevaluate\b",
     r"train_shipped_models",
     r"^torchrun",
-    r"bench_(models|whatif|panel|explain|medfusion)",
+    r"bench_(models|whatif|panel|explain|medfusion|batch_predict)",
     r"demo\.sh .*--(model|explain)",
     r"train models/configs/risk_",
     r"\bexplain-report\b",

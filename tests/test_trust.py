@@ -177,7 +177,6 @@ def test_a_regressor_has_no_logit(brain_age_model):
     [
         (["models/missing.safetensors", SUBJECTS], "missing.safetensors"),
         (["{ad}", "no_such_table.csv"], "no such cohort table"),
-        (["{ad}", SUBJECTS, "--n", "0"], "--n must be at least 1"),
         (["{ad}", SUBJECTS, "--methods", "lime"], "unknown method 'lime'"),
         (["{ad}", SUBJECTS, "--subjects", "SYN_DEMO_99"], "SYN_DEMO_99"),
         (["{ad}", "{ba_table}"], "lacks the column"),

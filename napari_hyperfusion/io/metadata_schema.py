@@ -158,7 +158,7 @@ METADATA_SCHEMA: dict[str, Any] = {
     "properties": {
         "format": {"type": "string"},
         "format_version": _integer(0, 10**6),
-        "name": _text(200, 1),
+        "name": _text(1000, 1),  # shown wrapped; a bound, not a style rule
         "task": _text(64),
         "description": _text(20_000),
         "config": _CONFIG,
