@@ -118,6 +118,9 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
         return _set_option(argv, "--subjects", "SYN_DEMO_01")
     if tool == "hyperfusion" and args[:1] == ["explain-report"]:  # one subject, one method, few IG steps
         return _set_option(_set_option(_set_option(argv, "--n", "1"), "--ig-steps", "2"), "--methods", "saliency")
+    if tool in ("python", "python3") and args[:1] == ["scripts/add_weight_map.py"]:
+        # the sandbox's data/ad600 is a small cohort, not the model's: the model's own table, regenerated
+        return _set_option(argv, "--cohort", str(sandbox / "regenerated" / "cohort.csv"))
     if tool in ("python", "python3") and args[:1] == ["tests/fuzz_cases.py"]:
         return [*argv[:3], str(sandbox / "fuzz" / argv[2]), *_set_option(argv[4:], "--limit", "3")]
     if tool in ("python", "python3") and args and args[0].startswith("benchmarks/"):

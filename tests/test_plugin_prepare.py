@@ -38,6 +38,7 @@ def test_native_scan_is_refused_then_prepared_and_predicted(panel, qtbot):
     _click(qtbot, panel.predict_button)
     qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
     assert panel.last_result is None
+    assert panel.tabs.currentWidget() is panel.preparer  # the refusal opens the Prepare tab
     refusal = panel.errors[-1]
     assert "refused by the input check" in refusal and "Prepare" in refusal and NATIVE_NAME in refusal
 

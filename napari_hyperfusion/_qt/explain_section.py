@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButto
 
 from ..analysis.case import Case
 from ..analysis.explain import IMAGE_METHODS, Cancelled, attribute_image, attribute_note, attribute_tabular
-from ..analysis.overlays import OVERLAY_KEY, overlay_layers
+from ..analysis.overlays import OVERLAY_KEY, overlay_layers, overlay_legend
 from ..data.input_qc import require_input
 from ..io.model_file import LoadedModel
 from . import notify
@@ -268,6 +268,9 @@ class ExplainSection(QWidget):
                 )
             if image.saturated and image.output_kind == "probability":
                 parts.append(self._saturation_text(image))
+            kind = "value" if image.output_kind == "probability" and image.probability is None else image.output_kind
+            legend = overlay_legend(image.method.replace("_", " "), image.target, image.signed, kind)
+            parts.append("colours: " + legend.split(": ", 1)[1])
         if tabular.image_share is not None:
             parts.append(f"image {tabular.image_share:.0%} / EHR {1 - tabular.image_share:.0%} of the change "
                          "against a blurred scan and the average record")  # fmt: skip

@@ -45,9 +45,11 @@ class JobRunner(QWidget):
 
     Signals:
         busy_changed(bool): a job started or ended.
+        refused(str): a job ended with a user error (its message).
     """
 
     busy_changed = Signal(bool)
+    refused = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -156,6 +158,7 @@ class JobRunner(QWidget):
             else:
                 self.status.setText(value.message)
                 notify.error(value.message)
+                self.refused.emit(value.message)
             return
         on_result(value)
 

@@ -22,6 +22,7 @@ def put_overlay(viewer: napari.Viewer, data: np.ndarray, kwargs: dict[str, Any])
 
         kwargs = {**kwargs, "colormap": Colormap(**kwargs["colormap"])}
     key = kwargs["metadata"][OVERLAY_KEY]
+    layer = None
     for existing in viewer.layers:
         if existing.metadata.get(OVERLAY_KEY) == key:
             existing.data = data
@@ -31,8 +32,15 @@ def put_overlay(viewer: napari.Viewer, data: np.ndarray, kwargs: dict[str, Any])
             existing.blending = kwargs["blending"]
             existing.opacity = kwargs["opacity"]
             existing.contrast_limits = kwargs["contrast_limits"]
-            return existing
-    return viewer.add_image(data, **kwargs)
+            layer = existing
+            break
+    if layer is None:
+        layer = viewer.add_image(data, **kwargs)
+    # one colour bar on the canvas: the newest map's (several would cover each other)
+    for other in viewer.layers:
+        if OVERLAY_KEY in other.metadata and hasattr(other, "colorbar"):
+            other.colorbar.visible = other is layer
+    return layer
 
 
 def overlays_of(viewer: napari.Viewer, scan_fingerprint: str) -> list[Any]:

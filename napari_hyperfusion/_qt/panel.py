@@ -8,6 +8,8 @@ device, and the results computed for them):
     ModelPicker    -> case.model            (model_picker.py)
     PatientForm    -> case.scan/record/note (patient_form.py)
     PrepareSection    registers the scan to MNI, adds it with QC (prepare_section.py)
+    ViewControls      plane, neurological / radiological, window; the canvas line (view_controls.py)
+    ScenarioPlayer    lecture scenarios stepped with PageDown / PageUp, through ScenarioActions (scenario_player.py)
     JobRunner         progress, status, Cancel for every long job (jobs.py)
     ResultView     <- case's prediction, or the last one marked stale
     ExplainSection <- case; overlays and EHR / note attributions
@@ -31,11 +33,13 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QScrollArea,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from ..analysis.case import Case
+from ..analysis.scenario import ScenarioError
 from ..analysis.whatif import WhatIfSession
 from ..data.notes import embed_notes, encoder_loaded
 from ..errors import HyperFusionError
@@ -48,6 +52,8 @@ from .model_picker import ModelPicker
 from .patient_form import PatientForm
 from .prepare_section import PrepareSection
 from .result_view import PREDICTION, ResultView
+from .scenario_player import ScenarioActions, ScenarioPlayer
+from .view_controls import ViewControls
 from .whatif_section import WhatIfSection
 
 if TYPE_CHECKING:
@@ -56,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["HyperFusionPanel", "RESULT_KEY"]
 
 RESULT_KEY = "hyperfusion_prediction"
+PLUGIN_NAME = "napari-hyperfusion"  # the manifest's name, for File > Open Sample
 
 
 def _section(title: str, widget: QWidget) -> QGroupBox:
@@ -74,12 +81,14 @@ class HyperFusionPanel(QWidget):
         self.case = Case()
         self.jobs = JobRunner()
         self._shown_reason: str | None = None  # the "why Predict is off" text on the status line
+        self._after_predict: list = []  # callbacks (a lecture step) for when the next prediction is in
         self.model_picker = ModelPicker(self.case)
         self.patient = PatientForm(self.case, napari_viewer)
         self.preparer = PrepareSection(self.case, self.jobs, napari_viewer, self.patient.current_layer)
         self.result_view = ResultView(self.case)
         self.explainer = ExplainSection(self.case, self.jobs, napari_viewer, self.check)
         self.whatif = WhatIfSection(self.case, napari_viewer, lambda: self.explainer.target_combo.currentText())
+        self.view_controls = ViewControls(napari_viewer, self.patient.current_layer)
 
         # the panel is taller than most screens: scroll instead of squashing widgets
         inner = QWidget()
@@ -96,7 +105,6 @@ class HyperFusionPanel(QWidget):
         layout.addWidget(banner)
         layout.addWidget(_section("Model", self.model_picker))
         layout.addWidget(_section("Patient", self.patient))
-        layout.addWidget(_section("Prepare (scans not yet in MNI space)", self.preparer))
 
         run_row = QHBoxLayout()
         self.device_combo = QComboBox()
@@ -112,14 +120,23 @@ class HyperFusionPanel(QWidget):
         layout.addWidget(self.predict_button)
         layout.addWidget(self.jobs)
         layout.addWidget(_section("Result", self.result_view))
-        layout.addWidget(_section("Explain (Captum)", self.explainer))
-        layout.addWidget(_section("What if...", self.whatif))
+        # the tools after a prediction share one place: What if is a click away, not three screens down
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("tools_tabs")
+        self.tabs.addTab(self.whatif, "What if...")
+        self.tabs.addTab(self.explainer, "Explain (Captum)")
+        self.tabs.addTab(self.preparer, "Prepare")
+        self.tabs.addTab(self.view_controls, "View")
+        self.lecture = ScenarioPlayer(self._scenario_actions(), napari_viewer)
+        self.tabs.addTab(self.lecture, "Lecture")
+        layout.addWidget(self.tabs)
         layout.addStretch(1)
 
         self.device_combo.currentTextChanged.connect(self._on_device_chosen)
         self.predict_button.clicked.connect(self.predict)
         self.case.changed.connect(self._on_case_changed)
         self.jobs.busy_changed.connect(self._validate)
+        self.jobs.refused.connect(self._on_refused)
 
         if self.model_picker.paths:
             self.open_model(self.model_picker.paths[0])
@@ -149,9 +166,11 @@ class HyperFusionPanel(QWidget):
         return self.model_picker.open(path)
 
     def show_section(self, widget: QWidget) -> None:
-        """Scroll the panel so that ``widget`` (e.g. ``panel.explainer``) is in view."""
+        """Bring ``widget`` (e.g. ``panel.explainer``) into view: its tab, then scroll to it."""
         from qtpy.QtCore import QPoint
 
+        if self.tabs.indexOf(widget) >= 0:
+            self.tabs.setCurrentWidget(widget)
         top = widget.mapTo(self.scroll.widget(), QPoint(0, 0)).y()
         self.scroll.verticalScrollBar().setValue(max(top - 40, 0))  # the section's title stays in view
 
@@ -161,7 +180,68 @@ class HyperFusionPanel(QWidget):
     def explain(self) -> None:
         self.explainer.explain()
 
+    # -- lecture scenarios: what a scenario may do to the panel ---------------------
+    def _scenario_actions(self) -> ScenarioActions:
+        def open_subject(key: str) -> bool:
+            before = self.case.identity.scan_key
+            layer = next((la for la in self.viewer.layers if la.metadata.get("subject_id") == key), None)
+            if layer is None:
+                try:
+                    self.viewer.open_sample(PLUGIN_NAME, key)
+                except (KeyError, ValueError):
+                    raise ScenarioError(f"{key!r} is not one of this plugin's sample subjects") from None
+                layer = next(la for la in self.viewer.layers if la.metadata.get("subject_id") == key)
+            combo = self.patient.layer_combo
+            combo.setCurrentIndex(combo.findData(id(layer)))
+            return self.case.identity.scan_key != before
+
+        def open_model(name: str) -> bool:
+            from ..resources import models_dir
+
+            path = (
+                models_dir() / f"{name}.safetensors"
+                if "/" not in name and not name.endswith(".safetensors")
+                else Path(name)
+            )
+            if self.model is not None and self.model.path.resolve() == path.resolve():
+                return False
+            if not self.open_model(path):
+                raise ScenarioError(f"the model {name!r} cannot be opened (see the message before)")
+            return True
+
+        def predict(then) -> None:
+            self._after_predict.append(then)
+            self.predict()
+
+        def set_whatif(values: dict) -> None:
+            self.show_section(self.whatif)
+            self.whatif.reset_whatif()
+            for name, value in values.items():
+                self.whatif.set_whatif_value(name, value)
+            self.whatif.update_whatif()
+
+        def curve(name: str) -> None:
+            self.whatif.curve_field.setCurrentIndex(self.whatif.curve_field.findData(name))
+            self.whatif.show_response_curve()
+
+        def overlay(method: str) -> None:
+            combo = self.explainer.method_combo
+            combo.setCurrentIndex(combo.findData(method))
+            self.explain()
+
+        return ScenarioActions(
+            open_subject=open_subject, open_model=open_model, predict=predict,
+            schema=lambda: self.model.info.schema, set_whatif=set_whatif, curve=curve,
+            plane=lambda name: self.view_controls.plane.setCurrentText(name), overlay=overlay,
+        )  # fmt: skip
+
     # -- state ------------------------------------------------------------------
+    def _on_refused(self, message: str) -> None:
+        """A scan the input gate sends to Prepare: show the Prepare tab."""
+        self._after_predict = []  # a lecture step waiting for this prediction does not run
+        if "Prepare it first" in message:
+            self.tabs.setCurrentWidget(self.preparer)
+
     def _on_case_changed(self, *args: Any) -> None:
         model = self.case.model
         self.device_label.setText(f"using {model.device}" if model is not None else "")
@@ -254,3 +334,6 @@ class HyperFusionPanel(QWidget):
         if layer is not None and layer in self.viewer.layers:
             layer.metadata[RESULT_KEY] = {**result.to_metadata(), "case": identity.__dict__}
         self.status.setText("done")
+        waiting, self._after_predict = self._after_predict, []
+        for then in waiting:  # a lecture step's what-if values, curve, map
+            then()

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..analysis.case import Case
+from ..analysis.narration import narrate
 from ..analysis.overlays import OVERLAY_KEY, overlay_layers
 from ..analysis.whatif import WhatIfSession, field_grid
 from ..data.notes import encoder_loaded
@@ -39,6 +40,7 @@ from ..synth.truth import EHR_FIELDS, ad_truth_curve, has_ground_truth
 from . import notify
 from .layers import put_overlay
 from .plain import PlainCanvas, plain_label, without_math
+from .weight_map_view import CLASS_COLOURS, WeightMapView, draw_weight_map
 
 __all__ = ["WhatIfSection"]
 
@@ -87,6 +89,14 @@ class WhatIfSection(QWidget):
         self.whatif_canvas = PlainCanvas(self.whatif_figure)
         self.whatif_canvas.setMinimumHeight(260)
         whatif_layout.addWidget(self.whatif_canvas)
+        self.weight_map_view = WeightMapView()
+        self.weight_map_view.setToolTip(
+            "Each dot is one training subject's personalised network: the parameters the hypernetwork "
+            "generated from that subject's EHR values, projected onto their two main directions of variation. "
+            "The black dot is the patient's network, the star the network at the sliders' values."
+        )
+        whatif_layout.addWidget(self.weight_map_view)
+        self._map_session_key = None
         row2 = QHBoxLayout()
         self.shift_button = QPushButton("Saliency shift")
         self.shift_button.setToolTip("saliency at the what-if values minus at the patient's, as a signed overlay")
@@ -96,15 +106,19 @@ class WhatIfSection(QWidget):
             row2.addWidget(button)
         whatif_layout.addLayout(row2)
         self.sliders: dict[str, QWidget] = {}
+        self.slider_values: dict[str, QLabel] = {}
+        self._exact: dict[str, tuple[int, float]] = {}  # slider -> (step, the exact value set there)
         self.patient_record: dict[str, Any] = {}
         self.patient_missing: set[str] = set()
         self.explored: list[dict[str, Any]] = []
         self.last_curve = None
+        self.last_story: list[str] = []  # the narration of the last what-if state
         self.last_truth: np.ndarray | None = None  # the ground-truth curve beside last_curve
         self._session: WhatIfSession | None = None
         self._schema: TabularSchema | None = None
         self._whatif_layout = None
-        self._wi_image = self._wi_line = None
+        self._wi_image = self._wi_line = self._wi_points = None
+        self._wi_order = np.arange(0)
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(15)  # ms: coalesces a burst of slider events into one update
@@ -139,9 +153,11 @@ class WhatIfSection(QWidget):
             self.patient_record = {}
             self.last_curve = self.last_truth = None
             self._whatif_layout = None
-            self._wi_image = self._wi_line = self._wi_background = None
+            self._wi_image = self._wi_line = self._wi_points = self._wi_background = None
             self.whatif_figure.clear()
             self.whatif_canvas.draw_idle()
+            self._map_session_key = None
+            self.weight_map_view.set_map(None, "Click Predict: the map shows the patient's network among the cohort's")
             self.whatif_label.setText("The case changed: click Predict, then move a slider.")
         available = self.ground_truth() is not None
         self.truth_box.setEnabled(available)
@@ -167,6 +183,7 @@ class WhatIfSection(QWidget):
         while self.whatif_form.rowCount():
             self.whatif_form.removeRow(0)
         self.sliders = {}
+        self.slider_values: dict[str, QLabel] = {}
         self.curve_field.clear()
         for field in schema.fields if schema is not None else ():
             if field.kind == "category":
@@ -180,10 +197,22 @@ class WhatIfSection(QWidget):
                 control.setProperty("values", values)
                 control.valueChanged.connect(self._debounce.start)
             control.setObjectName(f"whatif_{field.name}")
-            self.whatif_form.addRow(plain_label(f"{field.display_name}:"), control)
+            value_label = plain_label("")
+            value_label.setObjectName(f"whatif_value_{field.name}")
+            value_label.setMinimumWidth(110)
+            if isinstance(control, QSlider):
+                control.valueChanged.connect(lambda _=0, name=field.name: self._show_slider_value(name))
+            else:
+                control.currentIndexChanged.connect(lambda _=0, name=field.name: self._show_slider_value(name))
+            row = QHBoxLayout()
+            row.addWidget(control, 1)
+            row.addWidget(value_label)
+            self.whatif_form.addRow(plain_label(f"{field.display_name}:"), row)
             self.sliders[field.name] = control
+            self.slider_values[field.name] = value_label
             self.curve_field.addItem(field.display_name, field.name)
         self.patient_record = {}
+        self._exact = {}
         self._session = None
 
     def _slider_value(self, name: str) -> Any:
@@ -192,6 +221,25 @@ class WhatIfSection(QWidget):
             return control.currentText()
         return control.property("values")[control.value()]
 
+    def _show_slider_value(self, name: str) -> None:
+        """The value a slider is at, its unit, and the patient's value beside it."""
+        field = self.model.info.schema[name] if self.model is not None else None
+        if field is None or name not in self.slider_values:
+            return
+        unit = f" {field.unit}" if field.unit else ""
+        value = self.whatif_record().get(name) if self.patient_record else self._slider_value(name)
+        text = f"{_short(value)}{unit}"
+        patient = self.patient_record.get(name)
+        if patient is not None:
+            same = str(patient) == str(value) or (
+                not isinstance(patient, str)
+                and not isinstance(value, str)
+                and abs(float(patient) - float(value)) < 1e-9
+            )
+            filled = " filled in" if name in self.patient_missing else ""
+            text += " (patient's)" if same else f" (patient{filled}: {_short(patient)})"
+        self.slider_values[name].setText(text)
+
     def set_whatif_value(self, name: str, value: Any) -> None:
         """Move a slider (or choice) to the nearest available value."""
         control = self.sliders[name]
@@ -199,7 +247,10 @@ class WhatIfSection(QWidget):
             control.setCurrentText(str(value))
         else:
             values = np.asarray(control.property("values"))
-            control.setValue(int(np.abs(values - float(value)).argmin()))
+            index = int(np.abs(values - float(value)).argmin())
+            # the value asked for is kept exactly while the slider stays on its nearest step
+            self._exact[name] = (index, float(value))
+            control.setValue(index)
 
     def whatif_record(self) -> dict[str, Any]:
         """The what-if values: the sliders, except where the slider sits on
@@ -207,8 +258,11 @@ class WhatIfSection(QWidget):
         out = {}
         for name in self.sliders:
             value = self._slider_value(name)
+            exact = self._exact.get(name)
             patient = self.patient_record.get(name)
-            if patient is not None and not isinstance(patient, str):
+            if exact is not None and exact[0] == self.sliders[name].value():
+                value = exact[1]  # set by value (a lecture step, Reset): kept as given
+            elif patient is not None and not isinstance(patient, str):
                 values = np.asarray(self.sliders[name].property("values"))
                 if int(np.abs(values - float(patient)).argmin()) == self.sliders[name].value():
                     value = patient
@@ -226,11 +280,13 @@ class WhatIfSection(QWidget):
             return
         self.patient_record = dict(filled)
         self.patient_missing = set(missing)  # filled in by the model, not measured
+        self._exact = {}
         for name, value in filled.items():
             control = self.sliders[name]
             blocker = control.blockSignals(True)
             self.set_whatif_value(name, value)
             control.blockSignals(blocker)
+            self._show_slider_value(name)
         self.update_whatif()
 
     def whatif_session(self) -> WhatIfSession | None:
@@ -296,16 +352,43 @@ class WhatIfSection(QWidget):
             parts = [f"{n} {v:.0%} ({v - b:+.0%})" for n, v, b in zip(info.outputs, values, base)]
         else:
             parts = [f"{info.outputs[0]} {values[0]:.1f} {info.output_unit} ({values[0] - base[0]:+.1f})"]
-        text = "What if: " + ", ".join(parts) + " vs. the patient's values"
+        ratio = self._place_on_map(session, record)
+        story = narrate(info.schema, info.outputs, self.patient_record, record, base, values, kind=info.kind,
+                        unit=info.output_unit, map_ratio=ratio, ranges=info.input_stats.get("ehr"))  # fmt: skip
+        text = "\n".join(story) + "\nWhat if: " + ", ".join(parts) + " vs. the patient's values"
         if change:
-            text += "\nGenerated weights moved: " + ", ".join(f"{k} {v:.1%}" for k, v in change.items())
+            text += "\nGenerated weights changed by " + ", ".join(
+                f"{v:.1%} of their size ({k})" for k, v in change.items()
+            )
+        self.last_story = story
         self.whatif_label.setText(text + f"\n{compute_ms:.1f} ms from cached features")
         entry = {**self._case_columns(), **{f"in_{k}": v for k, v in record.items()},
                  **{f"out_{n}": float(v) for n, v in zip(info.outputs, values)}}  # fmt: skip
         self.explored.append(entry)
         del self.explored[:-MAX_EXPLORED]
-        self._draw_whatif(session, record)
+        self._draw_whatif(session, record, values)
         return entry
+
+    def _place_on_map(self, session: WhatIfSession, record: dict[str, Any]) -> float | None:
+        """The weight-space map: drawn once per session, then the two markers
+        move. Returns how far the what-if network moved, in typical distances
+        between two training subjects (None without a map)."""
+        if self._map_session_key != session.key:
+            self._map_session_key = session.key
+            why = ""
+            if session.weight_map is None:
+                why = (
+                    "No weight-space map: this model generates no weights"
+                    if not self.model.net.hyper_layers()
+                    else "No weight-space map in this model file (run scripts/add_weight_map.py)"
+                )
+            self.weight_map_view.set_map(session.weight_map, why)
+        if session.weight_map is None:
+            return None
+        patient, whatif = session.map_points([self.patient_record, record])
+        self.weight_map_view.set_points(patient, whatif)
+        scale = self.weight_map_view.scale
+        return float(np.linalg.norm(whatif - patient) / scale) if scale else None
 
     def _case_columns(self) -> dict[str, str]:
         """The columns that name the case a row was computed for."""
@@ -325,7 +408,18 @@ class WhatIfSection(QWidget):
         delta = params[key] - session.generated(self.patient_record)[name][key]
         return f"{name}.{key}", (delta.reshape(delta.shape[0], -1) if delta.ndim > 1 else delta[None])
 
-    def _draw_whatif(self, session: WhatIfSession, record: dict[str, Any]) -> None:
+    def _held_text(self, curve) -> str:
+        """What the response curve holds fixed, in words."""
+        schema = self.model.info.schema
+        moved = [
+            f"{schema[k].display_name} {_short(v)}" for k, v in curve.held.items()
+            if k in self.patient_record and str(v) != str(self.patient_record[k])
+        ]  # fmt: skip
+        if not moved:
+            return "Response curve; the other fields held at the patient's values"
+        return "Response curve; the other fields at the patient's values except " + ", ".join(moved)
+
+    def _draw_whatif(self, session: WhatIfSession, record: dict[str, Any], values: np.ndarray | None = None) -> None:
         """Redraw the curve and the kernel change; on a slider tick only the
         artists' data change (rebuilding the axes costs more than a frame)."""
         # a full redraw only when what the axes show changes (not for the same patient predicted again)
@@ -339,23 +433,28 @@ class WhatIfSection(QWidget):
             x_now = float(record[curve.field])
         if self._whatif_layout == layout and self._wi_background is not None:
             if change is not None and self._wi_image is not None:
-                limit = float(np.abs(change[1]).max()) or 1e-6
-                self._wi_image.set_data(change[1])
-                self._wi_image.set_clim(-limit, limit)
+                self._wi_image.set_data(change[1][self._wi_order])  # the scale stays: colours compare across moves
             if self._wi_line is not None and x_now is not None:
                 self._wi_line.set_xdata([x_now, x_now])
+            if self._wi_points is not None and x_now is not None and values is not None:
+                self._wi_points.set_data([x_now] * len(values), values)
             self._blit_whatif()
             return
         self._whatif_layout = layout
-        self._wi_image = self._wi_line = self._wi_background = None
+        self._wi_image = self._wi_line = self._wi_points = self._wi_background = None
         fig = self.whatif_figure
         fig.clear()
         fig.subplots_adjust(left=0.16, right=0.97, top=0.94, bottom=0.1, hspace=0.6)  # fixed: tight layout is slow
         ax = fig.add_subplot(211)
         if curve is not None:
+            field = self.model.info.schema[curve.field]
             numeric = not isinstance(curve.values[0], str)
             x = curve.values if numeric else list(range(len(curve.values)))
-            lines = [ax.plot(x, curve.outputs[:, k], label=name)[0] for k, name in enumerate(curve.output_names)]
+            # a field with a few levels (APOE4: 0, 1, 2; sex) has no values between them: points, not a line
+            discrete = not numeric or (field.integer and len(curve.values) <= 5)
+            style = {"linestyle": "none", "marker": "o", "markersize": 4} if discrete else {"linewidth": 1.5}
+            lines = [ax.plot(x, curve.outputs[:, k], label=name, color=CLASS_COLOURS[k % len(CLASS_COLOURS)],
+                             **style)[0] for k, name in enumerate(curve.output_names)]  # fmt: skip
             if self.last_truth is not None:
                 for k, name in enumerate(curve.output_names):
                     ax.plot(x, self.last_truth[:, k], linestyle="--", linewidth=1, color=lines[k].get_color(),
@@ -364,10 +463,16 @@ class WhatIfSection(QWidget):
                 ax.set_xticks(x, curve.values)
             patient_x = float(curve.patient_value) if numeric else x[curve.values.index(curve.patient_value)]
             ax.axvline(patient_x, color="k", linestyle=":", linewidth=1)
-            if x_now is not None:
-                self._wi_line = ax.axvline(x_now, color="#f0a030", linewidth=1, animated=True)
-            ax.set_xlabel(self.model.info.schema[curve.field].display_name + " (dotted: patient; orange: what if)",
-                          fontsize=7)  # fmt: skip
+            if x_now is not None and values is not None:
+                self._wi_line = ax.axvline(x_now, color="k", linestyle="--", linewidth=1, animated=True)
+                # the what-if prediction on each curve: it moves along the curve as the slider moves
+                self._wi_points = ax.plot([x_now] * len(values), values, linestyle="none", marker="*", markersize=8,
+                                          color="k", markerfacecolor="white", animated=True)[0]  # fmt: skip
+            unit = f" ({field.unit})" if field.unit else ""
+            ax.set_xlabel(f"{field.display_name}{unit}; dotted: patient's value, dashed and stars: what if",
+                          fontsize=6)  # fmt: skip
+            ax.set_ylabel(self.model.info.output_unit or "probability", fontsize=6)
+            ax.set_title(self._held_text(curve), fontsize=6)
             ax.legend(fontsize=6)
             ax.tick_params(labelsize=6)
         else:
@@ -376,11 +481,22 @@ class WhatIfSection(QWidget):
         ax2 = fig.add_subplot(212)
         if change is not None:
             name, matrix = change
-            limit = float(np.abs(matrix).max()) or 1e-6
-            self._wi_image = ax2.imshow(matrix, cmap="PiYG", vmin=-limit, vmax=limit, aspect="auto",
+            layer = name.rsplit(".", 1)[0]
+            reference = session.generated(self.patient_record)[layer][name.rsplit(".", 1)[1]]
+            # one fixed scale: the patient's largest generated value, so a colour means the same on every move
+            limit = float(np.abs(reference).max()) or 1e-6
+            # rows: output channels, the ones the EHR values can move most on top (fixed for the session)
+            sensitivity = session.channel_sensitivity(layer)
+            self._wi_order = np.argsort(-sensitivity) if sensitivity is not None else np.arange(len(matrix))
+            self._wi_image = ax2.imshow(matrix[self._wi_order], cmap="PiYG", vmin=-limit, vmax=limit, aspect="auto",
                                         interpolation="nearest", animated=True)  # fmt: skip
-            ax2.set_title(f"{name}: change from the patient's ({matrix.shape[0]} x {matrix.shape[1]})", fontsize=7)
-            ax2.tick_params(labelsize=6)
+            bar = fig.colorbar(self._wi_image, ax=ax2, fraction=0.05, pad=0.02)
+            bar.set_label("change (scale: the patient's\nlargest generated value)", fontsize=5)
+            bar.ax.tick_params(labelsize=5)
+            ax2.set_title(f"Generated layer {layer}: change from the patient's own weights", fontsize=6)
+            ax2.set_ylabel("output channels\n(most EHR-sensitive on top)", fontsize=5)
+            ax2.set_xlabel(f"inputs x kernel ({matrix.shape[1]} values per channel)", fontsize=5)
+            ax2.tick_params(labelsize=5)
         else:
             why = (
                 "MedFusionNet generates no weights: the EHR and the note\nenter its label decoder as tokens"
@@ -397,7 +513,7 @@ class WhatIfSection(QWidget):
         background and paint the animated artists on it."""
         canvas = self.whatif_canvas
         self._wi_background = canvas.copy_from_bbox(self.whatif_figure.bbox)
-        for artist in (self._wi_image, self._wi_line):
+        for artist in (self._wi_image, self._wi_line, self._wi_points):
             if artist is not None:
                 self.whatif_figure.draw_artist(artist)
         canvas.blit(self.whatif_figure.bbox)
@@ -405,7 +521,7 @@ class WhatIfSection(QWidget):
     def _blit_whatif(self) -> None:
         canvas = self.whatif_canvas
         canvas.restore_region(self._wi_background)
-        for artist in (self._wi_image, self._wi_line):
+        for artist in (self._wi_image, self._wi_line, self._wi_points):
             if artist is not None:
                 self.whatif_figure.draw_artist(artist)
         canvas.blit(self.whatif_figure.bbox)
@@ -460,7 +576,7 @@ class WhatIfSection(QWidget):
             return
         self.last_curve.patient_value = self.patient_record.get(field, self.last_curve.patient_value)
         self.last_truth = self._truth_curve(self.whatif_record(), field, self.last_curve.values)
-        self._draw_whatif(session, self.whatif_record())
+        self._draw_whatif(session, self.whatif_record(), session.predict(self.whatif_record()))
 
     def saliency_shift(self) -> None:
         """Saliency at the what-if values minus at the patient's, as a signed overlay."""
@@ -514,7 +630,9 @@ class WhatIfSection(QWidget):
         return write_text_atomically(path, to_csv_text(frame))
 
     def save_summary(self, path: str | Path) -> Path:
-        """A one-page teaching figure (PNG or PDF by suffix)."""
+        """A standalone 16:9 slide of the exploration (PNG or PDF by suffix):
+        the case, both predictions, the response curve, the weight-space map,
+        the narration and the synthetic-data label."""
         from matplotlib.figure import Figure
 
         session = self.cached_session()
@@ -522,35 +640,71 @@ class WhatIfSection(QWidget):
             raise ValueError("no model and scan to summarise")
         info = self.model.info
         record = self.whatif_record()
-        fig = Figure(figsize=(8.27, 11.69))
-        fig.suptitle(f"What if? {info.name}\nSYNTHETIC-data model - research and teaching only, not for diagnosis\n"
-                     f"{self.case.identity.describe()}", fontsize=9)  # fmt: skip
-        ax = fig.add_subplot(311)
+        identity = self.case.identity
+        fig = Figure(figsize=(13.33, 7.5))
+        label = "SYNTHETIC-data model - " if info.synthetic_data else ""
+        fig.suptitle(f"What if? {identity.scan_name}  |  {info.name}", fontsize=14, x=0.02, ha="left", y=0.975)
+        fig.text(0.02, 0.915, f"{label}research and teaching only, not for diagnosis.  {identity.describe()}",
+                 fontsize=8, color="#a05000")  # fmt: skip
+        grid = fig.add_gridspec(2, 2, left=0.06, right=0.97, top=0.86, bottom=0.2, wspace=0.22, hspace=0.45)
         patient, whatif = session.predict(self.patient_record), session.predict(record)
+        ax = fig.add_subplot(grid[0, 0])
         x = np.arange(len(info.outputs))
-        ax.bar(x - 0.2, patient, 0.4, label="patient")
-        ax.bar(x + 0.2, whatif, 0.4, label="what if")
+        colours = [CLASS_COLOURS[k % len(CLASS_COLOURS)] for k in x]
+        ax.bar(x - 0.2, patient, 0.4, color=colours, edgecolor="black", label="patient")
+        ax.bar(x + 0.2, whatif, 0.4, color=colours, edgecolor="black", hatch="//", alpha=0.6, label="what if")
+        for xi, a, b in zip(x, patient, whatif):
+            fmt = (lambda v: f"{v:.1f}") if info.kind == "regression" else (lambda v: f"{v:.0%}")
+            ax.text(xi - 0.2, a, fmt(a), ha="center", va="bottom", fontsize=8)
+            ax.text(xi + 0.2, b, fmt(b), ha="center", va="bottom", fontsize=8)
         ax.set_xticks(x, info.outputs)
-        ax.legend()
-        changed = {k: v for k, v in record.items() if v != self.patient_record.get(k)}
-        ax.set_title("changed: " + (", ".join(f"{k} {_short(self.patient_record.get(k))} -> {_short(v)}"
-                                              for k, v in changed.items()) or "nothing"), fontsize=8)  # fmt: skip
+        ax.set_ylabel(info.output_unit or "probability")
+        if info.kind != "regression":
+            ax.set_ylim(0, 1.1)
+        ax.legend(fontsize=8)
+        ax.set_title("Prediction: the patient's values (plain) and the what-if values (hatched)", fontsize=9)
+        ax2 = fig.add_subplot(grid[1, 0])
         if self.last_curve is not None:
-            ax2 = fig.add_subplot(312)
             c = self.last_curve
-            xs = c.values if not isinstance(c.values[0], str) else list(range(len(c.values)))
+            numeric = not isinstance(c.values[0], str)
+            xs = c.values if numeric else list(range(len(c.values)))
+            spec = info.schema[c.field]
+            discrete = not numeric or (spec.integer and len(c.values) <= 5)
+            style = {"linestyle": "none", "marker": "o"} if discrete else {}
             for k, n in enumerate(c.output_names):
-                line = ax2.plot(xs, c.outputs[:, k], label=n)[0]
+                line = ax2.plot(xs, c.outputs[:, k], label=n, color=CLASS_COLOURS[k % len(CLASS_COLOURS)], **style)[0]
                 if self.last_truth is not None:
                     ax2.plot(xs, self.last_truth[:, k], "--", color=line.get_color(), label=f"{n}, ground truth")
-            ax2.set_xlabel(info.schema[c.field].display_name)
-            ax2.legend()
-        change = session.weight_change(self.patient_record, record)
-        ax3 = fig.add_subplot(313)
-        ax3.axis("off")
-        ax3.text(0, 1, "Generated weights, relative change from the patient's:\n"
-                 + ("\n".join(f"  {k}: {v:.1%}" for k, v in change.items()) or "  (none in this model)"),
-                 va="top", fontsize=9)  # fmt: skip
+            if numeric and not isinstance(c.patient_value, str):
+                ax2.axvline(float(c.patient_value), color="k", linestyle=":", label="patient's value")
+            if numeric and not isinstance(record.get(c.field), str):
+                ax2.axvline(float(record[c.field]), color="k", linestyle="--", label="what-if value")
+            if not numeric:
+                ax2.set_xticks(xs, c.values)
+            ax2.set_xlabel(spec.display_name + (f" ({spec.unit})" if spec.unit else ""))
+            ax2.set_ylabel(info.output_unit or "probability")
+            ax2.set_title(self._held_text(c), fontsize=9)
+            ax2.legend(fontsize=7)
+        else:
+            ax2.axis("off")
+            ax2.text(0.5, 0.5, "No response curve was computed\n(choose a field and click Response curve)",
+                     ha="center", va="center", fontsize=9, color="#808080")  # fmt: skip
+        ax3 = fig.add_subplot(grid[:, 1])
+        if session.weight_map is not None:
+            p_line, w_line, move = draw_weight_map(ax3, session.weight_map, size=8)
+            p, w = (np.r_[v, 0.0][:2] for v in session.map_points([self.patient_record, record]))
+            p_line.set_data([p[0]], [p[1]])
+            w_line.set_data([w[0]], [w[1]])
+            move.set_data([p[0], w[0]], [p[1], w[1]])
+        else:
+            ax3.axis("off")
+            ax3.text(0.5, 0.5, "This model generates no weights: no weight-space map", ha="center", va="center",
+                     fontsize=9, color="#808080")  # fmt: skip
+        base = session.predict(self.patient_record)
+        ratio = self._place_on_map(session, record)
+        story = narrate(info.schema, info.outputs, self.patient_record, record, base, whatif, kind=info.kind,
+                        unit=info.output_unit, map_ratio=ratio, ranges=info.input_stats.get("ehr"))  # fmt: skip
+        fig.text(0.02, 0.03, "\n".join(story), fontsize=10, va="bottom", wrap=True)
         from ..io.atomic import atomic_write
 
         suffix = Path(path).suffix.lower() or ".png"

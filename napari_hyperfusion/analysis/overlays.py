@@ -2,8 +2,9 @@
 
 Each view's map keeps its model-grid affine (voxel -> MNI mm; the mirrored
 left hippocampus view has a negative x step), so it lies on the scan
-without resampling. Unsigned maps (saliency, Grad-CAM): ``inferno``,
-additive blending, limits from 0 to the 99.5th percentile. Signed maps
+without resampling. Unsigned maps (saliency, Grad-CAM): a heat map that
+is see-through below a fifth of its range (red -> yellow above), translucent,
+limits from 0 to the 99.5th percentile, so the anatomy stays visible. Signed maps
 (Integrated Gradients, occlusion): a purple-transparent-green diverging map
 (green: pushes the output up; zero is see-through), translucent, symmetric
 limits at the 99.5th percentile of
@@ -21,7 +22,7 @@ import numpy as np
 from ..io.nifti import layer_kwargs_for
 from .explain import ImageAttribution
 
-__all__ = ["overlay_layers", "OVERLAY_KEY", "DIVERGING"]
+__all__ = ["overlay_layers", "overlay_legend", "OVERLAY_KEY", "DIVERGING", "HEAT"]
 
 OVERLAY_KEY = "hyperfusion_overlay"
 # purple (pulls the output down) -> transparent at 0 -> green (pushes it up):
@@ -32,6 +33,31 @@ DIVERGING = {
                [0.65, 0.86, 0.63, 0.6], [0.11, 0.47, 0.22, 1.0]],
     "controls": [0.0, 0.25, 0.5, 0.75, 1.0],
 }  # fmt: skip
+
+
+# transparent below a fifth of the range, then red -> orange -> yellow: an unsigned map (saliency,
+# Grad-CAM) that leaves the anatomy visible where it is weak instead of adding up to white
+HEAT = {
+    "name": "hyperfusion_heat",
+    "colors": [[0.0, 0.0, 0.0, 0.0], [0.7, 0.1, 0.05, 0.0], [0.85, 0.2, 0.05, 0.55], [1.0, 0.6, 0.0, 0.8],
+               [1.0, 1.0, 0.35, 0.95]],
+    "controls": [0.0, 0.2, 0.35, 0.7, 1.0],
+}  # fmt: skip
+
+
+def overlay_legend(method: str, target: str, signed: bool, output_kind: str = "probability") -> str:
+    """One line that says how to read a map's colours, e.g. ``"green raises P(AD)"``.
+
+    Args:
+        method: the attribution method's name.
+        target: the output explained (a class, a label, or the regression output).
+        signed: whether the map has a sign (IG, occlusion).
+        output_kind: ``"probability"``, ``"logit"`` or ``"value"``.
+    """
+    what = {"logit": f"the log-odds of {target}", "probability": f"P({target})"}.get(output_kind, target)
+    if signed:
+        return f"{method}: green raises {what}, purple lowers it; see-through: no effect"
+    return f"{method}: yellow = where {what} is most sensitive (unsigned); see-through: little"
 
 
 def overlay_layers(
@@ -49,13 +75,17 @@ def overlay_layers(
     panel removes a scan's maps with the scan); ``case`` names the case in
     words (:meth:`CaseIdentity.describe`)."""
     out = []
+    kind = attribution.output_kind
+    if kind == "probability" and attribution.probability is None:  # a regressor's output, in its unit
+        kind = "value"
+    legend = overlay_legend(attribution.method.replace("_", " "), attribution.target, attribution.signed, kind)
     for data, affine, view in zip(attribution.maps, attribution.affines, attribution.view_names):
         magnitude = float(np.percentile(np.abs(data), 99.5)) or float(np.abs(data).max()) or 1.0
         if attribution.signed:
             style = {"colormap": DIVERGING, "blending": "translucent", "opacity": 0.9,
                      "contrast_limits": (-magnitude, magnitude)}  # fmt: skip
         else:
-            style = {"colormap": "inferno", "blending": "additive", "opacity": 0.8, "contrast_limits": (0.0, magnitude)}
+            style = {"colormap": HEAT, "blending": "translucent", "opacity": 0.9, "contrast_limits": (0.0, magnitude)}
         method = attribution.method.replace("_", " ")
         name = f"{method} -> {attribution.target} [{model_name}] {view} on {source_layer}"
         metadata = {
@@ -78,6 +108,7 @@ def overlay_layers(
                 "convergence_delta": attribution.convergence_delta,
                 "relative_delta": attribution.relative_delta,
                 "space": "MNI152 mm (model grid)",
+                "legend": legend,
             },
         }
         out.append((data, {"name": name, "metadata": metadata, **style, **layer_kwargs_for(affine)}))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from ..data.preprocess import ModelGrid, Scan, prepare_views
 from ..data.schema import Field
 from ..errors import ImageError
 from ..infer.cohort import to_probabilities
+from ..infer.weight_map import WeightMap
 from ..io.model_file import LoadedModel
 
 __all__ = ["WhatIfSession", "ResponseCurve", "field_grid"]
@@ -46,6 +48,7 @@ class ResponseCurve:
     outputs: np.ndarray
     output_names: list[str]
     patient_value: Any
+    held: dict[str, Any] = dc_field(default_factory=dict)  # the other fields' values while ``field`` is swept
 
 
 def field_grid(field: Field, n: int = 64) -> list[Any]:
@@ -77,6 +80,9 @@ class WhatIfSession:
         self.key = (model.sha256, scan_id, str(model.device))
         self.features: list[dict[str, torch.Tensor]] = []
         self._memo: dict[tuple, Any] = {}  # per record: the patient's values are asked for on every tick
+        # the weight-space map fitted on the training rows (None: a baseline, or a file made before maps)
+        stored = model.info.input_stats.get("weight_map")
+        self.weight_map: WeightMap | None = WeightMap.from_dict(stored) if stored else None
         with torch.no_grad():
             if model.info.config.uses_image:
                 if scan is None:
@@ -137,7 +143,8 @@ class WhatIfSession:
         values = field_grid(spec, n)
         records = [{**record, field: v} for v in values]
         outputs = self.predict_encoded(self.encode_records(records))
-        return ResponseCurve(field, values, outputs, list(self.model.info.outputs), record.get(field))
+        held = {k: v for k, v in record.items() if k != field}
+        return ResponseCurve(field, values, outputs, list(self.model.info.outputs), record.get(field), held)
 
     def response_surface(self, record: Mapping[str, Any], field_a: str, field_b: str, n: int = 24):
         """Outputs over two fields: ``(values_a, values_b, outputs [na, nb, K])``."""
@@ -146,6 +153,22 @@ class WhatIfSession:
         records = [{**record, field_a: a, field_b: b} for a in va for b in vb]
         outputs = self.predict_encoded(self.encode_records(records))
         return va, vb, outputs.reshape(len(va), len(vb), -1)
+
+    # -- the weight-space map ------------------------------------------------------
+    @torch.no_grad()
+    def map_points(self, records: list[Mapping[str, Any]]) -> np.ndarray:
+        """Where ``records``' generated weights lie on the map: ``[N, k]``
+        (memoised per record, like :meth:`predict`)."""
+        wmap = self.weight_map
+        if wmap is None:
+            raise ValueError("this model has no weight-space map")
+        out = []
+        for record in records:
+            key = ("map", self._key(record))
+            if key not in self._memo:
+                self._memo[key] = wmap.project(self.net.embed(self.encode_records([record])))[0]
+            out.append(self._memo[key])
+        return np.stack(out)
 
     # -- the generated weights -------------------------------------------------
     @torch.no_grad()
@@ -174,6 +197,16 @@ class WhatIfSession:
                 out[name] = {"scale": scale[0].cpu().numpy(), "shift": shift[0].cpu().numpy()}
         self._memo[key] = out
         return out
+
+    def channel_sensitivity(self, name: str) -> np.ndarray | None:
+        """Per output channel of generated layer ``name``, how strongly the
+        embedding moves its weights: the norm of the generator's rows for
+        that channel, ``[out]`` (None for a layer that is not generated)."""
+        layer = self.net.hyper_layers().get(name)
+        if layer is None:
+            return None
+        a = layer.weight_gen.weight.detach()  # [prod(weight_shape), emb_dim]
+        return a.reshape(layer.weight_shape[0], -1).norm(dim=1).cpu().numpy()
 
     def weight_change(self, reference: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, float]:
         """Relative change ``||P(record) - P(reference)|| / ||P(reference)||``

@@ -138,6 +138,17 @@ _INPUT_STATS = {
                 "voxel_mm_max": _number(0, 50, True),
             },
         },
+        "weight_map": {  # infer/weight_map.py; projection [k, emb_dim] must match mean [emb_dim]
+            "type": "object",
+            "required": ["mean", "projection", "explained", "points"],
+            "properties": {
+                "mean": _array(_number(), 4096, 1), "projection": _array(_array(_number(), 4096, 1), 2, 1),
+                "explained": _array(_number(0, 1), 2, 1), "points": _array(_array(_number(), 2, 1), 1000),
+                "targets": _array({"anyOf": [_text(200), _number()]}, 1000), "target_kind": {"enum": ["class", "number"]},
+                "target_name": _text(200),
+                "layers": _array(_text(200), 64), "n_parameters": _integer(0, 2**40), "fitted_on": _text(2000),
+            },
+        },
     },
 }  # fmt: skip
 
@@ -276,3 +287,12 @@ def _check_agreement(data: dict) -> None:
             refuse(f"input_stats.image.components: every component needs {width} values, like the mean")
         if len(stats["variances"]) != len(stats["components"]):
             refuse("input_stats.image: one variance per component is needed")
+    wmap = (data.get("input_stats") or {}).get("weight_map")
+    if wmap:
+        width, k = len(wmap["mean"]), len(wmap["projection"])
+        if "emb_dim" in config and width != config["emb_dim"]:
+            refuse(f"input_stats.weight_map.mean has {width} values; the network's embedding has {config['emb_dim']}")
+        if any(len(row) != width for row in wmap["projection"]) or len(wmap["explained"]) != k:
+            refuse(f"input_stats.weight_map: every axis needs {width} values and one explained share")
+        if any(len(p) != k for p in wmap["points"]) or len(wmap.get("targets", wmap["points"])) != len(wmap["points"]):
+            refuse(f"input_stats.weight_map.points: {k} coordinates and one target per point are needed")

@@ -72,11 +72,14 @@ def make_cohort(
     out: str | os.PathLike,
     jobs: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    scans: bool = True,
 ) -> Path:
     """Generate ``n`` subjects into ``out``; returns the table's path.
 
     ``progress(done, total)`` is called after each scan. The table is written
     last and atomically, so a table on disk always lists complete scans.
+    ``scans=False`` writes the table alone (the same records, IDs and image
+    paths; no images, no ``REALISED_`` columns): for work on the EHR only.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
@@ -97,7 +100,9 @@ def make_cohort(
         (row, (seed, i), str(out / rel)) for i, (row, rel) in enumerate(zip(records.to_dict("records"), rel_paths))
     ]
     realised: list[dict[str, float]] = []
-    if jobs > 1:
+    if not scans:
+        jobs_args = []
+    if jobs > 1 and jobs_args:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             for result in pool.map(_job, jobs_args, chunksize=4):
                 realised.append(result)

@@ -40,6 +40,7 @@ from ..data.schema import TabularSchema
 from ..errors import TrainConfigError
 from ..infer.cohort import predict_views
 from ..infer.typicality import fit_input_stats
+from ..infer.weight_map import fit_weight_map
 from ..io.atomic import write_text_atomically
 from ..io.csv_text import to_csv_text
 from ..io.model_file import ModelInfo, save_model
@@ -67,6 +68,7 @@ __all__ = [
     "TrainOutcome",
     "train_and_save",
     "check_out_folder",
+    "weight_map_targets",
     "RUN_FILES",
     "is_synthetic",
     "task_metrics",
@@ -144,6 +146,16 @@ def is_synthetic(cohort: Cohort) -> bool:
 
 RUN_FILES = ("model.safetensors", "history.csv", "train_config.json", "checkpoint.pt",
              "risk_features.md", "risk_features.csv")  # fmt: skip
+
+
+def weight_map_targets(spec, y: np.ndarray) -> tuple[list, str, str]:
+    """``(targets, target_kind, target_name)`` for :func:`fit_weight_map`:
+    the class name, the target in its unit, or the number of positive labels."""
+    if spec.is_multilabel:
+        return [float(v) for v in np.asarray(y).sum(1)], "number", "positive risk labels"
+    if spec.is_classification:
+        return [spec.classes[int(v)] for v in y], "class", "diagnosis"
+    return [float(v) for v in y], "number", f"{spec.outputs[0]} ({spec.unit})" if spec.unit else spec.outputs[0]
 
 
 def check_out_folder(out: Path, resume: bool, overwrite: bool, rank: int = 0) -> None:
@@ -243,6 +255,10 @@ def train_and_save(cfg: TrainConfig, command: str = "", overwrite: bool = False)
             net, schema, train_rows.table, train.views, device, scans=scan_sample,
             source=f"{len(train_idx)} training rows of {cohort.source.name}",
         )  # fmt: skip
+        wmap = fit_weight_map(net, train.tabular, *weight_map_targets(spec, train.y),
+                              fitted_on=f"{len(train_idx)} training rows of {cohort.source.name}")  # fmt: skip
+        if wmap is not None:
+            input_stats["weight_map"] = wmap.to_dict()
         metrics: dict[str, Any] = {
             "validation": result.val_metrics,
             "best_epoch": result.best_epoch,

@@ -1,0 +1,87 @@
+"""Lecture scenarios: the file format (checked in full, named errors) and
+stepping through a shipped scenario in a real panel."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import dock_panel
+
+from napari_hyperfusion._qt.scenario_player import shipped_scenarios, state_at
+from napari_hyperfusion.analysis.scenario import ScenarioError, check_values, load_scenario
+from napari_hyperfusion.data.schema import adni_schema
+from napari_hyperfusion.samples import SUBJECTS
+
+
+def test_the_shipped_scenarios_load_and_fold_into_states():
+    paths = {p.stem: p for p in shipped_scenarios()}
+    assert set(paths) == {"age_and_the_same_brain", "apoe4_with_and_without_csf"}
+    for path in paths.values():
+        scenario = load_scenario(path, subjects=tuple(SUBJECTS))
+        for step in scenario.steps:
+            check_values(step, adni_schema(), path.name)
+    age = load_scenario(paths["age_and_the_same_brain"], subjects=tuple(SUBJECTS))
+    assert age.title == "Age and the same brain" and len(age.steps) == 4
+    assert state_at(age, 1).values == {"AGE": 60.0} and state_at(age, 1).subject == "SYN_DEMO_04"
+    third = state_at(age, 2)
+    assert third.values == {"AGE": 88.0} and third.curve == "AGE" and third.plane == "axial"
+    last = state_at(age, 3)
+    assert last.values == {} and last.overlay == "saliency" and state_at(age, 2).overlay is None
+    apoe = load_scenario(paths["apoe4_with_and_without_csf"], subjects=tuple(SUBJECTS))
+    assert state_at(apoe, 2).subject == "SYN_DEMO_04" and state_at(apoe, 2).values == {}  # a new patient starts plain
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("steps: []", "'steps' must be a list of at least one step"),
+        ("steps:\n  - say: hello", "step 1: the first step names a 'subject'"),
+        ("steps:\n  - subject: SYN_DEMO_99", "step 1: unknown subject 'SYN_DEMO_99'"),
+        ("steps:\n  - subject: SYN_DEMO_01\n  - sett: {AGE: 3}", "step 2: unknown key(s) sett"),
+        ("steps:\n  - subject: SYN_DEMO_01\n    set: {AGE: [1, 2]}", "step 1: AGE = [1, 2] is not a number"),
+        ("steps:\n  - subject: SYN_DEMO_01\n    plane: oblique", "plane 'oblique' is not one of axial"),
+        ("steps:\n  - subject: SYN_DEMO_01\n    overlay: lime", "overlay 'lime' is not one of saliency"),
+        ("title: [unclosed", "is not valid YAML"),
+        ("- just a list", "expected 'title', 'model' and 'steps'"),
+        ("!!python/object/apply:os.system ['echo hacked']", "is not valid YAML"),
+    ],
+)
+def test_a_bad_scenario_file_names_the_step(text, message, tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        load_scenario(path, subjects=tuple(SUBJECTS))
+
+
+def test_values_the_model_cannot_take_are_refused_at_their_step(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("steps:\n  - subject: SYN_DEMO_01\n    set: {AGEE: 80}\n  - set: {AGE: 500}\n")
+    scenario = load_scenario(path)
+    with pytest.raises(ScenarioError, match="step 1: the model reads no field 'AGEE'"):
+        check_values(scenario.steps[0], adni_schema(), "s.yaml, step 1")
+    with pytest.raises(ScenarioError, match="step 2: Age = 500 is outside"):
+        check_values(scenario.steps[1], adni_schema(), "s.yaml, step 2")
+
+
+def test_a_lecture_steps_through_with_next_and_back(make_napari_viewer, qtbot, errors):
+    panel = dock_panel(make_napari_viewer(), "SYN_DEMO_01")
+    player = panel.lecture
+    path = next(p for p in shipped_scenarios() if p.stem == "age_and_the_same_brain")
+    assert player.load(path)
+    player.go(0)  # opens SYN_DEMO_04, predicts, then shows his own values
+    qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
+    assert panel.patient.current_layer().metadata["subject_id"] == "SYN_DEMO_04"
+    assert player.text.text().startswith("Step 1 of 4: SYN_DEMO_04, a synthetic 74-year-old man")
+    assert panel.whatif.whatif_record()["AGE"] == 74
+    player.next()
+    assert panel.whatif.whatif_record()["AGE"] == pytest.approx(60, abs=0.5)
+    assert panel.whatif.last_story[0].startswith("At Age 60")
+    assert panel.tabs.currentWidget() is panel.whatif
+    player.next()
+    assert panel.whatif.last_curve is not None and panel.whatif.last_curve.field == "AGE"
+    assert "P(AD)" in panel.whatif.last_story[0]
+    player.back()  # exact: the state of step 2 again
+    assert player.index == 1 and panel.whatif.whatif_record()["AGE"] == pytest.approx(60, abs=0.5)
+    assert not player.back_button.isEnabled() or player.index > 0
+    bad = path.parent.parent / "nope.yaml"
+    assert not player.load(bad) and "Cannot use the scenario" in errors[-1]
+    assert player.scenario is not None and player.index == 1  # the running lecture is kept
