@@ -354,18 +354,10 @@ def csv_cases(work: Path, rng: random.Random, limit: int) -> Iterator[tuple[str,
         yield write(f"random bytes #{i}", bytes(text))
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def check_csv(path: Path) -> str:
     from napari_hyperfusion.data.records import read_record_table, record_from_row
     from napari_hyperfusion.infer.cohort import predict_rows, read_model_cohort
-    from napari_hyperfusion.io.csv_text import FORMULA_STARTS, to_csv_text
+    from napari_hyperfusion.io.csv_text import FORMULA_STARTS, _is_number, to_csv_text  # the writer's own rule
 
     model = _model()
     table = read_record_table(path)  # the panel's "Load record from CSV..."
