@@ -1,13 +1,18 @@
 """``napari-hyperfusion``: napari with a synthetic sample subject open and
 the HyperFusion panel docked (the README's demo).
 
-    napari-hyperfusion [--subject SYN_DEMO_01] [--model NAME|PATH] [--predict] [--explain METHOD] [--screenshot PATH]
+    napari-hyperfusion [--subject SYN_DEMO_01] [--model NAME|PATH] [--predict] [--explain METHOD]
+                       [--view three-planes|twin|lecture] [--size WxH] [--screenshot PATH]
 
 ``--model`` opens a shipped model by name (``risk_medfusion``, the
 MedFusionNet risk model; ``ad_hyperfusion`` is the default) or a file.
 ``--explain METHOD`` adds a Captum map after the prediction.
+``--view`` opens a view after the prediction: ``whatif`` (the What-if tab
+with the patient 20 years older), ``three-planes`` (the linked planes),
+``twin`` (the patient beside that what-if twin) or ``lecture`` (lecture
+size). ``--size`` sets the window's size in pixels.
 ``--screenshot`` predicts, saves a screenshot of the whole window and quits
-(used to make the README's picture).
+(used to make the README's and the docs' pictures).
 """
 
 from __future__ import annotations
@@ -16,7 +21,36 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "open_demo"]
+__all__ = ["main", "open_demo", "VIEWS"]
+
+VIEWS = ("whatif", "three-planes", "twin", "lecture")
+TWIN_YEARS = 20.0  # the twin view's what-if: the patient this much older
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``"1366x768"`` -> ``(1366, 768)`` (argparse type)."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT in pixels, e.g. 1366x768, got {text!r}") from None
+    if not (640 <= width <= 7680 and 480 <= height <= 4320):
+        raise argparse.ArgumentTypeError(f"must be between 640x480 and 7680x4320, got {text!r}")
+    return width, height
+
+
+def open_view(panel, view: str) -> None:
+    """Open one of :data:`VIEWS` on a predicted panel."""
+    if view == "three-planes":
+        panel.view_controls.three_planes.setChecked(True)
+    elif view == "lecture":
+        panel.view_controls.lecture.setChecked(True)
+    else:  # the what-if patient TWIN_YEARS older (and, for "twin", side by side)
+        whatif = panel.whatif
+        if "AGE" in whatif.patient_record:
+            whatif.set_whatif_value("AGE", float(whatif.patient_record["AGE"]) + TWIN_YEARS)
+            whatif.update_whatif()
+        if view == "twin":
+            whatif.twin_view()
 
 
 def open_demo(viewer, subject: str = "SYN_DEMO_01"):
@@ -41,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("saliency", "gradcam", "integrated_gradients", "occlusion"),
         help="after predicting, explain with this method",
     )
+    parser.add_argument("--view", choices=VIEWS, help="after predicting, open this view")
+    parser.add_argument("--size", type=_size, metavar="WxH", help="the window's size in pixels, e.g. 1366x768")
     parser.add_argument("--screenshot", metavar="PNG", help="predict, save a window screenshot, quit")
     args = parser.parse_args(argv)
 
@@ -61,11 +97,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"napari-hyperfusion: cannot open the model {args.model}", file=sys.stderr)
             viewer.close()
             return 2
-    if args.screenshot:
-        viewer.window._qt_window.resize(1400, 1300)
-    if args.predict or args.screenshot:
+    if args.size or args.screenshot:
+        viewer.window._qt_window.resize(*(args.size or (1400, 1300)))
+    if args.predict or args.screenshot or args.view:
         panel.predict()
     pending = [args.explain] if args.explain else []
+    views = [args.view] if args.view else []
+
+    def view_when_idle() -> None:
+        if panel.busy:
+            QTimer.singleShot(200, view_when_idle)
+            return
+        view = views.pop()
+        if panel.last_result is not None:  # a failed prediction said why; there is nothing to view
+            open_view(panel, view)
+
+    if views:
+        QTimer.singleShot(300, view_when_idle)
 
     def explain_when_idle() -> None:
         if panel.busy:
@@ -80,16 +128,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.screenshot:
 
         def shoot() -> None:
-            if panel.busy or pending:
+            if panel.busy or pending or views:
                 QTimer.singleShot(200, shoot)
                 return
             if args.explain:  # show the explanation, not the top of the panel
                 panel.show_section(panel.explainer)
+            elif args.view:  # the What-if tab, where the view was opened from
+                panel.show_section(panel.whatif)
+            from ._qt.linked_views import LinkedCanvas
+
+            viewer.reset_view()  # the scan fills the canvas at the window's final size
+            for canvas in panel.window().findChildren(LinkedCanvas):
+                canvas.model.reset_view()
             viewer.window.screenshot(args.screenshot, canvas_only=False)
             print(f"wrote {args.screenshot}")
             viewer.close()
 
         QTimer.singleShot(1500, shoot)
+    QTimer.singleShot(500, viewer.reset_view)  # the scan fills the canvas once the window has its size
     napari.run()
     return 0
 

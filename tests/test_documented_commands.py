@@ -214,7 +214,7 @@ SLOW = (
     r"train_shipped_models",
     r"^torchrun",
     r"bench_(models|whatif|panel|explain|medfusion|batch_predict)",
-    r"demo\.sh .*--(model|explain)",
+    r"demo\.sh .*--(model|explain|view|size)",
     r"train models/configs/risk_",
     r"\bexplain-report\b",
     r"check_prepare\.py",

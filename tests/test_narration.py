@@ -54,3 +54,12 @@ def test_brain_age_is_told_in_years():
     lines = narrate(schema, ["brain age"], patient, whatif, [64.2], [66.0], kind="regression", unit="years")
     assert lines == [f"At {schema.fields[0].display_name} {whatif[name]} instead of {patient[name]}, brain age rises "
                      "from 64.2 to 66.0 years."]  # fmt: skip
+
+
+def test_generated_layer_changes_are_told_on_a_plain_words_scale():
+    from napari_hyperfusion.analysis.narration import change_bar, change_words
+
+    assert [change_words(r) for r in (0.0, 0.05, 0.25, 0.5, 1.4)] == [
+        "barely moved", "a small change", "a clear change", "a large change", "a different network",
+    ]  # fmt: skip
+    assert change_bar(0.3) == "\u2588" * 3 + "\u2591" * 7 and change_bar(2.0) == "\u2588" * 10

@@ -20,23 +20,22 @@ def test_a_sample_opens_axial_with_anterior_up_and_the_patients_right_on_the_rig
     assert tuple(viewer.scene.camera.orientation2d) == ("up", "right")
     assert viewer.dims.axis_labels[-3:] == ("x (mm, +R)", "y (mm, +A)", "z (mm, +S)")
     text = viewer.canvas.overlays.text.text
-    assert text.startswith("AXIAL  z = ") and "mm" in text and "patient's R on the RIGHT (neurological)" in text
-    assert "up: anterior" in text
+    assert text.startswith("AXIAL  z = ") and "mm" in text and "\nR on the RIGHT (neurological)" in text
 
 
 def test_radiological_sagittal_and_coronal(panel):
     viewer, view = panel.viewer, panel.view_controls
     view.convention.setCurrentIndex(1)
     assert tuple(viewer.scene.camera.orientation2d) == ("up", "left")
-    assert "patient's R on the LEFT (radiological)" in viewer.canvas.overlays.text.text
+    assert "R on the LEFT (radiological)" in viewer.canvas.overlays.text.text
     view.plane.setCurrentText("coronal")
     assert viewer.dims.order[-3:] == (1, 2, 0) and tuple(viewer.scene.camera.orientation2d) == ("up", "left")
     assert (
         viewer.canvas.overlays.text.text.startswith("CORONAL  y = ")
-        and "up: superior" in viewer.canvas.overlays.text.text
+        and "R on the LEFT" in viewer.canvas.overlays.text.text
     )
     view.plane.setCurrentText("sagittal")
-    assert viewer.dims.order[-3:] == (0, 2, 1) and "anterior on the left" in viewer.canvas.overlays.text.text
+    assert viewer.dims.order[-3:] == (0, 2, 1) and "anterior on the LEFT" in viewer.canvas.overlays.text.text
 
 
 def test_the_slice_and_the_cursor_are_told_in_millimetres(panel):

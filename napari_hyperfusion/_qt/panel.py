@@ -8,12 +8,13 @@ device, and the results computed for them):
     ModelPicker    -> case.model            (model_picker.py)
     PatientForm    -> case.scan/record/note (patient_form.py)
     PrepareSection    registers the scan to MNI, adds it with QC (prepare_section.py)
-    ViewControls      plane, neurological / radiological, window; the canvas line (view_controls.py)
+    ViewControls      plane, neurological / radiological, window, side letters, the canvas line,
+                      three linked planes and lecture size (view_controls.py, linked_views.py)
     ScenarioPlayer    lecture scenarios stepped with PageDown / PageUp, through ScenarioActions (scenario_player.py)
     JobRunner         progress, status, Cancel for every long job (jobs.py)
     ResultView     <- case's prediction, or the last one marked stale
     ExplainSection <- case; overlays and EHR / note attributions
-    WhatIfSection  <- case; sliders over cached image features
+    WhatIfSection  <- case; sliders over cached image features; the twin view (linked_views.py)
 
 Each widget receives the case (and the job runner where it starts work);
 none reaches into another. Long work runs in ``thread_worker`` threads; a
@@ -26,11 +27,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
+    QDockWidget,
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMainWindow,
     QPushButton,
     QScrollArea,
     QTabWidget,
@@ -50,10 +54,11 @@ from .explain_section import ExplainSection
 from .jobs import JobRunner
 from .model_picker import ModelPicker
 from .patient_form import PatientForm
+from .plain import PlainCanvas
 from .prepare_section import PrepareSection
 from .result_view import PREDICTION, ResultView
 from .scenario_player import ScenarioActions, ScenarioPlayer
-from .view_controls import ViewControls
+from .view_controls import LECTURE_SCALE, ViewControls
 from .whatif_section import WhatIfSection
 
 if TYPE_CHECKING:
@@ -87,7 +92,11 @@ class HyperFusionPanel(QWidget):
         self.preparer = PrepareSection(self.case, self.jobs, napari_viewer, self.patient.current_layer)
         self.result_view = ResultView(self.case)
         self.explainer = ExplainSection(self.case, self.jobs, napari_viewer, self.check)
-        self.whatif = WhatIfSection(self.case, napari_viewer, lambda: self.explainer.target_combo.currentText())
+        self.whatif = WhatIfSection(
+            self.case, napari_viewer, lambda: self.explainer.target_combo.currentText(),
+            view=lambda: (self.view_controls.plane.currentText(), self.view_controls.radiological),
+            scan_layer=self.patient.current_layer,
+        )  # fmt: skip
         self.view_controls = ViewControls(napari_viewer, self.patient.current_layer)
 
         # the panel is taller than most screens: scroll instead of squashing widgets
@@ -137,6 +146,7 @@ class HyperFusionPanel(QWidget):
         self.case.changed.connect(self._on_case_changed)
         self.jobs.busy_changed.connect(self._validate)
         self.jobs.refused.connect(self._on_refused)
+        self.view_controls.lecture_changed.connect(self.set_lecture_size)
 
         if self.model_picker.paths:
             self.open_model(self.model_picker.paths[0])
@@ -236,6 +246,23 @@ class HyperFusionPanel(QWidget):
         )  # fmt: skip
 
     # -- state ------------------------------------------------------------------
+    def set_lecture_size(self, on: bool) -> None:
+        """Text and figures large enough for the back of a lecture hall (the
+        View tab's "Lecture size"); the canvas text is the View tab's."""
+        scale = LECTURE_SCALE if on else 1.0
+        self.scroll.widget().setStyleSheet(f"font-size: {round(10 * scale)}pt;" if on else "")
+        for canvas in self.findChildren(PlainCanvas):
+            canvas.scale_text(scale)
+        # larger text needs a wider dock, or lines run off its right edge
+        dock = self.parentWidget()
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parentWidget()
+        if dock is not None and isinstance(dock.parentWidget(), QMainWindow):
+            if on:
+                self._normal_width = dock.width()
+            width = getattr(self, "_normal_width", dock.width())
+            dock.parentWidget().resizeDocks([dock], [int(width * scale)], Qt.Orientation.Horizontal)
+
     def _on_refused(self, message: str) -> None:
         """A scan the input gate sends to Prepare: show the Prepare tab."""
         self._after_predict = []  # a lecture step waiting for this prediction does not run

@@ -47,6 +47,18 @@ class PlainCanvas(FigureCanvasQTAgg):
     that exist are switched off before each draw, and tick labels made
     during the draw are made with ``text.parse_math`` off."""
 
+    def scale_text(self, scale: float) -> None:
+        """Draw the figure's text and lines ``scale`` times larger in the
+        same widget (lecture size): the figure's dots per inch grow and its
+        size in inches shrinks to match (Qt resizes keep that dpi)."""
+        figure = self.figure
+        if not hasattr(self, "_base_dpi"):
+            self._base_dpi = figure.dpi
+        figure.set_dpi(self._base_dpi * scale)
+        pixels = self.width() * self.device_pixel_ratio, self.height() * self.device_pixel_ratio
+        figure.set_size_inches(pixels[0] / figure.dpi, pixels[1] / figure.dpi, forward=False)
+        self.draw_idle()
+
     def draw(self) -> None:
         without_math(self.figure)
         with rc_context({"text.parse_math": False}):

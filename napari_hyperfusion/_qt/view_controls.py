@@ -1,7 +1,9 @@
 """Reading conventions for the canvas: the plane, neurological or
-radiological left-right, window/level presets, and a line on the canvas
+radiological left-right, window/level presets, the patient's sides as
+letters on the canvas edges (R/L, A/P, S/I), a millimetre scale bar, a line
 that says what the screen shows (plane, slice in mm, which side is the
-patient's right, the cursor's MNI millimetres).
+patient's right, the cursor's MNI millimetres), the three planes at once
+with a linked crosshair (:mod:`.linked_views`), and a lecture size.
 
 Scans are placed in world space by the reader with RAS+ axes (napari world
 axis 0 = x, left -> right; 1 = y, posterior -> anterior; 2 = z, inferior ->
@@ -17,27 +19,28 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QWidget
 
-__all__ = ["ViewControls", "PLANES", "WINDOWS"]
+from .orientation import PLANES, orient, show_side_letters
 
-AXIS_LABELS = ("x (mm, +R)", "y (mm, +A)", "z (mm, +S)")
-# plane -> (dims.order, the sliced world axis, (vertical axis, horizontal axis))
-PLANES = {
-    "axial": ((2, 1, 0), 2, (1, 0)),
-    "coronal": ((1, 2, 0), 1, (2, 0)),
-    "sagittal": ((0, 2, 1), 0, (2, 1)),
-}
+__all__ = ["ViewControls", "WINDOWS", "LECTURE_SCALE"]
+
 # window/level presets for a T1 scan: percentiles of the voxels inside the head
 WINDOWS = {
     "T1 brain (1-99 %)": (1.0, 99.0),
     "T1 contrast (5-95 %)": (5.0, 95.0),
     "full range": (0.0, 100.0),
 }
+LECTURE_SCALE = 1.6  # text size in lecture mode, relative to the normal size
 
 
 class ViewControls(QWidget):
-    """Plane, convention and window for the viewer's scan layers."""
+    """Plane, convention and window for the viewer's scan layers, the three
+    planes at once, and the lecture size. ``lecture_changed(bool)`` asks
+    the panel to scale its own text."""
+
+    lecture_changed = Signal(bool)
 
     def __init__(self, viewer: Any, scan_layer=lambda: None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -57,10 +60,21 @@ class ViewControls(QWidget):
         layout.addRow("Plane:", self.plane)
         layout.addRow("Left-right:", self.convention)
         layout.addRow("Window:", self.window)
+        self.three_planes = QCheckBox("Three planes, linked crosshair (click to move it)")
+        self.three_planes.setObjectName("view_three_planes")
+        self.three_planes.setToolTip("the other two planes in a dock below the canvas; a click in any plane moves all")
+        self.lecture = QCheckBox(f"Lecture size (text x{LECTURE_SCALE:g}, for a projector)")
+        self.lecture.setObjectName("view_lecture")
+        layout.addRow(self.three_planes)
+        layout.addRow(self.lecture)
+        self.ortho = None  # the OrthoViews, while shown
+        self._ortho_dock = None
         self.cursor_mm: np.ndarray | None = None
         self.plane.currentTextChanged.connect(self.apply)
         self.convention.currentIndexChanged.connect(self.apply)
         self.window.currentTextChanged.connect(self.apply_window)
+        self.three_planes.toggled.connect(self.show_three_planes)
+        self.lecture.toggled.connect(self._on_lecture)
         viewer.dims.events.current_step.connect(self._describe)
         viewer.mouse_move_callbacks.append(self._on_mouse_move)
         viewer.layers.events.inserted.connect(self._on_inserted)
@@ -68,6 +82,7 @@ class ViewControls(QWidget):
         viewer.canvas.overlays.text.position = "top_left"
         viewer.canvas.overlays.text.font_size = 10
         viewer.canvas.overlays.text.color = "white"
+        viewer.canvas.overlays.scale_bar.visible = True  # in mm: the reader gives the layers mm units
         self.apply()  # a scan already open starts in the chosen plane and convention
 
     def _on_inserted(self, event: Any) -> None:
@@ -82,24 +97,45 @@ class ViewControls(QWidget):
 
     def apply(self, *args: Any) -> None:
         """Show the chosen plane with anterior / superior up and left-right
-        by the chosen convention."""
+        by the chosen convention, the side letters on the edges."""
         viewer = self.viewer
         if viewer.dims.ndim < 3:
             return
-        order, _, (vertical, horizontal) = PLANES[self.plane.currentText()]
-        lead = tuple(range(viewer.dims.ndim - 3))  # any axes before x, y, z (none for one scan)
-        viewer.dims.order = lead + tuple(len(lead) + a for a in order)
-        viewer.dims.ndisplay = 2
-        labels = list(viewer.dims.axis_labels)
-        labels[-3:] = AXIS_LABELS
-        viewer.dims.axis_labels = labels
-        if horizontal == 0:  # x: the patient's right on the screen's right (neurological) or left
-            along = "left" if self.radiological else "right"
-        else:  # sagittal: anterior on the left, as radiology shows it
-            along = "left"
-        viewer.scene.camera.orientation2d = ("up", along)
+        plane = self.plane.currentText()
+        orient(viewer, plane, self.radiological)
+        show_side_letters(viewer, plane, self.radiological, self._font(16))
         viewer.reset_view()
+        if self.ortho is not None:
+            self.ortho.follow_plane(plane, self.radiological)
         self._describe()
+
+    def _font(self, size: float) -> float:
+        return size * (LECTURE_SCALE if self.lecture.isChecked() else 1.0)
+
+    def _on_lecture(self, on: bool) -> None:
+        self.viewer.canvas.overlays.text.font_size = self._font(10)
+        show_side_letters(self.viewer, self.plane.currentText(), self.radiological, self._font(16))
+        if self.ortho is not None:
+            self.ortho.set_font_scale(LECTURE_SCALE if on else 1.0)
+        self.lecture_changed.emit(on)
+
+    def show_three_planes(self, on: bool) -> None:
+        """Dock (or close) the other two planes below the canvas."""
+        from .linked_views import OrthoViews, close_with_window
+
+        if on and self.ortho is None:
+            self.ortho = OrthoViews(self.viewer)
+            self.ortho.follow_plane(self.plane.currentText(), self.radiological)
+            self.ortho.set_font_scale(LECTURE_SCALE if self.lecture.isChecked() else 1.0)
+            window = getattr(self.viewer, "window", None)
+            if window is not None and hasattr(window, "add_dock_widget"):
+                self._ortho_dock = window.add_dock_widget(self.ortho, area="bottom", name="Three planes")
+                close_with_window(self.ortho)
+        elif not on and self.ortho is not None:
+            self.ortho.close_views()
+            if self._ortho_dock is not None:
+                self.viewer.window.remove_dock_widget(self._ortho_dock)
+            self.ortho, self._ortho_dock = None, None
 
     def apply_window(self, *args: Any) -> None:
         """Set the scan layer's contrast limits to the chosen percentiles of its head voxels."""
@@ -120,18 +156,18 @@ class ViewControls(QWidget):
         viewer = self.viewer
         plane = self.plane.currentText()
         _, sliced, (vertical, horizontal) = PLANES[plane]
+        # short lines: the top edge's side letter sits at the centre of the canvas
         text = plane.upper()
         if viewer.dims.ndim >= 3:
             axis = viewer.dims.ndim - 3 + sliced
             text += f"  {'xyz'[sliced]} = {viewer.dims.point[axis]:.1f} mm"
-        if horizontal == 0:
-            text += "   patient's R on the " + ("LEFT (radiological)" if self.radiological else "RIGHT (neurological)")
+        if horizontal == 0:  # the letters on the edges say it too; this names the convention
+            text += "\nR on the " + ("LEFT (radiological)" if self.radiological else "RIGHT (neurological)")
         else:
-            text += "   anterior on the left"
-        text += "   up: " + ("anterior" if vertical == 1 else "superior")
+            text += "\nanterior on the LEFT"
         if self.cursor_mm is not None:
             x, y, z = self.cursor_mm
-            text += f"\ncursor x {x:+.1f}  y {y:+.1f}  z {z:+.1f} mm (world = MNI for prepared scans)"
+            text += f"\ncursor x {x:+.1f}  y {y:+.1f}  z {z:+.1f} mm\n(world = MNI for prepared scans)"
         return text
 
     def _describe(self, *args: Any) -> None:

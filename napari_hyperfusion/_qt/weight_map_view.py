@@ -10,6 +10,7 @@ legend explained twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -43,15 +44,20 @@ def _plane(points: np.ndarray) -> np.ndarray:
     return points if points.shape[1] == 2 else np.c_[points[:, 0], np.zeros(len(points))]
 
 
-def draw_weight_map(ax, wmap: WeightMap, size: float = 6.0):
+def draw_weight_map(ax, wmap: WeightMap, size: float = 6.0, classes: Sequence[str] = ()):
     """Draw ``wmap`` on the matplotlib axes ``ax`` (the panel and the slide
     share it); returns the ``(patient, whatif, move)`` line artists, empty,
-    for :meth:`WeightMapView.set_points` or for a fixed figure to fill."""
+    for :meth:`WeightMapView.set_points` or for a fixed figure to fill.
+    ``classes`` (the model's outputs, in order) give each class the colour
+    it has in every other view (CN blue, MCI green, AD vermillion)."""
     fig = ax.figure
     points = _plane(wmap.points)
     if wmap.target_kind == "class":
-        names = list(dict.fromkeys(str(t) for t in wmap.targets))
-        for k, name in enumerate(names):
+        order = [str(c) for c in classes]
+        names = sorted(dict.fromkeys(str(t) for t in wmap.targets),
+                       key=lambda n: order.index(n) if n in order else len(order))  # fmt: skip
+        for name in names:
+            k = order.index(name) if name in order else len(order) + names.index(name)
             mine = np.array([str(t) == name for t in wmap.targets])
             ax.scatter(points[mine, 0], points[mine, 1], s=size * 1.7, color=CLASS_COLOURS[k % len(CLASS_COLOURS)],
                        edgecolors="#555555", linewidths=0.3, alpha=0.8, label=f"{name} (training)")  # fmt: skip
@@ -105,7 +111,7 @@ class WeightMapView(QWidget):
         self._bounds = (np.zeros(2), np.zeros(2))
         self._patient = self._whatif = self._move = None
 
-    def set_map(self, wmap: WeightMap | None, why_not: str = "") -> None:
+    def set_map(self, wmap: WeightMap | None, why_not: str = "", classes: Sequence[str] = ()) -> None:
         """Draw ``wmap``'s training points (or say why there is no map)."""
         self.weight_map = wmap
         self._patient = self._whatif = self._move = None
@@ -120,7 +126,7 @@ class WeightMapView(QWidget):
             self.canvas.draw_idle()
             return
         fig.subplots_adjust(left=0.14, right=0.97, top=0.86, bottom=0.17)
-        self._patient, self._whatif, self._move = draw_weight_map(ax, wmap)
+        self._patient, self._whatif, self._move = draw_weight_map(ax, wmap, classes=classes)
         points = _plane(wmap.points)
         self.scale = typical_distance(points)
         self._bounds = (points.min(0), points.max(0))

@@ -9,6 +9,7 @@ The work is :mod:`napari_hyperfusion.analysis.whatif`."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..analysis.case import Case
-from ..analysis.narration import narrate
+from ..analysis.narration import change_bar, change_words, narrate
 from ..analysis.overlays import OVERLAY_KEY, overlay_layers
 from ..analysis.whatif import WhatIfSession, field_grid
 from ..data.notes import encoder_loaded
@@ -55,9 +56,15 @@ class WhatIfSection(QWidget):
     """What-if controls for the case. ``target()`` names the output the
     saliency shift explains (the Explain section's choice)."""
 
-    def __init__(self, case: Case, viewer: Any, target: Callable[[], str | None], parent=None) -> None:
+    def __init__(
+        self, case: Case, viewer: Any, target: Callable[[], str | None], parent=None,
+        view: Callable[[], tuple[str, bool]] = lambda: ("axial", False), scan_layer: Callable[[], Any] = lambda: None,
+    ) -> None:  # fmt: skip
         super().__init__(parent)
         self.case, self.viewer, self.target = case, viewer, target
+        self.view, self.scan_layer = view, scan_layer  # the plane and convention on screen; the scan's layer
+        self.twin = None  # the TwinView, once shown
+        self._twin_dock = None
         whatif_layout = QVBoxLayout(self)
         whatif_layout.setContentsMargins(0, 0, 0, 0)
         self.whatif_form = QFormLayout()
@@ -100,11 +107,21 @@ class WhatIfSection(QWidget):
         row2 = QHBoxLayout()
         self.shift_button = QPushButton("Saliency shift")
         self.shift_button.setToolTip("saliency at the what-if values minus at the patient's, as a signed overlay")
+        self.twin_button = QPushButton("Twin view")
+        self.twin_button.setObjectName("twin_button")
+        self.twin_button.setToolTip(
+            "the patient and the what-if twin side by side: both saliency maps, their difference and both "
+            "predictions, with linked cameras (a dock below the canvas)"
+        )
         self.export_button = QPushButton("Export CSV...")
         self.summary_button = QPushButton("Summary figure...")
-        for button in (self.shift_button, self.export_button, self.summary_button):
+        for button in (self.shift_button, self.twin_button):
             row2.addWidget(button)
         whatif_layout.addLayout(row2)
+        row3 = QHBoxLayout()
+        for button in (self.export_button, self.summary_button):
+            row3.addWidget(button)
+        whatif_layout.addLayout(row3)
         self.sliders: dict[str, QWidget] = {}
         self.slider_values: dict[str, QLabel] = {}
         self._exact: dict[str, tuple[int, float]] = {}  # slider -> (step, the exact value set there)
@@ -129,6 +146,7 @@ class WhatIfSection(QWidget):
         self.curve_button.clicked.connect(self.show_response_curve)
         self.truth_box.toggled.connect(self._on_truth_toggled)
         self.shift_button.clicked.connect(self.saliency_shift)
+        self.twin_button.clicked.connect(self.twin_view)
         self.export_button.clicked.connect(self._ask_export)
         self.summary_button.clicked.connect(self._ask_summary)
         case.changed.connect(self._on_case_changed)
@@ -356,10 +374,9 @@ class WhatIfSection(QWidget):
         story = narrate(info.schema, info.outputs, self.patient_record, record, base, values, kind=info.kind,
                         unit=info.output_unit, map_ratio=ratio, ranges=info.input_stats.get("ehr"))  # fmt: skip
         text = "\n".join(story) + "\nWhat if: " + ", ".join(parts) + " vs. the patient's values"
-        if change:
-            text += "\nGenerated weights changed by " + ", ".join(
-                f"{v:.1%} of their size ({k})" for k, v in change.items()
-            )
+        for layer_name, relative in change.items():  # one bar per generated layer, full at 100 %
+            text += (f"\nGenerated {layer_name}: {change_bar(relative)} {relative:.1%} of its size, "
+                     f"{change_words(relative)}")  # fmt: skip
         self.last_story = story
         self.whatif_label.setText(text + f"\n{compute_ms:.1f} ms from cached features")
         entry = {**self._case_columns(), **{f"in_{k}": v for k, v in record.items()},
@@ -382,7 +399,7 @@ class WhatIfSection(QWidget):
                     if not self.model.net.hyper_layers()
                     else "No weight-space map in this model file (run scripts/add_weight_map.py)"
                 )
-            self.weight_map_view.set_map(session.weight_map, why)
+            self.weight_map_view.set_map(session.weight_map, why, classes=self.model.info.outputs)
         if session.weight_map is None:
             return None
         patient, whatif = session.map_points([self.patient_record, record])
@@ -578,14 +595,14 @@ class WhatIfSection(QWidget):
         self.last_truth = self._truth_curve(self.whatif_record(), field, self.last_curve.values)
         self._draw_whatif(session, self.whatif_record(), session.predict(self.whatif_record()))
 
-    def saliency_shift(self) -> None:
-        """Saliency at the what-if values minus at the patient's, as a signed overlay."""
+    def _saliency_pair(self, what: str):
+        """Saliency at the patient's values and at the what-if values, or None (said)."""
         from ..analysis.explain import attribute_image
 
         case = self.case
         if self.model is None or not self.model.info.config.uses_image or not self.patient_record or case.scan is None:
-            notify.error("The saliency shift needs an image model, a scan and a prediction (click Predict)")
-            return
+            notify.error(f"The {what} needs an image model, a scan and a prediction (click Predict)")
+            return None
         try:
             target = self.target() or None
             before = attribute_image(
@@ -595,19 +612,85 @@ class WhatIfSection(QWidget):
                 self.model, case.scan, self.whatif_record(), "saliency", target=target, note=case.note
             )
         except HyperFusionError as err:
-            notify.error(f"Cannot compute the saliency shift: {err}")
+            notify.error(f"Cannot compute the {what}: {err}")
+            return None
+        return before, after
+
+    def _overlay(self, attribution, record: dict[str, Any]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        identity = self.case.identity
+        return overlay_layers(
+            attribution, self.case.scan_name, self.model.info.name, self.model.sha256, dict(record),
+            scan_fingerprint=identity.scan_fingerprint, case=identity.describe(),
+        )  # fmt: skip
+
+    def saliency_shift(self) -> None:
+        """Saliency at the what-if values minus at the patient's, as a signed overlay."""
+        pair = self._saliency_pair("saliency shift")
+        if pair is None:
             return
+        before, after = pair
         after.maps = after.maps - before.maps
         after.method, after.signed = "saliency_shift", True
-        record = dict(self.whatif_record())
-        identity = case.identity
-        for data, kwargs in overlay_layers(
-            after, case.scan_name, self.model.info.name, self.model.sha256, record,
-            scan_fingerprint=identity.scan_fingerprint, case=identity.describe(),
-        ):  # fmt: skip
+        for data, kwargs in self._overlay(after, self.whatif_record()):
             kwargs["metadata"][OVERLAY_KEY]["kind"] = "saliency shift"
             kwargs["metadata"]["attribution"]["patient_values"] = dict(self.patient_record)
             put_overlay(self.viewer, data, kwargs)
+
+    def _prediction_words(self, values: np.ndarray) -> str:
+        info = self.model.info
+        if info.kind == "regression":
+            return f"{info.outputs[0]} {values[0]:.1f} {info.output_unit}"
+        return ", ".join(f"P({n}) {v:.0%}" for n, v in zip(info.outputs, values))
+
+    def twin_view(self) -> bool:
+        """Show the patient and the what-if twin side by side: both
+        saliency maps on one scale, their difference, both predictions.
+        Returns whether it was shown."""
+        from .linked_views import TwinView, close_with_window
+
+        layer = self.scan_layer()
+        session = self.cached_session()
+        pair = self._saliency_pair("twin view") if session is not None else None
+        if pair is None or layer is None:
+            if pair is not None:
+                notify.error("The twin view needs the scan's layer in the viewer")
+            return False
+        before, after = pair
+        whatif = self.whatif_record()
+        patient_out, twin_out = session.predict(self.patient_record), session.predict(whatif)
+        difference = replace(after, maps=after.maps - before.maps, method="saliency_difference", signed=True)
+        maps = [self._overlay(before, self.patient_record)[0], self._overlay(after, whatif)[0],
+                self._overlay(difference, whatif)[0]]  # fmt: skip
+        # patient and twin on one colour scale, so brighter means more salient in both canvases
+        top = max(maps[0][1]["contrast_limits"][1], maps[1][1]["contrast_limits"][1])
+        for _, kwargs in maps[:2]:
+            kwargs["contrast_limits"] = (0.0, top)
+        schema = self.model.info.schema
+        moved = [
+            f"{schema[k].display_name} {_short(whatif[k])} (patient {_short(v)})"
+            for k, v in self.patient_record.items() if k in whatif and str(whatif[k]) != str(v)
+        ]  # fmt: skip
+        target = before.target
+        titles = [
+            f"Patient: {self._prediction_words(patient_out)}\nsaliency for {target}",
+            f"What-if twin: {', '.join(moved) or 'the same values'}\n{self._prediction_words(twin_out)}",
+            f"Difference, twin minus patient\n{maps[2][1]['metadata']['attribution']['legend']}",
+        ]
+        header = f"Twin view of {self.case.identity.describe()}"
+        if self.model.info.synthetic_data:
+            header += " - SYNTHETIC data and demo model, not for diagnosis"
+        if self.twin is None:
+            self.twin = TwinView(self.viewer)
+            self.case.changed.connect(lambda *a: self.twin is not None and self.twin.mark_stale("the case changed"))
+            window = getattr(self.viewer, "window", None)
+            if window is not None and hasattr(window, "add_dock_widget"):
+                self._twin_dock = window.add_dock_widget(self.twin, area="bottom", name="Twin view")
+                close_with_window(self.twin)
+        if self._twin_dock is not None:
+            self._twin_dock.setVisible(True)  # closed with its X earlier: shown again
+        plane, radiological = self.view()
+        self.twin.show_case(layer, maps, titles, header, plane, radiological)
+        return True
 
     def export_exploration(self, path: str | Path) -> Path:
         """The values tried and their predictions (and the last response
@@ -691,7 +774,7 @@ class WhatIfSection(QWidget):
                      ha="center", va="center", fontsize=9, color="#808080")  # fmt: skip
         ax3 = fig.add_subplot(grid[:, 1])
         if session.weight_map is not None:
-            p_line, w_line, move = draw_weight_map(ax3, session.weight_map, size=8)
+            p_line, w_line, move = draw_weight_map(ax3, session.weight_map, size=8, classes=self.model.info.outputs)
             p, w = (np.r_[v, 0.0][:2] for v in session.map_points([self.patient_record, record]))
             p_line.set_data([p[0]], [p[1]])
             w_line.set_data([w[0]], [w[1]])

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..data.schema import TabularSchema
 
-__all__ = ["narrate", "AD_EXPECTATIONS"]
+__all__ = ["narrate", "AD_EXPECTATIONS", "change_words", "change_bar"]
 
 # +1: a higher value should not lower P(AD); -1: a lower value should not lower it
 AD_EXPECTATIONS = {"AGE": +1, "APOE4": +1, "TAU": +1, "PTAU": +1, "AV45": +1, "ABETA": -1, "FDG": -1}
@@ -41,6 +41,35 @@ _REASONS = {
         "'Show the ground truth' draws it)."
     ),
 }
+
+
+# relative change of a generated layer's parameters -> words (upper bounds)
+CHANGE_SCALE = ((0.02, "barely moved"), (0.10, "a small change"), (0.30, "a clear change"),
+                (0.60, "a large change"), (float("inf"), "a different network"))  # fmt: skip
+
+
+def change_words(relative: float) -> str:
+    """A generated layer's relative change in plain words.
+
+    Args:
+        relative: ``||P(what-if) - P(patient)|| / ||P(patient)||`` (0.25 = 25 %).
+
+    Returns:
+        e.g. ``"a clear change"`` (scale: < 2 % barely moved, < 10 % small,
+        < 30 % clear, < 60 % large, above: a different network).
+
+    Example:
+        >>> change_words(0.25)
+        'a clear change'
+    """
+    return next(words for bound, words in CHANGE_SCALE if relative < bound)
+
+
+def change_bar(relative: float, cells: int = 10) -> str:
+    """A text bar for a relative change, full at 100 %: ``"###-------"`` style
+    with block characters, e.g. ``change_bar(0.3) == "███" + "░" * 7``."""
+    filled = int(round(min(max(relative, 0.0), 1.0) * cells))
+    return "█" * filled + "░" * (cells - filled)
 
 
 def _fmt(value: Any) -> str:

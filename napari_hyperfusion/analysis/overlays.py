@@ -55,6 +55,8 @@ def overlay_legend(method: str, target: str, signed: bool, output_kind: str = "p
         output_kind: ``"probability"``, ``"logit"`` or ``"value"``.
     """
     what = {"logit": f"the log-odds of {target}", "probability": f"P({target})"}.get(output_kind, target)
+    if method in ("saliency shift", "saliency difference"):  # what-if saliency minus the patient's
+        return f"{method}: green = {what} more sensitive there in the what-if, purple = less; see-through: unchanged"
     if signed:
         return f"{method}: green raises {what}, purple lowers it; see-through: no effect"
     return f"{method}: yellow = where {what} is most sensitive (unsigned); see-through: little"

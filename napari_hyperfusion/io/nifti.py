@@ -60,12 +60,14 @@ def _header_summary(header: Any) -> dict[str, Any]:
 
 def layer_kwargs_for(affine: np.ndarray) -> dict[str, Any]:
     """``scale``/``translate`` for an axis-aligned (RAS) affine, else the
-    full ``affine``: the napari placement of voxel -> world ``affine``."""
+    full ``affine``: the napari placement of voxel -> world ``affine``; the
+    world axes in millimetres (``units``, which napari's scale bar shows)."""
     affine = np.asarray(affine, dtype=float)
     linear = affine[:3, :3]
+    units = {"units": ("mm", "mm", "mm")}
     if np.allclose(linear, np.diag(np.diag(linear)), atol=1e-6) and (np.diag(linear) > 0).all():
-        return {"scale": tuple(np.diag(linear)), "translate": tuple(affine[:3, 3])}
-    return {"affine": affine}
+        return {"scale": tuple(np.diag(linear)), "translate": tuple(affine[:3, 3]), **units}
+    return {"affine": affine, **units}
 
 
 def read_nifti(path: str | os.PathLike | list) -> list[LayerData]:

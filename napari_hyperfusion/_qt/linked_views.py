@@ -1,0 +1,403 @@
+"""Canvases linked to the main viewer: the three planes at once, and the
+patient beside a what-if twin.
+
+Each extra canvas is a napari ``ViewerModel`` drawn by its own ``QtViewer``
+(napari's way to have several canvases in one window). Layers are mirrored
+with the same arrays, not copies, so a 256**3 scan costs nothing twice.
+
+- :class:`OrthoViews`: the two planes the main canvas does not show, with
+  the main viewer's scan and overlays; one point (``dims.point``, world mm)
+  is shared by all three, drawn as a crosshair in each, and a click in any
+  plane moves it, so the other planes' slices follow.
+- :class:`TwinView`: the patient's saliency, the what-if twin's and their
+  difference side by side; the three cameras move together and the slice
+  follows the main viewer. Each canvas is titled with its prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
+
+from .orientation import PLANES, orient, show_side_letters
+from .plain import plain_label
+
+__all__ = ["LinkedCanvas", "OrthoViews", "TwinView", "CROSSHAIR_NAME", "crosshair_lines", "close_with_window"]
+
+CROSSHAIR_NAME = "crosshair (three planes)"
+MIRRORED_EVENTS = ("data", "contrast_limits", "colormap", "visible", "opacity", "blending", "name")
+
+
+def crosshair_lines(point: Sequence[float], extent: np.ndarray) -> np.ndarray:
+    """Three lines through ``point`` along x, y and z, across the data.
+
+    Args:
+        point: world coordinates ``[3]`` (mm).
+        extent: ``[2, 3]`` world minimum and maximum (``layers.extent.world``).
+
+    Returns:
+        ``[3, 2, 3]`` line end points; in any of the three planes, the two
+        lines lying in it draw the cross.
+    """
+    point = np.asarray(point, dtype=float)[-3:]
+    lines = np.repeat(point[None, None, :], 3, axis=0).repeat(2, axis=1)
+    for axis in range(3):
+        lines[axis, 0, axis], lines[axis, 1, axis] = extent[0, axis], extent[1, axis]
+    return lines
+
+
+def _mirror(layer: Any) -> Any:
+    """A layer drawing the same array with the same look (no copy)."""
+    from napari.layers import Layer
+
+    data, state, kind = layer.as_layer_data_tuple()
+    return Layer.create(data, state, kind)
+
+
+def _on_click(move_to: Callable[[np.ndarray], None]):
+    """A napari drag callback: a click that does not drag moves the point
+    there (a drag still pans)."""
+
+    def callback(viewer: Any, event: Any):
+        start = np.asarray(event.position, dtype=float)
+        dragged = False
+        yield
+        while event.type == "mouse_move":
+            dragged = True
+            yield
+        if not dragged:
+            move_to(start)
+
+    return callback
+
+
+class _CloseWatcher(QObject):
+    """Calls ``close_views`` on its widget when the top-level window closes."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Close:
+            self.parent().close_views()
+        return False
+
+
+def close_with_window(widget: QWidget) -> None:
+    """Close ``widget``'s canvases with the window it is docked in (each
+    canvas is a napari QtViewer: it must go when the viewer goes)."""
+    window = widget.window()
+    if window is not widget:
+        window.installEventFilter(_CloseWatcher(widget))
+
+
+class LinkedCanvas(QWidget):
+    """One extra napari canvas with a plain-text title above it."""
+
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        from napari.components import ViewerModel
+        from napari.qt import QtViewer
+
+        super().__init__(parent)
+        self.model = ViewerModel(title=title)
+        self.qt_viewer = QtViewer(self.model)
+        self.title = plain_label(title)
+        self.title.setWordWrap(True)
+        self.title.setObjectName("linked_title")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.title)
+        layout.addWidget(self.qt_viewer, 1)
+        self.setMinimumSize(220, 220)
+
+    def set_point(self, point: Sequence[float]) -> None:
+        if len(point) == self.model.dims.ndim and tuple(self.model.dims.point) != tuple(point):
+            self.model.dims.point = tuple(point)
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not getattr(self, "_shown", False):  # fit the scan once the dock has its size
+            self._shown = True
+            QTimer.singleShot(200, self.model.reset_view)
+
+    def close_canvas(self) -> None:
+        if self.qt_viewer is None:
+            return
+        self.model.layers.clear()
+        self.qt_viewer.close()
+        self.qt_viewer.deleteLater()
+        self.qt_viewer = None  # nothing keeps the QtViewer alive after its window
+
+
+class OrthoViews(QWidget):
+    """The two planes the main canvas does not show, linked by one point."""
+
+    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.canvases = [LinkedCanvas("coronal"), LinkedCanvas("sagittal")]
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for canvas in self.canvases:
+            layout.addWidget(canvas)
+            canvas.model.mouse_drag_callbacks.append(_on_click(self.move_point))
+            canvas.model.dims.events.point.connect(self._from_canvas)
+        self._click = _on_click(self.move_point)
+        viewer.mouse_drag_callbacks.append(self._click)
+        self.plane, self.radiological, self.font_scale = "axial", False, 1.0
+        self._watched: list[Any] = []
+        self._drawn = None  # (point, extent) the crosshairs show
+        self._syncing = False  # True while the main viewer's point is passed on
+        self._rebuild_timer = QTimer(self)
+        self._rebuild_timer.setSingleShot(True)
+        self._rebuild_timer.setInterval(30)  # ms: a burst of layer events, one rebuild
+        self._rebuild_timer.timeout.connect(self.rebuild)
+        viewer.layers.events.inserted.connect(self._schedule)
+        viewer.layers.events.removed.connect(self._schedule)
+        viewer.layers.events.moved.connect(self._schedule)
+        viewer.dims.events.point.connect(self._from_main)
+        self.rebuild()
+
+    # -- which planes ---------------------------------------------------------
+    def follow_plane(self, plane: str, radiological: bool) -> None:
+        """Show the two planes other than the main canvas's ``plane``."""
+        self.plane, self.radiological = plane, radiological
+        others = [name for name in PLANES if name != plane]
+        for canvas, name in zip(self.canvases, others):
+            canvas.title.setText(f"{name} (click to move the crosshair)")
+            canvas.model.title = name
+            orient(canvas.model, name, radiological)
+            show_side_letters(canvas.model, name, radiological, 12 * self.font_scale)
+            canvas.model.reset_view()
+
+    def set_font_scale(self, scale: float) -> None:
+        self.font_scale = scale
+        for canvas in self.canvases:
+            show_side_letters(canvas.model, canvas.model.title, self.radiological, 12 * scale)
+            font = canvas.title.font()
+            font.setPointSizeF(9 * scale)
+            canvas.title.setFont(font)
+
+    @property
+    def planes(self) -> list[str]:
+        return [canvas.model.title for canvas in self.canvases]
+
+    # -- layers -----------------------------------------------------------------
+    def _volumes(self) -> list[Any]:
+        from napari.layers import Image
+
+        return [
+            layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3
+        ]  # fmt: skip
+
+    def _schedule(self, *args: Any) -> None:
+        self._rebuild_timer.start()
+
+    def rebuild(self) -> None:
+        """Mirror the main viewer's 3D images and draw the crosshair in all three."""
+        for layer in self._watched:
+            for name in MIRRORED_EVENTS:
+                getattr(layer.events, name).disconnect(self._schedule)
+        self._watched = self._volumes()
+        for layer in self._watched:
+            for name in MIRRORED_EVENTS:
+                getattr(layer.events, name).connect(self._schedule)
+        self._syncing = True  # rebuilding moves the canvases' dims: nothing goes back to the main viewer
+        try:
+            for canvas in self.canvases:
+                first = not len(canvas.model.layers)
+                canvas.model.layers.clear()
+                for layer in self._watched:
+                    canvas.model.add_layer(_mirror(layer))
+                extent = self._extent()
+                if extent is not None:
+                    canvas.model.add_shapes(
+                        crosshair_lines(self.viewer.dims.point, extent), shape_type="line",
+                        edge_color="#ffdd00", edge_width=0.6, name=CROSSHAIR_NAME, opacity=0.8, units=("mm",) * 3,
+                    )  # fmt: skip
+                    orient(canvas.model, canvas.model.title, self.radiological)
+                    if first:
+                        canvas.model.reset_view()
+                    canvas.set_point(self.viewer.dims.point)
+            self._drawn = None
+            self._draw_crosshairs(add=True)
+        finally:
+            self._syncing = False
+        self._from_main()  # the crosshair's own extent may have moved the point meanwhile
+
+    def _extent(self) -> np.ndarray | None:
+        """World extent (mm) of the mirrored volumes still in the viewer
+        (not of the crosshair itself: it must not size itself)."""
+        volumes = [layer for layer in self._watched if layer in self.viewer.layers]
+        if not volumes:
+            return None
+        extents = np.stack([np.asarray(layer.extent.world, dtype=float)[:, -3:] for layer in volumes])
+        return np.stack([extents[:, 0].min(axis=0), extents[:, 1].max(axis=0)])
+
+    def _crosshair(self, layers: Any) -> Any:
+        return next((layer for layer in layers if layer.name == CROSSHAIR_NAME), None)
+
+    def _draw_crosshairs(self, add: bool = False) -> None:
+        """The crosshair at the shared point in all three canvases (only
+        when the point or the volumes moved: setting a layer's data moves
+        the dims, which would call this again). The main viewer's is added
+        only when ``add`` (by a rebuild): while layers are being removed
+        (a viewer closing clears them one by one) it must not come back."""
+        extent = self._extent()
+        main = self._crosshair(self.viewer.layers)
+        if extent is None:
+            if main is not None:
+                self.viewer.layers.remove(main)
+            self._drawn = None
+            return
+        point = tuple(self.viewer.dims.point[-3:])
+        key = (point, extent.tobytes())
+        if key == self._drawn and main is not None:
+            return
+        self._drawn = key
+        lines = crosshair_lines(point, extent)
+        for canvas in self.canvases:
+            layer = self._crosshair(canvas.model.layers)
+            if layer is not None:
+                layer.data = list(lines)
+        if main is None and add:
+            selected = set(self.viewer.layers.selection)
+            active = self.viewer.layers.selection.active
+            self.viewer.add_shapes(lines, shape_type="line", edge_color="#ffdd00", edge_width=0.6,
+                                   name=CROSSHAIR_NAME, opacity=0.8, units=("mm",) * 3)  # fmt: skip
+            # the crosshair is not what the user works on: the selection stays theirs
+            self.viewer.layers.selection.clear()
+            self.viewer.layers.selection.update(selected)
+            self.viewer.layers.selection.active = active
+        elif main is not None:
+            main.data = list(lines)
+
+    # -- the shared point -----------------------------------------------------
+    def move_point(self, position: np.ndarray) -> None:
+        """Put the shared point (world mm) at ``position``."""
+        if len(position) == self.viewer.dims.ndim:
+            self.viewer.dims.point = tuple(float(v) for v in position)
+
+    def _from_main(self, *args: Any) -> None:
+        # the main viewer leads: what the canvases do meanwhile (their own
+        # snapping to a slice, a range change) is not sent back, or two
+        # grids that snap differently would pass the point back and forth
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            for canvas in self.canvases:
+                canvas.set_point(self.viewer.dims.point)
+            self._draw_crosshairs()
+        finally:
+            self._syncing = False
+
+    def _from_canvas(self, event: Any) -> None:
+        if self._syncing:
+            return
+        point = tuple(event.value)
+        if len(point) == self.viewer.dims.ndim and tuple(self.viewer.dims.point) != point:
+            self.viewer.dims.point = point
+
+    def close_views(self) -> None:
+        """Stop following the viewer and take the crosshair away."""
+        if not self.canvases:
+            return
+        if self._click in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.remove(self._click)
+        for name in ("inserted", "removed", "moved"):
+            getattr(self.viewer.layers.events, name).disconnect(self._schedule)
+        self.viewer.dims.events.point.disconnect(self._from_main)
+        for layer in self._watched:
+            for name in MIRRORED_EVENTS:
+                getattr(layer.events, name).disconnect(self._schedule)
+        self._watched = []
+        self._rebuild_timer.stop()
+        crosshair = [layer for layer in self.viewer.layers if layer.name == CROSSHAIR_NAME]
+        for layer in crosshair:
+            self.viewer.layers.remove(layer)
+        for canvas in self.canvases:
+            canvas.close_canvas()
+        self.canvases = []
+
+
+class TwinView(QWidget):
+    """Patient, what-if twin and difference side by side, cameras linked."""
+
+    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.header = plain_label("")
+        self.header.setWordWrap(True)
+        self.header.setObjectName("twin_header")
+        outer.addWidget(self.header)
+        row = QHBoxLayout()
+        outer.addLayout(row, 1)
+        self.canvases = [LinkedCanvas("patient"), LinkedCanvas("what-if twin"), LinkedCanvas("difference")]
+        for canvas in self.canvases:
+            row.addWidget(canvas)
+            canvas.model.scene.camera.events.center.connect(self._link_cameras)
+            canvas.model.scene.camera.events.zoom.connect(self._link_cameras)
+        self.stale = False
+        self._linking = False
+        viewer.dims.events.point.connect(self._follow_slice)
+
+    def show_case(self, scan_layer: Any, maps: Sequence[tuple[np.ndarray, dict[str, Any]]], titles: Sequence[str],
+                  header: str, plane: str, radiological: bool) -> None:  # fmt: skip
+        """Show ``maps[i]`` (overlay data and layer kwargs) over the scan in canvas ``i``."""
+        from napari.utils import Colormap
+
+        self.stale = False
+        self.header.setText(header)
+        self.header.setStyleSheet("")
+        for canvas, (data, kwargs), title in zip(self.canvases, maps, titles):
+            canvas.title.setText(title)
+            canvas.model.layers.clear()
+            canvas.model.add_layer(_mirror(scan_layer))
+            kwargs = dict(kwargs)
+            if isinstance(kwargs.get("colormap"), dict):
+                kwargs["colormap"] = Colormap(**kwargs["colormap"])
+            layer = canvas.model.add_image(data, **kwargs)
+            layer.colorbar.visible = True
+            orient(canvas.model, plane, radiological)
+            show_side_letters(canvas.model, plane, radiological, 12)
+            canvas.model.reset_view()
+            canvas.set_point(self.viewer.dims.point)
+
+    def mark_stale(self, why: str) -> None:
+        """The case changed: say so on top (the maps are the old case's)."""
+        if self.stale or not len(self.canvases[0].model.layers):
+            return
+        self.stale = True
+        self.header.setText(f"STALE - {why}; click Twin view again. " + self.header.text())
+        self.header.setStyleSheet("color: #f0a030; font-weight: bold;")
+
+    def _link_cameras(self, event: Any) -> None:
+        if self._linking:
+            return
+        self._linking = True
+        try:
+            source = next(c.model.scene.camera for c in self.canvases if c.model.scene.camera is event.source)
+            for canvas in self.canvases:
+                if canvas.model.scene.camera is not source:
+                    canvas.model.scene.camera.center = source.center
+                    canvas.model.scene.camera.zoom = source.zoom
+        except StopIteration:
+            pass
+        finally:
+            self._linking = False
+
+    def _follow_slice(self, *args: Any) -> None:
+        for canvas in self.canvases:
+            canvas.set_point(self.viewer.dims.point)
+
+    def close_views(self) -> None:
+        if not self.canvases:
+            return
+        self.viewer.dims.events.point.disconnect(self._follow_slice)
+        for canvas in self.canvases:
+            canvas.close_canvas()
+        self.canvases = []
