@@ -102,8 +102,7 @@ class LinkedCanvas(QWidget):
         super().__init__(parent)
         self.model = ViewerModel(title=title)
         self.qt_viewer = QtViewer(self.model)
-        self.title = plain_label(title)
-        self.title.setWordWrap(True)
+        self.title = plain_label(title, wrap=True)
         self.title.setObjectName("linked_title")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -314,9 +313,9 @@ class OrthoViews(QWidget):
                 getattr(layer.events, name).disconnect(self._schedule)
         self._watched = []
         self._rebuild_timer.stop()
-        crosshair = [layer for layer in self.viewer.layers if layer.name == CROSSHAIR_NAME]
-        for layer in crosshair:
-            self.viewer.layers.remove(layer)
+        crosshair = self._crosshair(self.viewer.layers)
+        if crosshair is not None:
+            self.viewer.layers.remove(crosshair)
         for canvas in self.canvases:
             canvas.close_canvas()
         self.canvases = []
@@ -330,8 +329,7 @@ class TwinView(QWidget):
         self.viewer = viewer
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        self.header = plain_label("")
-        self.header.setWordWrap(True)
+        self.header = plain_label("", wrap=True)
         self.header.setObjectName("twin_header")
         outer.addWidget(self.header)
         row = QHBoxLayout()
