@@ -36,7 +36,7 @@ from ..analysis.overlays import OVERLAY_KEY, overlay_layers
 from ..analysis.whatif import WhatIfSession, field_grid
 from ..data.notes import encoder_loaded
 from ..data.schema import TabularSchema
-from ..errors import HyperFusionError
+from ..errors import HyperFusionError, NoteEncoderError, SchemaError
 from ..synth.truth import EHR_FIELDS, ad_truth_curve, has_ground_truth
 from . import notify
 from .layers import put_overlay
@@ -49,7 +49,18 @@ MAX_EXPLORED = 20_000  # rows kept for export (a long lecture's worth of slider 
 
 
 def _short(value: Any) -> str:
+    if value is None:
+        return "not known"
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _input_error(err: HyperFusionError) -> str:
+    """The message for a what-if input the model refused, naming its cause."""
+    if isinstance(err, SchemaError):
+        return f"Cannot use the what-if values: {err}"
+    if isinstance(err, NoteEncoderError):
+        return f"Cannot use the note: {err}"
+    return f"Cannot compute the what-if: {err}"
 
 
 class WhatIfSection(QWidget):
@@ -125,8 +136,13 @@ class WhatIfSection(QWidget):
         self.sliders: dict[str, QWidget] = {}
         self.slider_values: dict[str, QLabel] = {}
         self._exact: dict[str, tuple[int, float]] = {}  # slider -> (step, the exact value set there)
+        # the values the patient's prediction was made with: None where the record does not know a
+        # field (the model fills it and sets its "was missing" indicator); patient_filled holds what
+        # the model filled in, where an unknown field's slider rests until it is moved
         self.patient_record: dict[str, Any] = {}
+        self.patient_filled: dict[str, Any] = {}
         self.patient_missing: set[str] = set()
+        self._unknown: set[str] = set()  # fields the what-if leaves "not known" (their slider not moved)
         self.explored: list[dict[str, Any]] = []
         self.last_curve = None
         self.last_story: list[str] = []  # the narration of the last what-if state
@@ -218,10 +234,10 @@ class WhatIfSection(QWidget):
             value_label = plain_label("")
             value_label.setObjectName(f"whatif_value_{field.name}")
             value_label.setMinimumWidth(110)
-            if isinstance(control, QSlider):
-                control.valueChanged.connect(lambda _=0, name=field.name: self._show_slider_value(name))
-            else:
-                control.currentIndexChanged.connect(lambda _=0, name=field.name: self._show_slider_value(name))
+            changed = control.valueChanged if isinstance(control, QSlider) else control.currentIndexChanged
+            # moving a slider makes its field known at the slider's value (before the label shows it)
+            changed.connect(lambda _=0, name=field.name: self._unknown.discard(name))
+            changed.connect(lambda _=0, name=field.name: self._show_slider_value(name))
             row = QHBoxLayout()
             row.addWidget(control, 1)
             row.addWidget(value_label)
@@ -230,6 +246,8 @@ class WhatIfSection(QWidget):
             self.slider_values[field.name] = value_label
             self.curve_field.addItem(field.display_name, field.name)
         self.patient_record = {}
+        self.patient_filled = {}
+        self._unknown = set()
         self._exact = {}
         self._session = None
 
@@ -246,21 +264,36 @@ class WhatIfSection(QWidget):
             return
         unit = f" {field.unit}" if field.unit else ""
         value = self.whatif_record().get(name) if self.patient_record else self._slider_value(name)
+        if value is None:  # not known: the slider rests at what the model fills in
+            text = f"not known (filled: {_short(self.patient_filled.get(name))}{unit})"
+            if name in self.patient_missing:
+                text += " (patient's)"
+            self.slider_values[name].setText(text)
+            return
         text = f"{_short(value)}{unit}"
-        patient = self.patient_record.get(name)
-        if patient is not None:
-            same = str(patient) == str(value) or (
-                not isinstance(patient, str)
-                and not isinstance(value, str)
-                and abs(float(patient) - float(value)) < 1e-9
+        if self.patient_record:
+            patient = self.patient_record.get(name)
+            same = patient is not None and (
+                str(patient) == str(value)
+                or (
+                    not isinstance(patient, str)
+                    and not isinstance(value, str)
+                    and abs(float(patient) - float(value)) < 1e-9
+                )
             )
-            filled = " filled in" if name in self.patient_missing else ""
-            text += " (patient's)" if same else f" (patient{filled}: {_short(patient)})"
+            text += " (patient's)" if same else f" (patient: {_short(patient)})"
         self.slider_values[name].setText(text)
 
     def set_whatif_value(self, name: str, value: Any) -> None:
-        """Move a slider (or choice) to the nearest available value."""
+        """Move a slider (or choice) to the nearest available value; ``None``
+        makes the field "not known" (the slider rests where the model fills it)."""
         control = self.sliders[name]
+        unknown = value is None
+        if unknown:
+            value = self.patient_filled.get(name)
+            if value is None:
+                field = self.model.info.schema[name]
+                value = field.categories[0] if field.kind == "category" else field.mean
         if isinstance(control, QComboBox):
             control.setCurrentText(str(value))
         else:
@@ -269,12 +302,21 @@ class WhatIfSection(QWidget):
             # the value asked for is kept exactly while the slider stays on its nearest step
             self._exact[name] = (index, float(value))
             control.setValue(index)
+        if unknown:
+            self._unknown.add(name)
+            self._exact.pop(name, None)
+        else:
+            self._unknown.discard(name)
+        self._show_slider_value(name)
 
     def whatif_record(self) -> dict[str, Any]:
         """The what-if values: the sliders, except where the slider sits on
         the patient's own value's position (so the exact value is kept)."""
         out = {}
         for name in self.sliders:
+            if name in self._unknown:
+                out[name] = None
+                continue
             value = self._slider_value(name)
             exact = self._exact.get(name)
             patient = self.patient_record.get(name)
@@ -288,7 +330,10 @@ class WhatIfSection(QWidget):
         return out
 
     def reset_whatif(self) -> None:
-        """Start the sliders at the patient's values (the form, filled)."""
+        """Start the sliders at the patient's values. A field the record does
+        not know starts "not known", as the patient was predicted (the model
+        fills it and its missing indicator says so); its slider rests at the
+        filled value's nearest step and makes the field known once moved."""
         if self.model is None:
             return
         try:
@@ -296,15 +341,16 @@ class WhatIfSection(QWidget):
         except HyperFusionError as err:
             notify.error(f"The record is not complete: {err}")
             return
-        self.patient_record = dict(filled)
+        self.patient_filled = dict(filled)
         self.patient_missing = set(missing)  # filled in by the model, not measured
+        self.patient_record = {name: (None if name in missing else value) for name, value in filled.items()}
         self._exact = {}
-        for name, value in filled.items():
+        self._unknown = set()
+        for name, value in self.patient_record.items():
             control = self.sliders[name]
             blocker = control.blockSignals(True)
             self.set_whatif_value(name, value)
             control.blockSignals(blocker)
-            self._show_slider_value(name)
         self.update_whatif()
 
     def whatif_session(self) -> WhatIfSession | None:
@@ -361,7 +407,7 @@ class WhatIfSection(QWidget):
             values = session.predict(record)
             base = session.predict(self.patient_record)
         except HyperFusionError as err:  # e.g. an over-long note typed after Predict: say so, keep it
-            notify.error(f"Cannot use the note: {err}")
+            notify.error(_input_error(err))
             return None
         change = session.weight_change(self.patient_record, record)
         compute_ms = (time.perf_counter() - start) * 1e3
@@ -445,8 +491,8 @@ class WhatIfSection(QWidget):
         )  # fmt: skip
         change = self._kernel_change(session, record)
         curve = self.last_curve
-        x_now = None
-        if curve is not None and not isinstance(record.get(curve.field), str):
+        x_now = None  # where the what-if star sits on the curve (none while the field is not known)
+        if curve is not None and isinstance(record.get(curve.field), (int, float)):
             x_now = float(record[curve.field])
         if self._whatif_layout == layout and self._wi_background is not None:
             if change is not None and self._wi_image is not None:
@@ -478,8 +524,9 @@ class WhatIfSection(QWidget):
                             label=f"{name}, ground truth")  # fmt: skip
             if not numeric:
                 ax.set_xticks(x, curve.values)
-            patient_x = float(curve.patient_value) if numeric else x[curve.values.index(curve.patient_value)]
-            ax.axvline(patient_x, color="k", linestyle=":", linewidth=1)
+            if curve.patient_value is not None:  # the record does not know it: no patient mark
+                patient_x = float(curve.patient_value) if numeric else x[curve.values.index(curve.patient_value)]
+                ax.axvline(patient_x, color="k", linestyle=":", linewidth=1)
             if x_now is not None and values is not None:
                 self._wi_line = ax.axvline(x_now, color="k", linestyle="--", linewidth=1, animated=True)
                 # the what-if prediction on each curve: it moves along the curve as the slider moves
@@ -571,10 +618,7 @@ class WhatIfSection(QWidget):
         truth = self.ground_truth() if self.truth_box.isChecked() else None
         if truth is None or field not in EHR_FIELDS:
             return None
-        known = {
-            name: (np.nan if name in self.patient_missing and value == self.patient_record.get(name) else value)
-            for name, value in record.items()
-        }
+        known = {name: (np.nan if value is None else value) for name, value in record.items()}
         return ad_truth_curve({**truth, **known}, field, values)
 
     def show_response_curve(self) -> None:
@@ -589,9 +633,9 @@ class WhatIfSection(QWidget):
         try:
             self.last_curve = session.response_curve(self.whatif_record(), field)
         except HyperFusionError as err:
-            notify.error(f"Cannot use the note: {err}")
+            notify.error(_input_error(err))
             return
-        self.last_curve.patient_value = self.patient_record.get(field, self.last_curve.patient_value)
+        self.last_curve.patient_value = self.patient_record.get(field)
         self.last_truth = self._truth_curve(self.whatif_record(), field, self.last_curve.values)
         self._draw_whatif(session, self.whatif_record(), session.predict(self.whatif_record()))
 
@@ -758,9 +802,9 @@ class WhatIfSection(QWidget):
                 line = ax2.plot(xs, c.outputs[:, k], label=n, color=CLASS_COLOURS[k % len(CLASS_COLOURS)], **style)[0]
                 if self.last_truth is not None:
                     ax2.plot(xs, self.last_truth[:, k], "--", color=line.get_color(), label=f"{n}, ground truth")
-            if numeric and not isinstance(c.patient_value, str):
+            if numeric and isinstance(c.patient_value, (int, float)):
                 ax2.axvline(float(c.patient_value), color="k", linestyle=":", label="patient's value")
-            if numeric and not isinstance(record.get(c.field), str):
+            if numeric and isinstance(record.get(c.field), (int, float)):
                 ax2.axvline(float(record[c.field]), color="k", linestyle="--", label="what-if value")
             if not numeric:
                 ax2.set_xticks(xs, c.values)

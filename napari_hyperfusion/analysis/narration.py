@@ -73,6 +73,8 @@ def change_bar(relative: float, cells: int = 10) -> str:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "not known"
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
@@ -107,8 +109,8 @@ def narrate(
     Args:
         schema: the model's EHR schema (display names and units).
         outputs: the output names, ``[K]``.
-        patient: the patient's (filled) values.
-        whatif: the what-if values.
+        patient: the patient's values (``None`` where the record does not know a field).
+        whatif: the what-if values (``None``: not known).
         base: the prediction at the patient's values, ``[K]`` (probabilities, or the value in ``unit``).
         values: the prediction at the what-if values, ``[K]``.
         kind: ``"multiclass"``, ``"multilabel"`` or ``"regression"``.
@@ -155,6 +157,8 @@ def narrate(
 def _expectation_flags(schema, outputs, patient, whatif, base, values, changed, kind) -> list[str]:
     if kind != "multiclass" or "AD" not in outputs or any(name not in AD_EXPECTATIONS for name in changed):
         return []
+    if any(whatif[n] is None or patient.get(n) is None for n in changed):
+        return []  # a value made known or unknown has no direction to compare with
     directions = {AD_EXPECTATIONS[n] * (1 if float(whatif[n]) > float(patient[n]) else -1) for n in changed}
     if len(directions) != 1:
         return []  # the changes pull in different directions: no expectation to compare with
@@ -182,6 +186,8 @@ def _range_flags(schema, whatif, changed, ranges) -> list[str]:
         stats = ranges.get(name) or {}
         value = whatif[name]
         field = schema[name]
+        if value is None:
+            continue
         if "levels" in stats:
             if str(value) not in [str(level) for level in stats["levels"]]:
                 flags.append(f"{field.display_name} = {_fmt(value)} never occurs in the training data.")
