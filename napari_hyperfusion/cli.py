@@ -55,6 +55,10 @@ def _cmd_info(args: argparse.Namespace) -> None:
         print(f"  typical:     {'; '.join(parts)}")
     else:
         print("  typical:     no training statistics (no out-of-distribution flags; written before they existed)")
+    bias = info.input_stats.get("age_bias")
+    if bias:
+        print(f"  age trend:   predicted = {bias['intercept']:.2f} + {bias['slope']:.3f} x age on "
+              f"{_plain(bias.get('fitted_on', ''))}; the corrected gap is measured from it")  # fmt: skip
     if info.flags_text:
         print(f"  flags:       {info.flags_text}")
     for key, value in info.metrics.items():

@@ -170,7 +170,10 @@ class ResultView(QWidget):
             for yi, v in zip(y, values):
                 ax.text(v, yi, f" {v:.1f}", va="center", fontsize=9)
             if result.age_gap is not None:
-                ax.set_xlabel(f"{result.unit}; brain-age gap {result.age_gap:+.1f} {result.unit}", fontsize=8)
+                label = f"{result.unit}; brain-age gap {result.age_gap:+.1f} {result.unit}"
+                if result.age_gap_corrected is not None:  # the field's correction for regression to the mean
+                    label += f"\n{result.age_gap_corrected:+.1f} after the age-bias correction (held-out trend)"
+                ax.set_xlabel(label, fontsize=8)
         title = "SYNTHETIC-data model" + (" - STALE" if stale else "")
         ax.set_title(title, fontsize=8, color="#808080" if stale else "#c07000")
         self.canvas.draw_idle()

@@ -221,6 +221,12 @@ def predict_rows(
             age = pd.to_numeric(cohort.table[spec.target_column], errors="coerce").to_numpy()
             out["chronological_age"] = age
             out["brain_age_gap"] = pred.values[:, 0] - age
+            if info.input_stats.get("age_bias"):  # the field's correction, from held-out subjects
+                from .age_bias import AgeBias
+
+                out["brain_age_gap_corrected"] = AgeBias.from_dict(info.input_stats["age_bias"]).corrected_gap(
+                    pred.values[:, 0], age
+                )
     records = [info.schema.fill(row)[0] for _, row in cohort.table.iterrows()]
     typical = assess_rows(model, records, pred.features)
     prediction_columns = [c for c in out.columns if c not in (spec.id_column, "chronological_age")]

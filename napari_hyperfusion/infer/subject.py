@@ -55,6 +55,7 @@ class SubjectPrediction:
     input_qc: dict[str, Any] = field(default_factory=dict)
     typicality: dict[str, Any] = field(default_factory=dict)
     chronological_age: float | None = None
+    age_bias: dict[str, Any] = field(default_factory=dict)  # the model's held-out age trend (infer/age_bias.py)
 
     @property
     def warnings(self) -> list[str]:
@@ -69,6 +70,16 @@ class SubjectPrediction:
         if self.task != "brain_age" or self.chronological_age is None:
             return None
         return self.values[0] - self.chronological_age
+
+    @property
+    def age_gap_corrected(self) -> float | None:
+        """The gap from the model's age trend on held-out subjects (years):
+        the field's age-bias correction; None without age or trend."""
+        if self.age_gap is None or not self.age_bias:
+            return None
+        from .age_bias import AgeBias
+
+        return AgeBias.from_dict(self.age_bias).corrected_gap(self.values[0], self.chronological_age)
 
     @property
     def is_classifier(self) -> bool:
@@ -112,6 +123,8 @@ class SubjectPrediction:
                 text += f" +- {self.spread:.1f} over {len(self.per_view)} views"
             if self.age_gap is not None:
                 text += f"; chronological age {self.chronological_age:g} years, gap {self.age_gap:+.1f} years"
+                if self.age_gap_corrected is not None:
+                    text += f" ({self.age_gap_corrected:+.1f} after the age-bias correction)"
         return text
 
     def to_metadata(self) -> dict[str, Any]:
@@ -200,6 +213,7 @@ def predict_subject(
         input_qc=qc.to_dict() if qc is not None else {},
         typicality=typical.to_dict(),
         chronological_age=None if chronological_age is None else float(chronological_age),
+        age_bias=dict(info.input_stats.get("age_bias") or {}),
     )
 
 

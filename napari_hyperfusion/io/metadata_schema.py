@@ -138,6 +138,14 @@ _INPUT_STATS = {
                 "voxel_mm_max": _number(0, 50, True),
             },
         },
+        "age_bias": {  # infer/age_bias.py: the held-out age trend of a brain-age model
+            "type": "object",
+            "required": ["intercept", "slope", "n", "age_range"],
+            "properties": {
+                "intercept": _number(-1000, 1000), "slope": _number(0.1, 10), "n": _integer(1, 10**9),
+                "age_range": _array(_number(0, 200), 2, 2), "fitted_on": _text(2000),
+            },
+        },
         "weight_map": {  # infer/weight_map.py; projection [k, emb_dim] must match mean [emb_dim]
             "type": "object",
             "required": ["mean", "projection", "explained", "points"],
