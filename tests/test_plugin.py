@@ -213,6 +213,12 @@ def test_brain_age_model_predicts_years_for_a_brain_age_subject(make_napari_view
     result = panel.last_result
     assert result.unit == "years" and 20 < result.values[0] < 100
     assert "brain age" in panel.result_view.label.text() and not errors
+    # both gaps: the raw one and the one from the model's held-out age trend (regression to the mean)
+    bias = panel.model.info.input_stats["age_bias"]
+    expected = result.values[0] - (bias["intercept"] + bias["slope"] * 82.0)
+    assert result.age_gap == pytest.approx(result.values[0] - 82.0)
+    assert result.age_gap_corrected == pytest.approx(expected)
+    assert f"{expected:+.1f} after the age-bias correction" in panel.result_view.label.text()
 
 
 def test_a_volume_that_is_not_a_brain_in_mni_space_is_refused(panel, qtbot, errors):

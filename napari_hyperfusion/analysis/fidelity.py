@@ -194,7 +194,11 @@ def fidelity_summary(pairs: Sequence[CurvePair], goals: FidelityGoals = Fidelity
         wrong = int(np.sum(moves & (np.sign(d_model) != np.sign(d_truth))))
         effect_model, effect_truth = float(np.abs(d_model).mean()), float(np.abs(d_truth).mean())
         ratio = effect_model / effect_truth if effect_truth > 1e-12 else float("nan")
-        ece = float("nan") if regression else _ece(np.vstack([p.model for p in group]), np.vstack([p.truth for p in group]))
+        ece = (
+            float("nan")
+            if regression
+            else _ece(np.vstack([p.model for p in group]), np.vstack([p.truth for p in group]))
+        )
         low, high = goals.effect_ratio
         meets = (
             not regression

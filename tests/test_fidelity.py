@@ -1,0 +1,129 @@
+"""The what-if fidelity report and the brain-age age-bias correction, on
+real model files and cohorts written by the generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_hyperfusion.analysis.fidelity import CurvePair, fidelity_summary, whatif_curves
+from napari_hyperfusion.analysis.whatif import WhatIfSession
+from napari_hyperfusion.cli import main
+from napari_hyperfusion.data.preprocess import load_scan
+from napari_hyperfusion.infer.age_bias import AgeBias, fit_age_bias
+from napari_hyperfusion.io.model_file import load_model
+from napari_hyperfusion.resources import models_dir, sample_data_dir
+from napari_hyperfusion.synth.cohort import make_cohort
+from napari_hyperfusion.synth.truth import ad_truth_curve
+
+
+@pytest.fixture(scope="module")
+def ad_cohort(tmp_path_factory):
+    return make_cohort("ad", 6, seed=31, out=tmp_path_factory.mktemp("fid_ad"), jobs=1)
+
+
+@pytest.fixture(scope="module")
+def age_cohort(tmp_path_factory):
+    return make_cohort("brain_age", 4, seed=31, out=tmp_path_factory.mktemp("fid_ba"), jobs=1)
+
+
+def _pair(model, truth, field="APOE4", known=True):
+    values = list(np.linspace(0, 1, len(model)))
+    return CurvePair("s", field, values, np.asarray(model, float), np.asarray(truth, float), known)
+
+
+def test_summary_of_a_perfect_a_reversed_and_an_exaggerating_model():
+    truth = np.array([[0.6, 0.3, 0.1], [0.5, 0.3, 0.2], [0.4, 0.3, 0.3]])
+    perfect = fidelity_summary([_pair(truth, truth)]).set_index("field").loc["all"]
+    assert perfect.mean_abs_diff == 0 and perfect.effect_ratio == 1 and perfect.wrong_sign == 0 and perfect.ece == 0
+    assert perfect.meets == "yes"
+    reversed_ = fidelity_summary([_pair(truth[::-1], truth)]).set_index("field").loc["all"]
+    assert reversed_.wrong_sign == 1 and reversed_.truth_moves == 1 and reversed_.meets == "no"
+    steep = truth.copy()
+    steep[:, 2] = [0.0, 0.3, 0.6]  # three times the true change of P(AD)
+    steep[:, 0] = 1 - steep[:, 1] - steep[:, 2]
+    row = fidelity_summary([_pair(steep, truth)]).set_index("field").loc["all"]
+    assert row.effect_ratio == pytest.approx(3.0) and row.meets == "no"
+
+
+def test_curves_are_the_panels_curve_and_the_truth_with_unknowns_unknown(ad_cohort):
+    model = load_model(models_dir() / "ad_hyperfusion.safetensors", "cpu")
+    table = pd.read_csv(ad_cohort)
+    table.loc[0, "APOE4"] = np.nan  # not known for the first subject
+    path = ad_cohort.parent / "with_unknown.csv"
+    table.to_csv(path, index=False)
+    pairs = whatif_curves(model, path, n=2, fields=["APOE4", "AGE"], points=5)
+    assert [(p.subject, p.field) for p in pairs] == [
+        ("SYN_S_0000", "APOE4"), ("SYN_S_0000", "AGE"), ("SYN_S_0001", "APOE4"), ("SYN_S_0001", "AGE"),
+    ]  # fmt: skip
+    first = pairs[1]  # AGE swept with APOE4 unknown
+    record = model.info.schema.parse(table.iloc[0])
+    assert record["APOE4"] is None
+    session = WhatIfSession(model, load_scan(ad_cohort.parent / table.IMAGE[0]), "s0")
+    np.testing.assert_allclose(first.model, session.response_curve(record, "AGE", n=5).outputs, atol=1e-6)
+    truth_row = {**table.iloc[0].to_dict(), "APOE4": np.nan}
+    np.testing.assert_allclose(first.truth, ad_truth_curve(truth_row, "AGE", first.values))
+    assert pairs[0].values == [0.0, 1.0, 2.0] and not pairs[0].known
+    assert pairs[2].known == bool(np.isfinite(table.APOE4[1]))
+
+
+def test_whatif_fidelity_command(ad_cohort, age_cohort, tmp_path, capsys):
+    out, curves = tmp_path / "fid.md", tmp_path / "curves.csv"
+    args = ["whatif-fidelity", str(models_dir() / "ad_hyperfusion.safetensors"), str(ad_cohort), "--n", "2",
+            "--points", "4", "--out", str(out), "--curves", str(curves), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    text = out.read_text()
+    assert "SYNTHETIC" in text and "| AGE | 2 |" in text and "| all | 10 |" in text
+    table = pd.read_csv(curves)
+    assert {"subject", "field", "value", "model_AD", "truth_AD"} <= set(table.columns)
+    assert main(["whatif-fidelity", str(models_dir() / "brain_age_hyperfusion.safetensors"), str(age_cohort),
+                 "--n", "2", "--quiet"]) == 0  # fmt: skip
+    assert "| PTGENDER | 2 |" in capsys.readouterr().out
+
+
+def test_whatif_fidelity_refuses_what_has_no_truth(tmp_path, capsys):
+    table = pd.read_csv(sample_data_dir() / "subjects.csv").drop(columns=["HIPPOCAMPUS_PERMILLE"])
+    table["IMAGE"] = [str(sample_data_dir() / v) for v in table.IMAGE]
+    table.to_csv(tmp_path / "no_truth.csv", index=False)
+    assert main(["whatif-fidelity", str(models_dir() / "ad_hyperfusion.safetensors"),
+                 str(tmp_path / "no_truth.csv"), "--quiet"]) == 2  # fmt: skip
+    assert "no ground-truth columns" in capsys.readouterr().err
+    assert main(["whatif-fidelity", str(models_dir() / "risk_hyperfusion.safetensors"),
+                 str(sample_data_dir() / "subjects.csv"), "--quiet"]) == 2  # fmt: skip
+    assert "exact answer exists for the synthetic AD task" in capsys.readouterr().err
+
+
+def test_age_bias_removes_the_pull_to_the_mean():
+    rng = np.random.default_rng(0)
+    age = rng.uniform(20, 90, 400)
+    predicted = 30 + 0.5 * age + rng.normal(0, 4, 400)  # pulled towards 60
+    bias = fit_age_bias(predicted, age, fitted_on="test draws")
+    assert bias.slope == pytest.approx(0.5, abs=0.03) and bias.n == 400
+    raw_gap = predicted - age
+    corrected = bias.corrected_gap(predicted, age)
+    assert np.corrcoef(raw_gap, age)[0, 1] < -0.9
+    assert abs(np.corrcoef(corrected, age)[0, 1]) < 0.05
+    assert AgeBias.from_dict(bias.to_dict()) == bias
+    with pytest.raises(ValueError, match="at least 20"):
+        fit_age_bias(predicted[:10], age[:10])
+    with pytest.raises(ValueError, match="barely follows age"):
+        fit_age_bias(60 + rng.normal(0, 1, 400), age)
+
+
+def test_the_shipped_brain_age_model_carries_its_age_trend(tmp_path):
+    from napari_hyperfusion.infer.subject import predict_subject
+
+    model = load_model(models_dir() / "brain_age_hyperfusion.safetensors", "cpu")
+    bias = AgeBias.from_dict(model.info.input_stats["age_bias"])
+    assert 0.1 < bias.slope < 1.5 and bias.n >= 100 and "held-out" in bias.fitted_on
+    scan = load_scan(sample_data_dir() / "brain_age" / "sub-young" / "anat" / "sub-young_T1w.nii.gz")
+    young = predict_subject(model, scan, {"PTGENDER": "Female"}, chronological_age=30.0)
+    assert young.age_gap_corrected == pytest.approx(young.values[0] - bias.expected(30.0))
+    assert "after the age-bias correction" in young.summary()
+    assert main(["predict", str(models_dir() / "brain_age_hyperfusion.safetensors"),
+                 str(sample_data_dir() / "brain_age" / "participants.tsv"), "--out", str(tmp_path / "p.csv")]) == 0  # fmt: skip
+    table = pd.read_csv(tmp_path / "p.csv")
+    np.testing.assert_allclose(
+        table.brain_age_gap_corrected, table.predicted_brain_age - bias.expected(table.chronological_age), atol=1e-4
+    )
