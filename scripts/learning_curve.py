@@ -4,7 +4,7 @@ Bayes limits of the test subjects.
 
 Each training size N takes the first N subjects of one fixed random order of
 the training table (so the sizes are nested) and writes them as a table of
-their own (``OUT/subsets/first_N.csv``). Every network is then trained by
+their own (``OUT/subsets/first_N.csv``; the whole table when N is its size). Every network is then trained by
 ``hyperfusion train``'s own code on that table (validation 20 %, no test
 split: the test subjects are the fresh ones), so each point is a complete
 model file (``OUT/models/METHOD_N/model.safetensors``, with its training
@@ -119,7 +119,11 @@ def report(out: Path, cfg: TrainConfig, y_test: np.ndarray, limits: dict[str, np
 
 
 def _subset_table(source: Path, order: np.ndarray, size: int, out: Path, image_column: str) -> Path:
-    """The first ``size`` rows of ``order`` as a table of their own, image paths absolute."""
+    """The first ``size`` rows of ``order`` as a table of their own, image paths
+    absolute; the whole table is used as it is (so the largest point is exactly
+    ``hyperfusion train`` on it, with the config's validation split)."""
+    if size == len(order):
+        return source
     path = out / "subsets" / f"first_{size}{source.suffix}"
     if path.exists():
         return path

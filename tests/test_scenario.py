@@ -28,6 +28,7 @@ def test_the_shipped_scenarios_load_and_fold_into_states():
     assert last.values == {} and last.overlay == "saliency" and state_at(age, 2).overlay is None
     apoe = load_scenario(paths["apoe4_with_and_without_csf"], subjects=tuple(SUBJECTS))
     assert state_at(apoe, 2).subject == "SYN_DEMO_04" and state_at(apoe, 2).values == {}  # a new patient starts plain
+    assert [state_at(apoe, i).truth for i in range(4)] == [False, True, False, True]
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,7 @@ def test_the_shipped_scenarios_load_and_fold_into_states():
         ("steps:\n  - subject: SYN_DEMO_01\n    set: {AGE: [1, 2]}", "step 1: AGE = [1, 2] is not a number"),
         ("steps:\n  - subject: SYN_DEMO_01\n    plane: oblique", "plane 'oblique' is not one of axial"),
         ("steps:\n  - subject: SYN_DEMO_01\n    overlay: lime", "overlay 'lime' is not one of saliency"),
+        ("steps:\n  - subject: SYN_DEMO_01\n    truth: maybe", "truth is true or false, got 'maybe'"),
         ("title: [unclosed", "is not valid YAML"),
         ("- just a list", "expected 'title', 'model' and 'steps'"),
         ("!!python/object/apply:os.system ['echo hacked']", "is not valid YAML"),
@@ -85,3 +87,28 @@ def test_a_lecture_steps_through_with_next_and_back(make_napari_viewer, qtbot, e
     bad = path.parent.parent / "nope.yaml"
     assert not player.load(bad) and "Cannot use the scenario" in errors[-1]
     assert player.scenario is not None and player.index == 1  # the running lecture is kept
+
+
+def test_a_step_that_asks_about_the_truth_shows_it(make_napari_viewer, qtbot, errors):
+    """'APOE4, with and without CSF' asks what the truth says: its steps 2
+    and 4 draw the generator's exact answer beside the model's curve, a new
+    patient starts without it, and Back restores it exactly."""
+    panel = dock_panel(make_napari_viewer(), "SYN_DEMO_01")
+    player = panel.lecture
+    path = next(p for p in shipped_scenarios() if p.stem == "apoe4_with_and_without_csf")
+    assert player.load(path)
+    player.go(0)
+    qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
+    assert not panel.whatif.truth_box.isChecked() and panel.whatif.last_truth is None
+    player.next()
+    assert panel.whatif.truth_box.isChecked() and panel.whatif.last_curve.field == "APOE4"
+    assert panel.whatif.last_truth is not None and panel.whatif.last_truth.shape == (3, 3)
+    labels = [line.get_label() for line in panel.whatif.whatif_figure.axes[0].get_lines()]
+    assert "AD, ground truth" in labels
+    player.next()  # SYN_DEMO_04: a new patient, predicted, truth off until asked
+    qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
+    assert not panel.whatif.truth_box.isChecked()
+    player.back()
+    qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
+    assert panel.whatif.truth_box.isChecked() and panel.whatif.last_truth is not None
+    assert not errors

@@ -242,6 +242,7 @@ class HyperFusionPanel(QWidget):
         return ScenarioActions(
             open_subject=open_subject, open_model=open_model, predict=predict,
             schema=lambda: self.model.info.schema, set_whatif=set_whatif, curve=curve,
+            truth=lambda on: self.whatif.truth_box.setChecked(on and self.whatif.truth_box.isEnabled()),
             plane=lambda name: self.view_controls.plane.setCurrentText(name), overlay=overlay,
         )  # fmt: skip
 

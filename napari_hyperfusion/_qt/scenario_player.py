@@ -44,6 +44,7 @@ class ScenarioActions:
     schema: Callable[[], Any]  # the current model's schema
     set_whatif: Callable[[dict[str, Any]], None]  # the patient's values, then these
     curve: Callable[[str], None]
+    truth: Callable[[bool], None]  # the ground-truth curve on or off
     plane: Callable[[str], None]
     overlay: Callable[[str], None]
 
@@ -58,6 +59,7 @@ class StepState:
     curve: str | None = None
     plane: str | None = None
     overlay: str | None = None
+    truth: bool = False
     say: str = ""
 
 
@@ -66,7 +68,7 @@ def state_at(scenario: Scenario, index: int) -> StepState:
     state = StepState(model=scenario.model)
     for k, step in enumerate(scenario.steps[: index + 1]):
         if step.subject is not None and step.subject != state.subject:
-            state.subject, state.values, state.curve = step.subject, {}, None  # a new patient starts plain
+            state.subject, state.values, state.curve, state.truth = step.subject, {}, None, False  # starts plain
         if step.model is not None:
             state.model = step.model
         if step.reset:
@@ -74,6 +76,7 @@ def state_at(scenario: Scenario, index: int) -> StepState:
         state.values = {**state.values, **step.set}
         state.curve = step.curve or state.curve
         state.plane = step.plane or state.plane
+        state.truth = state.truth if step.truth is None else step.truth
         state.overlay = step.overlay if k == index else None  # a map is made by the step that asks for it
         state.say = step.say
     return state
@@ -187,6 +190,7 @@ class ScenarioPlayer(QWidget):
         if state.plane:
             self.actions.plane(state.plane)
         self.actions.set_whatif(state.values)
+        self.actions.truth(state.truth)
         if state.curve:
             self.actions.curve(state.curve)
         if state.overlay:

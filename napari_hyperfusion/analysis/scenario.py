@@ -11,6 +11,7 @@ A scenario is a small YAML (or JSON) file::
         say: A 74-year-old man with mild impairment; no CSF was measured.
       - set: {AGE: 85}               # what-if values (the fields the model reads)
         curve: AGE                   # a response curve over a field (optional)
+        truth: true                  # the generator's exact answer beside it (synthetic subjects)
         say: Ten years older, the same brain.
       - reset: true                  # back to the patient's own values
         overlay: saliency            # an image map (saliency, gradcam, integrated_gradients, occlusion)
@@ -43,7 +44,7 @@ __all__ = ["Scenario", "Step", "ScenarioError", "load_scenario", "check_values",
 
 PLANES = ("axial", "coronal", "sagittal")
 OVERLAYS = ("saliency", "gradcam", "integrated_gradients", "occlusion")
-_STEP_KEYS = {"subject", "set", "reset", "curve", "plane", "overlay", "say", "model"}
+_STEP_KEYS = {"subject", "set", "reset", "curve", "plane", "overlay", "say", "model", "truth"}
 MAX_STEPS = 200
 MAX_TEXT = 2000
 
@@ -64,6 +65,7 @@ class Step:
     curve: str | None = None
     plane: str | None = None
     overlay: str | None = None
+    truth: bool | None = None  # show the ground-truth curve (None: as the step before)
 
 
 @dataclass
@@ -165,6 +167,10 @@ def _step(item: Any, where: str, subjects: tuple[str, ...] | None) -> Step:
             setattr(step, key, value)
     if "curve" in item:
         step.curve = _text(item["curve"], f"{where}: curve", 100)
+    if "truth" in item:
+        if not isinstance(item["truth"], bool):
+            raise ScenarioError(f"{where}: truth is true or false, got {item['truth']!r}")
+        step.truth = item["truth"]
     return step
 
 
