@@ -116,6 +116,12 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
         return _set_option(argv, "--age-cohort", "data/ba300/participants.tsv") if "--age-cohort" in argv else argv
     if tool in ("python", "python3") and args[:1] == ["scripts/make_truth_figure.py"]:
         return _set_option(argv, "--subjects", "SYN_DEMO_01")
+    if tool == "hyperfusion" and args[:1] == ["whatif-fidelity"]:  # two subjects, four points a field
+        return _set_option(_set_option(argv, "--n", "2"), "--points", "4")
+    if tool in ("python", "python3") and args[:1] == ["scripts/learning_curve.py"]:
+        # one size of the sandbox's small cohort, one epoch, the network and the logistic regression
+        argv = _set_option(_set_option(argv, "--sizes", "40"), "--methods", "hyperfusion,logistic")
+        return argv + TRAIN_SMALL
     if tool == "hyperfusion" and args[:1] == ["explain-report"]:  # one subject, one method, few IG steps
         return _set_option(_set_option(_set_option(argv, "--n", "1"), "--ig-steps", "2"), "--methods", "saliency")
     if tool in ("python", "python3") and args[:1] == ["scripts/add_weight_map.py"]:
@@ -147,6 +153,9 @@ def sandbox(tmp_path_factory, ad_cohort_dir, brain_age_cohort_dir, ad_test_cohor
     (root / "data" / "ad600").symlink_to(ad_cohort_dir)
     (root / "data" / "ba300").symlink_to(brain_age_cohort_dir)
     (root / "data" / "ad_test1000").symlink_to(ad_test_cohort_dir)  # the comparison's fresh test subjects
+    (root / "data" / "ad5000").symlink_to(ad_cohort_dir)  # the learning curve's training pool
+    for name in ("ba_test200", "ba_cal300"):  # the brain-age fidelity, calibration and test subjects
+        (root / "data" / name).symlink_to(brain_age_cohort_dir)
     return root
 
 
@@ -221,6 +230,7 @@ SLOW = (
     r"check_robustness\.py",
     r"--prepare\b",  # registration, 20 s
     r"\bevaluate-merge\b",  # merges the reports the (slow) evaluate commands before it wrote
+    r"learning_curve\.py",  # trains a network and predicts the test subjects
 )
 
 

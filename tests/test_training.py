@@ -145,6 +145,16 @@ def test_evaluate_cli_writes_tables(ad_cohort, tmp_path):
     table = [line for line in report.splitlines() if line.startswith("| ")]
     assert table[1].startswith("| **Bayes (EHR + true volumes)** (limit)") and "distance to limit" in table[0]
     summary = pd.read_csv(out / "summary.csv")
+    # methods that read only the EHR are measured from the EHR-only limit, the others from the first
+    ensemble = summary[summary.ensemble == "entropy"].set_index(["fusion", "metric"])["mean"]
+
+    def distance(method: str) -> str:
+        line = next(row for row in table if row.startswith(f"| {method} |"))
+        return line.rstrip(" |").rsplit("| ", 1)[1]
+
+    for method, limit in (("logistic", limits[1]), ("tabular", limits[1]), ("concat", limits[0])):
+        expected = ensemble[(limit, "balanced_accuracy")] - ensemble[(method, "balanced_accuracy")]
+        assert distance(method) == f"{expected:+.3f}"
     assert summary[summary.fusion.isin(["hyperfusion", *limits])].p_value.isna().all()
     others = summary[~summary.fusion.isin(["hyperfusion", *limits])]
     assert others.p_value.between(0, 1).all()

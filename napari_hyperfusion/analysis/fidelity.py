@@ -18,8 +18,8 @@ Per field, over all subjects (AD task; probabilities of CN / MCI / AD):
   the range - P(AD) at the bottom|``, the change the slider shows across
   the field's range; ``effect_ratio`` their quotient (1: the model shows
   effects of the true size; 3: three times too large);
-- ``wrong_sign``: of the curves whose true change is at least 0.02, how
-  many the model moves the other way;
+- ``wrong_sign``: of the curves whose true change is at least 0.02 (0.5
+  years for brain age), how many the model moves the other way;
 - ``ece``: expected calibration error against the exact posterior: the
   grid points of all curves binned by the model's probability (10 bins,
   each class one-vs-rest), ``sum_b w_b |mean P_model - mean P_truth|``,
@@ -57,6 +57,7 @@ class FidelityGoals:
     wrong_sign: int = 0
     ece: float = 0.05
     moves: float = 0.02  # a true change at least this large has a sign to get right
+    moves_years: float = 0.5  # the same for brain age
 
 
 @dataclass
@@ -190,7 +191,7 @@ def fidelity_summary(pairs: Sequence[CurvePair], goals: FidelityGoals = Fidelity
         diff = np.concatenate([np.abs(p.model - p.truth).ravel() for p in group])
         d_model = np.array([p.model[-1, k] - p.model[0, k] for p in group])
         d_truth = np.array([p.truth[-1, k] - p.truth[0, k] for p in group])
-        moves = np.abs(d_truth) >= goals.moves
+        moves = np.abs(d_truth) >= (goals.moves_years if regression else goals.moves)
         wrong = int(np.sum(moves & (np.sign(d_model) != np.sign(d_truth))))
         effect_model, effect_truth = float(np.abs(d_model).mean()), float(np.abs(d_truth).mean())
         ratio = effect_model / effect_truth if effect_truth > 1e-12 else float("nan")
@@ -215,12 +216,13 @@ def fidelity_summary(pairs: Sequence[CurvePair], goals: FidelityGoals = Fidelity
     return pd.DataFrame(rows)
 
 
-def to_markdown(summary: pd.DataFrame, regression: bool = False) -> str:
+def to_markdown(summary: pd.DataFrame, regression: bool = False, goals: FidelityGoals = FidelityGoals()) -> str:
     """The summary as a Markdown table (years for brain age)."""
     unit = "years" if regression else "P"
+    moves = f"{goals.moves_years} years" if regression else f"{goals.moves}"
     head = (
         f"| field | curves | mean abs. difference ({unit}) | effect: model | effect: truth | ratio | "
-        "truth moves >= 0.02 | wrong sign | ECE vs truth | meets the goals |"
+        f"truth moves >= {moves} | wrong sign | ECE vs truth | meets the goals |"
     )
     lines = [head, "|" + "---|" * 10]
     for r in summary.itertuples():

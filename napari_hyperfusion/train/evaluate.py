@@ -284,9 +284,21 @@ def summarise(result: EvalResult, ensemble: str = "entropy", reference: str | No
     return pd.DataFrame(out)
 
 
+EHR_ONLY_METHODS = ("tabular", LOGISTIC)
+
+
+def _limit_for(result: EvalResult, fusion: str) -> str:
+    """The limit a method is measured from: the EHR-only limit for methods
+    that read only the EHR (where the table has one), else the first."""
+    if fusion.split(":")[0] in EHR_ONLY_METHODS:
+        return next((name for name in result.limits if "EHR only" in name), result.limits[0])
+    return result.limits[0]
+
+
 def _table(result: EvalResult, summary: pd.DataFrame, metrics: list[str] | None = None) -> list[str]:
-    """mean +- sd per method; with limits, the first limit's distance to each
-    method in the main metric (limit - method; for MAE method - limit)."""
+    """mean +- sd per method; with limits, each method's distance to its
+    limit in the main metric (limit - method; for MAE method - limit): the
+    EHR-only limit for the methods that read only the EHR, else the first."""
     metrics = metrics or result.headline or result.metrics
     main = result.metrics[0]
     gap = bool(result.limits) and main in metrics
@@ -301,9 +313,10 @@ def _table(result: EvalResult, summary: pd.DataFrame, metrics: list[str] | None 
             r = rows.loc[(fusion, metric)]
             cells.append(f"{r['mean']:.3f}" if fusion in result.limits else f"{r['mean']:.3f} +- {r['sd']:.3f}")
         if gap:
-            limit, mine = rows.loc[(result.limits[0], main), "mean"], rows.loc[(fusion, main), "mean"]
+            reference = _limit_for(result, fusion)
+            limit, mine = rows.loc[(reference, main), "mean"], rows.loc[(fusion, main), "mean"]
             distance = limit - mine if higher_is_better(main) else mine - limit
-            cells.append("-" if fusion == result.limits[0] else f"{distance:+.3f}")
+            cells.append("-" if fusion in result.limits else f"{distance:+.3f}")
         name = f"**{fusion}** (limit)" if fusion in result.limits else fusion
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
