@@ -492,10 +492,10 @@ def _cmd_explain_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_whatif_fidelity(args: argparse.Namespace) -> None:
-    from .analysis.fidelity import fidelity_summary, to_markdown, whatif_curves
     from .io.atomic import write_text_atomically
     from .io.csv_text import to_csv_text
     from .io.model_file import load_model
+    from .synth.fidelity import fidelity_summary, to_markdown, whatif_curves
 
     model = load_model(args.model, device=args.device)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_hyperfusion.analysis.fidelity import CurvePair, fidelity_summary, whatif_curves
 from napari_hyperfusion.analysis.whatif import WhatIfSession
 from napari_hyperfusion.cli import main
 from napari_hyperfusion.data.preprocess import load_scan
@@ -15,6 +14,7 @@ from napari_hyperfusion.infer.age_bias import AgeBias, fit_age_bias
 from napari_hyperfusion.io.model_file import load_model
 from napari_hyperfusion.resources import models_dir, sample_data_dir
 from napari_hyperfusion.synth.cohort import make_cohort
+from napari_hyperfusion.synth.fidelity import CurvePair, fidelity_summary, whatif_curves
 from napari_hyperfusion.synth.truth import ad_truth_curve
 
 

@@ -38,10 +38,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..analysis.whatif import WhatIfSession, field_grid
 from ..errors import CohortError, HyperFusionError
 from ..io.model_file import LoadedModel
-from ..synth.truth import EHR_FIELDS, ad_truth_curve, brain_age_estimate, has_ground_truth
-from .whatif import WhatIfSession, field_grid
+from .truth import EHR_FIELDS, ad_truth_curve, brain_age_estimate, has_ground_truth
 
 __all__ = ["FIDELITY_FIELDS", "FidelityGoals", "CurvePair", "whatif_curves", "fidelity_summary", "to_markdown"]
 
