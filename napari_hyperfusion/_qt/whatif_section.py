@@ -184,7 +184,7 @@ class WhatIfSection(QWidget):
             # another model, scan or device: the cached features, the patient values, the
             # curve and the plot belong to the old case (explored rows stay: each names its case)
             self._session = None
-            self.patient_record = {}
+            self.patient_record, self.patient_filled, self._unknown = {}, {}, set()
             self.last_curve = self.last_truth = None
             self._whatif_layout = None
             self._wi_image = self._wi_line = self._wi_points = self._wi_background = None
