@@ -80,7 +80,7 @@ def test_a_lecture_steps_through_with_next_and_back(make_napari_viewer, qtbot, e
     assert panel.tabs.currentWidget() is panel.whatif
     player.next()
     assert panel.whatif.last_curve is not None and panel.whatif.last_curve.field == "AGE"
-    assert "P(AD)" in panel.whatif.last_story[0]
+    assert "At Age 88" in panel.whatif.last_story[0] and " P(" in panel.whatif.last_story[0]
     player.back()  # exact: the state of step 2 again
     assert player.index == 1 and panel.whatif.whatif_record()["AGE"] == pytest.approx(60, abs=0.5)
     assert not player.back_button.isEnabled() or player.index > 0

@@ -14,7 +14,7 @@ import torch
 from conftest import AD_TEST_SHAPE, BRAIN_AGE_TEST_SHAPE, dock_panel, tiny_train_settings
 
 from napari_hyperfusion.errors import ModelFileError
-from napari_hyperfusion.infer.weight_map import WeightMap, fit_weight_map, generated_vector
+from napari_hyperfusion.infer.weight_map import MAX_POINTS, WeightMap, fit_weight_map, generated_vector
 from napari_hyperfusion.io.model_file import load_model, read_info, save_model
 from napari_hyperfusion.nn.build import build_model
 from napari_hyperfusion.nn.config import paper_ad_config, paper_brain_age_config
@@ -74,7 +74,10 @@ def test_a_one_dimensional_embedding_gives_one_axis_and_a_baseline_none():
 def test_shipped_hyperfusion_models_carry_their_map_and_baselines_none():
     ad = read_info(models_dir() / "ad_hyperfusion.safetensors").input_stats["weight_map"]
     wmap = WeightMap.from_dict(ad)
-    assert len(wmap.points) == 362 and set(wmap.targets) == {"CN", "MCI", "AD"}
+    n_train = read_info(models_dir() / "ad_hyperfusion.safetensors").metrics["n_train"]
+    # every training subject up to MAX_POINTS, a seeded subsample above (the shipped model trained on 3,999)
+    assert len(wmap.points) == min(n_train, MAX_POINTS) and set(wmap.targets) == {"CN", "MCI", "AD"}
+    assert f"{n_train} training rows" in wmap.fitted_on
     assert wmap.layers == ["blocks.3.shortcut"] and 0.3 < wmap.explained.sum() <= 1.0
     assert "training rows" in wmap.fitted_on
     age = WeightMap.from_dict(read_info(models_dir() / "brain_age_hyperfusion.safetensors").input_stats["weight_map"])
@@ -94,12 +97,13 @@ def test_a_map_of_the_wrong_width_is_refused(tmp_path):
 
 
 def test_add_weight_map_reproduces_the_shipped_map(tmp_path):
-    model = load_model(models_dir() / "ad_hyperfusion.safetensors", device="cpu")
+    # a model trained on the seed-0 cohort the script regenerates (the AD model trained on data/ad5000)
+    model = load_model(models_dir() / "risk_hyperfusion.safetensors", device="cpu")
     shipped = WeightMap.from_dict(model.info.input_stats["weight_map"])
     info = model.info
     info.input_stats = {k: v for k, v in info.input_stats.items() if k != "weight_map"}
     bare = save_model(tmp_path / "ad.safetensors", model.net, info, dtype=torch.float16)
-    command = [sys.executable, str(REPO / "scripts" / "add_weight_map.py"), str(REPO / "models/configs/ad_hyperfusion.toml"),
+    command = [sys.executable, str(REPO / "scripts" / "add_weight_map.py"), str(REPO / "models/configs/risk_hyperfusion.toml"),
                "--model", str(bare), "--cohort", str(tmp_path / "regenerated" / "cohort.csv")]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -129,7 +133,7 @@ def test_the_panel_moves_the_what_if_network_on_the_map(make_napari_viewer, qtbo
     qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
     whatif = panel.whatif
     view = whatif.weight_map_view
-    assert view.weight_map is not None and len(view.weight_map.points) == 362
+    assert view.weight_map is not None and len(view.weight_map.points) == MAX_POINTS
     at_start = view.points()
     np.testing.assert_allclose(at_start["patient"], at_start["whatif"])
     assert "is the patient's own" in view.reading.text()
