@@ -464,26 +464,14 @@ def _cmd_explain_report(args: argparse.Namespace) -> None:
     model = load_model(args.model, device=args.device)
     ids = [i.strip() for i in args.subjects.split(",") if i.strip()] if args.subjects else None
     subjects = load_subjects(model, args.table, n=args.n, ids=ids)
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="explain-report", unit="map")
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    progress, close = _progress_bar("explain-report", "map", args.quiet)
     try:
         report = trust_report(
             model, subjects, methods, seed=args.seed, n_steps=args.ig_steps, completeness_steps=2 * args.ig_steps,
-            baseline=args.baseline, output="logit" if args.logit else "probability",
-            progress=progress if bar is not None else None,
+            baseline=args.baseline, output="logit" if args.logit else "probability", progress=progress,
         )  # fmt: skip
     finally:
-        if bar is not None:
-            bar.close()
+        close()
     command = " ".join(["hyperfusion", *sys.argv[1:]]) if sys.argv[1:2] == ["explain-report"] else None
     text = report.to_markdown(command)
     write_text_atomically(args.out, text)
@@ -499,24 +487,12 @@ def _cmd_whatif_fidelity(args: argparse.Namespace) -> None:
 
     model = load_model(args.model, device=args.device)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="whatif-fidelity", unit="subject")
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    progress, close = _progress_bar("whatif-fidelity", "subject", args.quiet)
     start = time.perf_counter()
     try:
-        pairs = whatif_curves(model, args.cohort, n=args.n, fields=fields, points=args.points,
-                              progress=progress if bar is not None else None)  # fmt: skip
+        pairs = whatif_curves(model, args.cohort, n=args.n, fields=fields, points=args.points, progress=progress)
     finally:
-        if bar is not None:
-            bar.close()
+        close()
     summary = fidelity_summary(pairs)
     regression = model.info.kind == "regression"
     command = " ".join(["hyperfusion", *sys.argv[1:]]) if sys.argv[1:2] == ["whatif-fidelity"] else None
@@ -543,6 +519,23 @@ def _cmd_whatif_fidelity(args: argparse.Namespace) -> None:
         ]  # fmt: skip
         write_text_atomically(args.curves, to_csv_text(pd.DataFrame(rows)))
         print(f"wrote {args.curves}")
+
+
+def _progress_bar(desc: str, unit: str, quiet: bool):
+    """A ``progress(done, total)`` callback drawing a tqdm bar (None when
+    ``quiet``) and the function that closes it."""
+    if quiet:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit=unit)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return progress, bar.close
 
 
 def _plain(text: str) -> str:

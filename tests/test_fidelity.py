@@ -13,19 +13,8 @@ from napari_hyperfusion.data.preprocess import load_scan
 from napari_hyperfusion.infer.age_bias import AgeBias, fit_age_bias
 from napari_hyperfusion.io.model_file import load_model
 from napari_hyperfusion.resources import models_dir, sample_data_dir
-from napari_hyperfusion.synth.cohort import make_cohort
 from napari_hyperfusion.synth.fidelity import CurvePair, fidelity_summary, whatif_curves
 from napari_hyperfusion.synth.truth import ad_truth_curve
-
-
-@pytest.fixture(scope="module")
-def ad_cohort(tmp_path_factory):
-    return make_cohort("ad", 6, seed=31, out=tmp_path_factory.mktemp("fid_ad"), jobs=1)
-
-
-@pytest.fixture(scope="module")
-def age_cohort(tmp_path_factory):
-    return make_cohort("brain_age", 4, seed=31, out=tmp_path_factory.mktemp("fid_ba"), jobs=1)
 
 
 def _pair(model, truth, field="APOE4", known=True):
@@ -47,11 +36,12 @@ def test_summary_of_a_perfect_a_reversed_and_an_exaggerating_model():
     assert row.effect_ratio == pytest.approx(3.0) and row.meets == "no"
 
 
-def test_curves_are_the_panels_curve_and_the_truth_with_unknowns_unknown(ad_cohort):
+def test_curves_are_the_panels_curve_and_the_truth_with_unknowns_unknown(ad_cohort, tmp_path):
     model = load_model(models_dir() / "ad_hyperfusion.safetensors", "cpu")
     table = pd.read_csv(ad_cohort)
     table.loc[0, "APOE4"] = np.nan  # not known for the first subject
-    path = ad_cohort.parent / "with_unknown.csv"
+    table["IMAGE"] = [str(ad_cohort.parent / v) for v in table.IMAGE]
+    path = tmp_path / "with_unknown.csv"  # the session's cohort stays as it is
     table.to_csv(path, index=False)
     pairs = whatif_curves(model, path, n=2, fields=["APOE4", "AGE"], points=5)
     assert [(p.subject, p.field) for p in pairs] == [
@@ -60,7 +50,7 @@ def test_curves_are_the_panels_curve_and_the_truth_with_unknowns_unknown(ad_coho
     first = pairs[1]  # AGE swept with APOE4 unknown
     record = model.info.schema.parse(table.iloc[0])
     assert record["APOE4"] is None
-    session = WhatIfSession(model, load_scan(ad_cohort.parent / table.IMAGE[0]), "s0")
+    session = WhatIfSession(model, load_scan(table.IMAGE[0]), "s0")
     np.testing.assert_allclose(first.model, session.response_curve(record, "AGE", n=5).outputs, atol=1e-6)
     truth_row = {**table.iloc[0].to_dict(), "APOE4": np.nan}
     np.testing.assert_allclose(first.truth, ad_truth_curve(truth_row, "AGE", first.values))
@@ -68,7 +58,7 @@ def test_curves_are_the_panels_curve_and_the_truth_with_unknowns_unknown(ad_coho
     assert pairs[2].known == bool(np.isfinite(table.APOE4[1]))
 
 
-def test_whatif_fidelity_command(ad_cohort, age_cohort, tmp_path, capsys):
+def test_whatif_fidelity_command(ad_cohort, brain_age_cohort, tmp_path, capsys):
     out, curves = tmp_path / "fid.md", tmp_path / "curves.csv"
     args = ["whatif-fidelity", str(models_dir() / "ad_hyperfusion.safetensors"), str(ad_cohort), "--n", "2",
             "--points", "4", "--out", str(out), "--curves", str(curves), "--quiet"]  # fmt: skip
@@ -77,7 +67,7 @@ def test_whatif_fidelity_command(ad_cohort, age_cohort, tmp_path, capsys):
     assert "SYNTHETIC" in text and "| AGE | 2 |" in text and "| all | 10 |" in text
     table = pd.read_csv(curves)
     assert {"subject", "field", "value", "model_AD", "truth_AD"} <= set(table.columns)
-    assert main(["whatif-fidelity", str(models_dir() / "brain_age_hyperfusion.safetensors"), str(age_cohort),
+    assert main(["whatif-fidelity", str(models_dir() / "brain_age_hyperfusion.safetensors"), str(brain_age_cohort),
                  "--n", "2", "--quiet"]) == 0  # fmt: skip
     assert "| PTGENDER | 2 |" in capsys.readouterr().out
 
