@@ -64,26 +64,10 @@ def choice_limits(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.
 def crop_coverage(model_path: str) -> dict[str, float]:
     """Share of each template region inside the model's views (0 to 1)."""
     from napari_hyperfusion.data.preprocess import ModelGrid
-    from napari_hyperfusion.data.template import load_template
     from napari_hyperfusion.io.model_file import read_info
+    from napari_hyperfusion.synth.coverage import region_coverage
 
-    info = read_info(model_path)
-    grid = ModelGrid.from_dict(info.image)
-    tpl = load_template()
-    idx = np.indices(tpl.shape).reshape(3, -1)
-    world = tpl.affine[:3, :3] @ idx + tpl.affine[:3, 3:4]
-    inside = np.zeros(idx.shape[1], dtype=bool)
-    for v in range(grid.n_views):
-        inv = np.linalg.inv(grid.affine(v))
-        ijk = inv[:3, :3] @ world + inv[:3, 3:4]
-        inside |= np.all((ijk >= -0.5) & (ijk <= np.array(grid.shape)[:, None] - 0.5), axis=0)
-    regions = {
-        "hippocampi": tpl.regions["hippocampus_L"] + tpl.regions["hippocampus_R"],
-        "entorhinal cortices": tpl.regions["entorhinal_L"] + tpl.regions["entorhinal_R"],
-        "ventricles": tpl.regions["ventricles"],
-        "brain tissue (GM + WM)": tpl.gm + tpl.wm,
-    }
-    return {name: float(mass.ravel()[inside].sum() / mass.sum()) for name, mass in regions.items()}
+    return region_coverage(ModelGrid.from_dict(read_info(model_path).image))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ done
 [ -f data/ad600/cohort.csv ] || $hf make-cohort --task ad --n 600 --seed 0 --out data/ad600 --jobs 2
 # the HyperFusion AD model and its concatenation baseline train on 5,000 subjects (docs/models.md, learning curves)
 [ -f data/ad5000/cohort.csv ] || $hf make-cohort --task ad --n 5000 --seed 1 --out data/ad5000 --jobs 2
-[ -f data/ba300/participants.tsv ] || $hf make-cohort --task brain_age --n 300 --seed 0 --out data/ba300 --jobs 2
+[ -f data/ba1500/participants.tsv ] || $hf make-cohort --task brain_age --n 1500 --seed 1 --out data/ba1500 --jobs 2
 [ ${#names[@]} -gt 0 ] || names=(ad_hyperfusion ad_imaging ad_concat brain_age_hyperfusion risk_medfusion risk_hyperfusion)  # ad_film.toml: optional
 for name in "${names[@]}"; do
   echo "== $name"

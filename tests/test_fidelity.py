@@ -11,8 +11,9 @@ from napari_hyperfusion.analysis.whatif import WhatIfSession
 from napari_hyperfusion.cli import main
 from napari_hyperfusion.data.preprocess import load_scan
 from napari_hyperfusion.infer.age_bias import AgeBias, fit_age_bias
-from napari_hyperfusion.io.model_file import load_model
+from napari_hyperfusion.io.model_file import load_model, read_info
 from napari_hyperfusion.resources import models_dir, sample_data_dir
+from napari_hyperfusion.synth.coverage import seen_volumes
 from napari_hyperfusion.synth.fidelity import CurvePair, fidelity_summary, whatif_curves
 from napari_hyperfusion.synth.truth import ad_truth_curve
 
@@ -53,7 +54,16 @@ def test_curves_are_the_panels_curve_and_the_truth_with_unknowns_unknown(ad_coho
     session = WhatIfSession(model, load_scan(table.IMAGE[0]), "s0")
     np.testing.assert_allclose(first.model, session.response_curve(record, "AGE", n=5).outputs, atol=1e-6)
     truth_row = {**table.iloc[0].to_dict(), "APOE4": np.nan}
-    np.testing.assert_allclose(first.truth, ad_truth_curve(truth_row, "AGE", first.values))
+    # the truth the crop model can reach knows the hippocampi and entorhinal cortices, not the ventricles
+    seen = ("HIPPOCAMPUS_PERMILLE", "ENTORHINAL_MM3")
+    np.testing.assert_allclose(first.truth, ad_truth_curve(truth_row, "AGE", first.values, seen))
+    np.testing.assert_allclose(first.truth_all, ad_truth_curve(truth_row, "AGE", first.values))
+    hidden = {**truth_row, "VENTRICLES_PERMILLE": np.nan, "BRAIN_PERMILLE": np.nan}
+    np.testing.assert_allclose(first.truth, ad_truth_curve(hidden, "AGE", first.values))
+    assert np.abs(first.truth - first.truth_all).max() > 1e-3  # the ventricles are evidence the model lacks
+    view = fidelity_summary(pairs, against="view").set_index("field")
+    every = fidelity_summary(pairs, against="all").set_index("field")
+    assert view.loc["AGE", "mean_abs_diff"] != every.loc["AGE", "mean_abs_diff"]
     assert pairs[0].values == [0.0, 1.0, 2.0] and not pairs[0].known
     assert pairs[2].known == bool(np.isfinite(table.APOE4[1]))
 
@@ -65,11 +75,24 @@ def test_whatif_fidelity_command(ad_cohort, brain_age_cohort, tmp_path, capsys):
     assert main(args) == 0
     text = out.read_text()
     assert "SYNTHETIC" in text and "| AGE | 2 |" in text and "| all | 10 |" in text
+    assert "views hold: hippocampi, entorhinal cortices" in text and "knows every true volume" in text
     table = pd.read_csv(curves)
-    assert {"subject", "field", "value", "model_AD", "truth_AD"} <= set(table.columns)
+    assert {"subject", "field", "value", "model_AD", "truth_AD", "truth_all_volumes_AD"} <= set(table.columns)
     assert main(["whatif-fidelity", str(models_dir() / "brain_age_hyperfusion.safetensors"), str(brain_age_cohort),
                  "--n", "2", "--quiet"]) == 0  # fmt: skip
     assert "| PTGENDER | 2 |" in capsys.readouterr().out
+
+
+def test_what_each_shipped_models_views_hold():
+    def seen(name):
+        info = read_info(models_dir() / f"{name}.safetensors")
+        return seen_volumes(info.image if info.config.uses_image else None)
+
+    assert seen("ad_hyperfusion") == seen("ad_imaging") == ("HIPPOCAMPUS_PERMILLE", "ENTORHINAL_MM3")
+    assert set(seen("brain_age_hyperfusion")) == {
+        "HIPPOCAMPUS_PERMILLE", "ENTORHINAL_MM3", "VENTRICLES_PERMILLE", "BRAIN_PERMILLE",
+    }  # fmt: skip
+    assert seen_volumes(None) == ()
 
 
 def test_whatif_fidelity_refuses_what_has_no_truth(tmp_path, capsys):

@@ -37,6 +37,7 @@ from ..analysis.whatif import WhatIfSession, field_grid
 from ..data.notes import encoder_loaded
 from ..data.schema import TabularSchema
 from ..errors import HyperFusionError, NoteEncoderError, SchemaError
+from ..synth.coverage import seen_volumes
 from ..synth.truth import EHR_FIELDS, ad_truth_curve, has_ground_truth
 from . import notify
 from .layers import put_overlay
@@ -98,8 +99,8 @@ class WhatIfSection(QWidget):
         self.truth_box.setObjectName("truth_box")
         self.truth_box.setToolTip(
             "Only for a SYNTHETIC subject of our generator: the dashed curves are the exact Bayes answer "
-            "of the process that made the data (the subject's true regional volumes held, the EHR field "
-            "swept, equal class priors). Where the model's curve departs from it, the model learned "
+            "of the process that made the data (the true volumes of the regions the model's views hold, "
+            "the others unknown to it as to the model; the EHR field swept; equal class priors). Where the model's curve departs from it, the model learned "
             "something the data do not say."
         )
         whatif_layout.addWidget(self.truth_box)
@@ -619,7 +620,10 @@ class WhatIfSection(QWidget):
         if truth is None or field not in EHR_FIELDS:
             return None
         known = {name: (np.nan if value is None else value) for name, value in record.items()}
-        return ad_truth_curve({**truth, **known}, field, values)
+        info = self.model.info
+        # the truth this model can reach: the volumes outside its views are unknown to both
+        seen = seen_volumes(info.image if info.config.uses_image else None)
+        return ad_truth_curve({**truth, **known}, field, values, seen)
 
     def show_response_curve(self) -> None:
         """The output over the chosen field's range, in one batched decode."""

@@ -6,7 +6,10 @@ the scan and every other field held, unknown fields left unknown) is set
 beside the truth's: the exact posterior of the process that made the data,
 given the same record and the subject's true regional volumes
 (:func:`napari_hyperfusion.synth.truth.ad_truth_curve`, which the panel's
-"Show the ground truth" draws). A field the record does not know stays
+"Show the ground truth" draws). Two truths: the one the model can reach,
+conditioned on the volumes its views hold (:func:`.coverage.seen_volumes`;
+the AD crops hold the hippocampi and entorhinal cortices, not the
+ventricles), and the one that knows every volume. A field the record does not know stays
 unknown for both: the model fills it and sets its "was missing" indicator,
 the truth integrates over it (which values are missing is evidence).
 
@@ -41,7 +44,8 @@ import pandas as pd
 from ..analysis.whatif import WhatIfSession, field_grid
 from ..errors import CohortError, HyperFusionError
 from ..io.model_file import LoadedModel
-from .truth import EHR_FIELDS, ad_truth_curve, brain_age_estimate, has_ground_truth
+from .coverage import seen_volumes
+from .truth import EHR_FIELDS, VOLUME_FIELDS, ad_truth_curve, brain_age_estimate, has_ground_truth
 
 __all__ = ["FIDELITY_FIELDS", "FidelityGoals", "CurvePair", "whatif_curves", "fidelity_summary", "to_markdown"]
 
@@ -64,8 +68,10 @@ class FidelityGoals:
 class CurvePair:
     """One subject's curve over one field: the model's and the truth's.
 
-    ``model`` and ``truth`` are ``[n_values, K]`` (probabilities, or years
-    for brain age); ``known`` says whether the record knew the field."""
+    ``model``, ``truth`` and ``truth_all`` are ``[n_values, K]``
+    (probabilities, or years for brain age): ``truth`` conditions on the
+    volumes the model's views hold, ``truth_all`` on every true volume;
+    ``known`` says whether the record knew the field."""
 
     subject: str
     field: str
@@ -73,6 +79,11 @@ class CurvePair:
     model: np.ndarray
     truth: np.ndarray
     known: bool
+    truth_all: np.ndarray | None = None
+
+    def against(self, which: str) -> np.ndarray:
+        """The truth named ``which``: ``"view"`` or ``"all"``."""
+        return self.truth if which == "view" or self.truth_all is None else self.truth_all
 
 
 def _task(model: LoadedModel) -> str:
@@ -134,6 +145,7 @@ def whatif_curves(
     if not fields or unknown:
         raise HyperFusionError(f"no field to sweep: {info.name} reads {', '.join(info.schema.names)}")
     pairs: list[CurvePair] = []
+    seen = seen_volumes(info.image if info.config.uses_image else None)
     count = min(n, len(cohort))
     for i in range(count):
         row = cohort.table.iloc[i]
@@ -145,11 +157,13 @@ def whatif_curves(
             values = field_grid(info.schema[name], points)
             curve = session.response_curve(record, name, n=points)
             if task == "ad":
-                truth = ad_truth_curve(truth_row, name, values)
-            else:
+                truth = ad_truth_curve(truth_row, name, values, seen)
+                truth_all = ad_truth_curve(truth_row, name, values, VOLUME_FIELDS)
+            else:  # the brain-age estimate reads every volume: only whole-brain models have one
                 swept = pd.DataFrame([{**truth_row, name: v} for v in values])
-                truth = brain_age_estimate(swept)[:, None]
-            pairs.append(CurvePair(cohort.ids[i], name, values, curve.outputs, truth, record[name] is not None))
+                truth = truth_all = brain_age_estimate(swept)[:, None]
+            known = record[name] is not None
+            pairs.append(CurvePair(cohort.ids[i], name, values, curve.outputs, truth, known, truth_all))
         if progress:
             progress(i + 1, count)
     return pairs
@@ -170,13 +184,17 @@ def _ece(model: np.ndarray, truth: np.ndarray, bins: int = 10) -> float:
     return float(np.mean(errors))
 
 
-def fidelity_summary(pairs: Sequence[CurvePair], goals: FidelityGoals = FidelityGoals()) -> pd.DataFrame:
+def fidelity_summary(
+    pairs: Sequence[CurvePair], goals: FidelityGoals = FidelityGoals(), against: str = "view"
+) -> pd.DataFrame:
     """One row per field and an ``all`` row: the measures of the module
     docstring, and ``meets`` (whether the field meets ``goals``).
 
     Args:
         pairs: from :func:`whatif_curves`.
         goals: the thresholds.
+        against: ``"view"``: the truth given the volumes the model's views
+            hold (what it can reach); ``"all"``: given every true volume.
 
     Returns:
         Columns ``field, curves, mean_abs_diff, effect_model, effect_truth,
@@ -188,18 +206,15 @@ def fidelity_summary(pairs: Sequence[CurvePair], goals: FidelityGoals = Fidelity
     groups = {name: [p for p in pairs if p.field == name] for name in dict.fromkeys(p.field for p in pairs)}
     groups["all"] = list(pairs)
     for name, group in groups.items():
-        diff = np.concatenate([np.abs(p.model - p.truth).ravel() for p in group])
+        truths = [p.against(against) for p in group]
+        diff = np.concatenate([np.abs(p.model - t).ravel() for p, t in zip(group, truths)])
         d_model = np.array([p.model[-1, k] - p.model[0, k] for p in group])
-        d_truth = np.array([p.truth[-1, k] - p.truth[0, k] for p in group])
+        d_truth = np.array([t[-1, k] - t[0, k] for t in truths])
         moves = np.abs(d_truth) >= (goals.moves_years if regression else goals.moves)
         wrong = int(np.sum(moves & (np.sign(d_model) != np.sign(d_truth))))
         effect_model, effect_truth = float(np.abs(d_model).mean()), float(np.abs(d_truth).mean())
         ratio = effect_model / effect_truth if effect_truth > 1e-12 else float("nan")
-        ece = (
-            float("nan")
-            if regression
-            else _ece(np.vstack([p.model for p in group]), np.vstack([p.truth for p in group]))
-        )
+        ece = float("nan") if regression else _ece(np.vstack([p.model for p in group]), np.vstack(truths))
         low, high = goals.effect_ratio
         meets = (
             not regression

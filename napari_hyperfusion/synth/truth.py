@@ -393,7 +393,7 @@ def limits_for(task: str, table_columns) -> dict[str, object]:
     return {}
 
 
-def ad_truth_curve(record: dict, field: str, values: list) -> np.ndarray:
+def ad_truth_curve(record: dict, field: str, values: list, volumes: tuple[str, ...] = VOLUME_FIELDS) -> np.ndarray:
     """The true answer to "what if ``field`` were each of ``values``?" for
     one synthetic subject, holding its scan: the balanced posterior (equal
     class priors, what class-weighted training aims at) given the record with
@@ -404,11 +404,15 @@ def ad_truth_curve(record: dict, field: str, values: list) -> np.ndarray:
             subject's ``*_PERMILLE`` and ``ENTORHINAL_MM3`` ground truth.
         field: one of :data:`EHR_FIELDS`.
         values: the swept values (numbers, or "Female"/"Male" for PTGENDER).
+        volumes: the true volumes to condition on (the others are integrated
+            out): all of them by default; what a model's views hold for the
+            truth that model can reach (:func:`..coverage.seen_volumes`).
 
     Returns:
         ``[len(values), 3]`` probabilities of CN, MCI, AD.
     """
     if field not in EHR_FIELDS:
         raise ValueError(f"{field} is not a field of the synthetic generator ({', '.join(EHR_FIELDS)})")
-    rows = pd.DataFrame([{**record, field: value} for value in values])
-    return balanced_posterior(ad_posterior(rows, use_volumes=True))
+    hidden = {name: np.nan for name in VOLUME_FIELDS if name not in volumes}
+    rows = pd.DataFrame([{**record, **hidden, field: value} for value in values])
+    return balanced_posterior(ad_posterior(rows, use_volumes=bool(volumes)))
