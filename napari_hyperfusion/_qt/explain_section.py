@@ -197,7 +197,9 @@ class ExplainSection(QWidget):
                 yield "attributing the EHR fields"
             if jobs.should_stop():
                 raise Cancelled()
-            tabular = attribute_tabular(model, scan, record, target=target, note=note, output=output)
+            tabular = None  # an imaging-only model reads no EHR field: nothing to attribute to them
+            if model.info.config.uses_tabular:
+                tabular = attribute_tabular(model, scan, record, target=target, note=note, output=output)
             sentences = None
             if model.info.config.uses_note and note:
                 yield "attributing the note's sentences"
@@ -257,10 +259,12 @@ class ExplainSection(QWidget):
         parts = [f"For {identity.describe()}"]
         if image is not None:
             what = f"the logit (log-odds) of {image.target}" if image.output_kind == "logit" else image.target
-            parts.append(
-                f"{METHOD_LABELS[image.method]} for {what}: map {self._image_seconds:.1f} s, "
+            ehr = (
                 f"EHR attribution {self.jobs.elapsed():.1f} s from the click"
+                if tabular is not None
+                else "no EHR attribution (the model reads no EHR field)"
             )
+            parts.append(f"{METHOD_LABELS[image.method]} for {what}: map {self._image_seconds:.1f} s, {ehr}")
             if image.convergence_delta is not None:
                 parts.append(
                     f"IG completeness error {image.convergence_delta:.2g} "
@@ -271,7 +275,7 @@ class ExplainSection(QWidget):
             kind = "value" if image.output_kind == "probability" and image.probability is None else image.output_kind
             legend = overlay_legend(image.method.replace("_", " "), image.target, image.signed, kind)
             parts.append("colours: " + legend.split(": ", 1)[1])
-        if tabular.image_share is not None:
+        if tabular is not None and tabular.image_share is not None:
             parts.append(f"image {tabular.image_share:.0%} / EHR {1 - tabular.image_share:.0%} of the change "
                          "against a blurred scan and the average record")  # fmt: skip
         self.explain_label.setText("; ".join(parts))
@@ -284,6 +288,12 @@ class ExplainSection(QWidget):
         fig.clear()
         fig.subplots_adjust(left=0.36, right=0.97, bottom=0.12, top=0.88)  # fixed: tight layout is slow
         ax = fig.add_subplot(111)
+        if tabular is None:
+            ax.set_axis_off()
+            fig.text(0.5, 0.5, "this model reads no EHR field: nothing to attribute", ha="center", va="center",
+                     fontsize=7)  # fmt: skip
+            self.ehr_canvas.draw_idle()
+            return
         values = np.asarray(tabular.values)
         colors = ["#4daf4a" if v >= 0 else "#c2a5cf" for v in values]
         labels = list(tabular.labels)

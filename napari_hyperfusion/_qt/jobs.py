@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -54,6 +55,7 @@ class JobRunner(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._worker = None
+        self._failure = ""
         self._stop = threading.Event()
         self._bridge = _Bridge()
         self._bridge.step.connect(self._on_step)
@@ -114,6 +116,11 @@ class JobRunner(QWidget):
                 return _Outcome(cancelled=True)
             except HyperFusionError as err:  # bad input is an answer, not a crash
                 return _Outcome(cancelled=False, message=f"{failure}: {err}")
+            except Exception as err:  # noqa: BLE001
+                # every failure must end the job: superqt drops a RuntimeError (torch raises those)
+                # raised in a generator worker without emitting errored or finished
+                traceback.print_exc()
+                return _Outcome(cancelled=False, message=notify.bug_message(failure, err))
 
         worker = work()
         worker.yielded.connect(lambda value: self._on_yielded(value, on_partial))
@@ -122,6 +129,7 @@ class JobRunner(QWidget):
         worker.finished.connect(self._on_finished)
         self._stop.clear()
         self._worker = worker
+        self._failure = failure
         self.started_at = time.perf_counter()
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the job reports steps
@@ -141,6 +149,8 @@ class JobRunner(QWidget):
         return time.perf_counter() - self.started_at
 
     def _on_yielded(self, value: Any, on_partial: Callable[[Any], None] | None) -> None:
+        if self._stop.is_set():  # cancelling: a step's status line would hide "cancelling..."
+            return
         if isinstance(value, str):
             self.status.setText(value)
         elif on_partial is not None and not self._stop.is_set():
@@ -160,15 +170,21 @@ class JobRunner(QWidget):
                 notify.error(value.message)
                 self.refused.emit(value.message)
             return
-        on_result(value)
+        try:
+            on_result(value)
+        except Exception as err:  # noqa: BLE001  showing a result must not leave the job half-ended
+            traceback.print_exc()
+            message = notify.bug_message(self._failure, err)
+            self.status.setText(message)
+            notify.error(message)
 
     def _on_errored(self, err: Exception, failure: str) -> None:
-        message = f"{failure}: unexpected {type(err).__name__}: {err} (a bug in napari-hyperfusion)"
+        message = notify.bug_message(failure, err)
         self.status.setText(message)
         notify.error(message)
 
     def _on_finished(self) -> None:
-        if self._stop.is_set() and self.status.text() == "cancelling...":
+        if self._stop.is_set() and not self.status.text().startswith(("Cancelled", self._failure)):
             self.status.setText("Cancelled; nothing was changed.")
         self._worker = None
         self._stop.clear()

@@ -388,6 +388,7 @@ class WhatIfSection(QWidget):
         self._session = session
         return True
 
+    @notify.guarded("Cannot update the what-if")
     def update_whatif(self) -> dict[str, Any] | None:
         """Recompute the prediction for the sliders' values (decode only)."""
         if not self.patient_record:
@@ -625,6 +626,7 @@ class WhatIfSection(QWidget):
         seen = seen_volumes(info.image if info.config.uses_image else None)
         return ad_truth_curve({**truth, **known}, field, values, seen)
 
+    @notify.guarded("Cannot draw the response curve")
     def show_response_curve(self) -> None:
         """The output over the chosen field's range, in one batched decode."""
         session = self.cached_session()
@@ -671,6 +673,7 @@ class WhatIfSection(QWidget):
             scan_fingerprint=identity.scan_fingerprint, case=identity.describe(),
         )  # fmt: skip
 
+    @notify.guarded("Cannot show the saliency shift")
     def saliency_shift(self) -> None:
         """Saliency at the what-if values minus at the patient's, as a signed overlay."""
         pair = self._saliency_pair("saliency shift")
@@ -690,6 +693,7 @@ class WhatIfSection(QWidget):
             return f"{info.outputs[0]} {values[0]:.1f} {info.output_unit}"
         return ", ".join(f"P({n}) {v:.0%}" for n, v in zip(info.outputs, values))
 
+    @notify.guarded("Cannot show the twin view", default=False)
     def twin_view(self) -> bool:
         """Show the patient and the what-if twin side by side: both
         saliency maps on one scale, their difference, both predictions.

@@ -456,6 +456,8 @@ def attribute_tabular(
     from captum.attr import IntegratedGradients
 
     _check_output(model, output)
+    if not model.info.config.uses_tabular:
+        raise ExplainError(f"{model.info.name} reads no EHR field (an imaging-only model): nothing to attribute")
     schema = model.info.schema
     device = model.device
     image = views = grid = None
