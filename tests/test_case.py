@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from conftest import PLUGIN, dock_panel
 
+from napari_hyperfusion._qt.explain_section import STALE_PREFIX
+from napari_hyperfusion._qt.layers import SOURCE_KEY
 from napari_hyperfusion.analysis.case import Case, record_fingerprint, scan_fingerprint
 from napari_hyperfusion.analysis.overlays import OVERLAY_KEY
-from napari_hyperfusion.resources import models_dir
+from napari_hyperfusion.resources import models_dir, sample_data_dir
 from napari_hyperfusion.samples import subject_record
 
 AD_MODEL = models_dir() / "ad_hyperfusion.safetensors"
@@ -194,9 +196,17 @@ def _check_invariants(panel):
     for overlay in (layer for layer in panel.viewer.layers if OVERLAY_KEY in layer.metadata):
         fingerprint = overlay.metadata[OVERLAY_KEY]["scan_fingerprint"]
         assert fingerprint in panel.patient._fingerprints.values()  # no overlay outlives its scan
+        if not overlay.name.startswith(STALE_PREFIX):  # an overlay not marked stale is this case's
+            assert overlay.metadata["case"] == case.identity.describe(), overlay.name
+            assert layer is not None and overlay.metadata[SOURCE_KEY] == str(layer.unique_id), overlay.name
+    whatif = panel.whatif
+    if whatif.patient_record:  # the sliders start from the form's values, never from an older record's
+        filled, missing = case.model.info.schema.fill(case.record)
+        assert whatif.patient_record == {k: (None if k in missing else v) for k, v in filled.items()}
+        assert whatif.stale_label.isVisibleTo(panel) == (case.result("prediction") is None)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, *(pytest.param(s, marks=pytest.mark.slow) for s in range(2, 10))])
 def test_random_sequences_never_show_another_cases_result(panel, qtbot, seed):
     rng = random.Random(seed)
     viewer = panel.viewer
@@ -223,6 +233,7 @@ def test_random_sequences_never_show_another_cases_result(panel, qtbot, seed):
             else None
         ),
         "type": lambda: "AGE" in panel.patient.editors and panel.patient.editors["AGE"].set_value(rng.uniform(55, 90)),
+        "record": lambda: panel.patient.load_record(sample_data_dir() / "subjects.csv", rng.choice(samples)),
         "cancel": panel.cancel,
         "wait": lambda: qtbot.waitUntil(lambda: not panel.busy, timeout=120_000),
     }
@@ -279,3 +290,53 @@ def test_new_voxels_in_the_same_layer_are_a_new_case(panel, qtbot):
     layer = panel.patient.current_layer()
     layer.data = np.ascontiguousarray(layer.data[::-1])  # e.g. a console edit or another plugin
     assert panel.last_result is None and panel.result_view.stale and "scan" in panel.result_view.label.text()
+
+
+def test_an_overlay_stays_stale_when_its_scan_is_opened_again(panel, qtbot):
+    """Issue 27's sequence: Predict and Explain SYN_DEMO_01, load SYN_DEMO_04's
+    record, open SYN_DEMO_01 again: the same voxels and record, but another
+    layer; the first layer's overlays stay STALE."""
+    _predict(panel, qtbot)
+    panel.explain()
+    qtbot.waitUntil(lambda: not panel.busy and panel.explainer.last_explanation is not None, timeout=120_000)
+    overlays = [layer for layer in panel.viewer.layers if OVERLAY_KEY in layer.metadata]
+    assert len(overlays) == 2 and not any(o.name.startswith(STALE_PREFIX) for o in overlays)
+    assert panel.patient.load_record(sample_data_dir() / "subjects.csv", "SYN_DEMO_04")
+    assert all(o.name.startswith(STALE_PREFIX) for o in overlays)
+    panel.viewer.open_sample(PLUGIN, "SYN_DEMO_01")
+    assert panel.patient.current_layer().name == "SYN_DEMO_01 (SYNTHETIC) [1]"
+    assert all(o.name.startswith(STALE_PREFIX) for o in overlays), [o.name for o in overlays]
+    _check_invariants(panel)
+    panel.patient.layer_combo.setCurrentIndex(0)  # back to the layer they were computed on, with its record
+    panel.patient.load_record(sample_data_dir() / "subjects.csv", "SYN_DEMO_01")
+    assert not any(o.name.startswith(STALE_PREFIX) for o in overlays)
+    _check_invariants(panel)
+
+
+def test_the_whatif_follows_an_edited_record(panel, qtbot):
+    """After Predict, the form says 85 where the patient was 62: the sliders
+    start from 85 and say that the result is stale; Predict clears that."""
+    _predict(panel, qtbot)
+    whatif = panel.whatif
+    assert whatif.patient_record["AGE"] == 62 and not whatif.stale_label.isVisibleTo(panel)
+    panel.patient.editors["AGE"].set_value(85)
+    assert whatif.patient_record["AGE"] == 85 and whatif.whatif_record()["AGE"] == 85
+    assert whatif.stale_label.isVisibleTo(panel) and "STALE until you click Predict" in whatif.stale_label.text()
+    whatif.set_whatif_value("APOE4", 2)  # a slider move from the form's values
+    whatif.update_whatif()
+    assert whatif.whatif_record()["AGE"] == 85 and whatif.whatif_record()["APOE4"] == 2
+    _predict(panel, qtbot)
+    assert panel.last_result.record["AGE"] == 85 and not whatif.stale_label.isVisibleTo(panel)
+    _check_invariants(panel)
+
+
+def test_export_before_any_exploration_is_refused(panel, tmp_path):
+    from napari_hyperfusion._qt.whatif_section import NOTHING_TO_EXPORT, NOTHING_TO_SUMMARISE
+    from napari_hyperfusion.errors import HyperFusionError
+
+    with pytest.raises(HyperFusionError, match="Nothing to export yet"):
+        panel.whatif.export_exploration(tmp_path / "x.csv")
+    assert not (tmp_path / "x.csv").exists()
+    panel.whatif._ask_export()  # the button: said before any file dialog
+    panel.whatif._ask_summary()
+    assert panel.errors[-2:] == [NOTHING_TO_EXPORT, NOTHING_TO_SUMMARISE]

@@ -22,7 +22,7 @@ from ..data.input_qc import require_input
 from ..io.model_file import LoadedModel
 from . import notify
 from .jobs import JobRunner
-from .layers import put_overlay
+from .layers import SOURCE_KEY, layer_named, put_overlay
 from .plain import PlainCanvas
 
 __all__ = ["ExplainSection", "METHOD_LABELS"]
@@ -104,6 +104,7 @@ class ExplainSection(QWidget):
         self._shown_image = None
         self._image_seconds = 0.0
         self._drawn_for = None  # the case the charts show
+        self._marking = self._mark_again = False
         self._explained_text: dict[Any, str] = {}
         self.explain_button.clicked.connect(self.explain)
         case.changed.connect(self._on_case_changed)
@@ -146,16 +147,36 @@ class ExplainSection(QWidget):
                 canvas.draw_idle()
             self._drawn_for = None
             self.explain_label.setText("The case changed since the last explanation: click Explain.")
-        described = identity.describe()
-        for layer in self.viewer.layers:
-            case = layer.metadata.get("case")
-            if OVERLAY_KEY not in layer.metadata or not case:
-                continue
-            stale = case != described
-            if stale and not layer.name.startswith(STALE_PREFIX):
-                layer.name = STALE_PREFIX + layer.name
-            elif not stale and layer.name.startswith(STALE_PREFIX):
-                layer.name = layer.name[len(STALE_PREFIX) :]
+        self._mark_stale_overlays()
+
+    def _mark_stale_overlays(self) -> None:
+        """Name every overlay not computed for the case on screen (its scan
+        layer, record, note, model and device) ``[STALE]``, and only those.
+        Renaming a layer can change the case (a scan renamed elsewhere, napari
+        making names unique): then mark again, never recursively."""
+        if self._marking:
+            self._mark_again = True
+            return
+        self._marking = True
+        try:
+            self._mark_again = True
+            while self._mark_again:
+                self._mark_again = False
+                described = self.case.identity.describe()
+                scan_layer = layer_named(self.viewer, self.case.identity.scan_name)
+                current = str(scan_layer.unique_id) if scan_layer is not None else None
+                for layer in list(self.viewer.layers):
+                    case = layer.metadata.get("case")
+                    if OVERLAY_KEY not in layer.metadata or not case:
+                        continue
+                    source = layer.metadata.get(SOURCE_KEY)
+                    stale = case != described or (source is not None and source != current)
+                    if stale and not layer.name.startswith(STALE_PREFIX):
+                        layer.name = STALE_PREFIX + layer.name
+                    elif not stale and layer.name.startswith(STALE_PREFIX):
+                        layer.name = layer.name[len(STALE_PREFIX) :]
+        finally:
+            self._marking = False
 
     def _on_results_changed(self, kind: str) -> None:
         if kind != "prediction":
@@ -225,7 +246,7 @@ class ExplainSection(QWidget):
             image, identity.scan_name, model.info.name, model.sha256, record,
             scan_fingerprint=identity.scan_fingerprint, case=identity.describe(),
         ):  # fmt: skip
-            put_overlay(self.viewer, data, kwargs)
+            put_overlay(self.viewer, data, kwargs, source=layer_named(self.viewer, identity.scan_name))
         if image.completeness_is_poor(IG_DELTA_WARNING):
             fix = (
                 "tick 'Explain the logit'"

@@ -12,11 +12,18 @@ from ..analysis.overlays import OVERLAY_KEY
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["put_overlay", "overlays_of"]
+__all__ = ["SOURCE_KEY", "put_overlay", "overlays_of", "layer_named"]
 
 
-def put_overlay(viewer: napari.Viewer, data: np.ndarray, kwargs: dict[str, Any]) -> Any:
-    """Replace the overlay with the same key; add it otherwise. Returns the layer."""
+SOURCE_KEY = "source_layer"  # the unique id of the scan layer an overlay was computed on
+
+
+def put_overlay(viewer: napari.Viewer, data: np.ndarray, kwargs: dict[str, Any], source: Any = None) -> Any:
+    """Replace the overlay with the same key; add it otherwise. ``source``:
+    the scan layer it was computed on (a second layer of the same scan, even
+    under the same name, is another case). Returns the layer."""
+    if source is not None:
+        kwargs = {**kwargs, "metadata": {**kwargs["metadata"], SOURCE_KEY: str(source.unique_id)}}
     if isinstance(kwargs["colormap"], dict):
         from napari.utils import Colormap
 
@@ -50,3 +57,8 @@ def overlays_of(viewer: napari.Viewer, scan_fingerprint: str) -> list[Any]:
         for layer in viewer.layers
         if scan_fingerprint and layer.metadata.get(OVERLAY_KEY, {}).get("scan_fingerprint") == scan_fingerprint
     ]
+
+
+def layer_named(viewer: napari.Viewer, name: str) -> Any:
+    """The layer called ``name``, or None."""
+    return next((layer for layer in viewer.layers if name and layer.name == name), None)

@@ -40,7 +40,7 @@ from ..errors import HyperFusionError, NoteEncoderError, SchemaError
 from ..synth.coverage import seen_volumes
 from ..synth.truth import EHR_FIELDS, ad_truth_curve, has_ground_truth
 from . import notify
-from .layers import put_overlay
+from .layers import layer_named, put_overlay
 from .plain import PlainCanvas, plain_label, without_math
 from .weight_map_view import CLASS_COLOURS, WeightMapView, draw_weight_map
 
@@ -64,6 +64,14 @@ def _input_error(err: HyperFusionError) -> str:
     return f"Cannot compute the what-if: {err}"
 
 
+STARTED_FROM_FORM = (
+    "The record or note changed since Predict: the sliders start from the form's values; "
+    "the result above is STALE until you click Predict."
+)
+NOTHING_TO_EXPORT = "Nothing to export yet: click Predict, then move a slider or draw a response curve."
+NOTHING_TO_SUMMARISE = "Nothing to summarise yet: click Predict, then explore with the sliders."
+
+
 class WhatIfSection(QWidget):
     """What-if controls for the case. ``target()`` names the output the
     saliency shift explains (the Explain section's choice)."""
@@ -79,6 +87,12 @@ class WhatIfSection(QWidget):
         self._twin_dock = None
         whatif_layout = QVBoxLayout(self)
         whatif_layout.setContentsMargins(0, 0, 0, 0)
+        self.stale_label = QLabel(STARTED_FROM_FORM)  # shown while the form differs from the last Predict
+        self.stale_label.setObjectName("whatif_stale")
+        self.stale_label.setWordWrap(True)
+        self.stale_label.setStyleSheet("color: #f0a030;")
+        self.stale_label.setVisible(False)
+        whatif_layout.addWidget(self.stale_label)
         self.whatif_form = QFormLayout()
         whatif_layout.addLayout(self.whatif_form)
         self.whatif_label = QLabel("Move a slider: the prediction updates live from cached image features.")
@@ -145,6 +159,7 @@ class WhatIfSection(QWidget):
         self.patient_missing: set[str] = set()
         self._unknown: set[str] = set()  # fields the what-if leaves "not known" (their slider not moved)
         self.explored: list[dict[str, Any]] = []
+        self._patient_from = ""  # the record fingerprint the patient values were taken from
         self.last_curve = None
         self.last_story: list[str] = []  # the narration of the last what-if state
         self.last_truth: np.ndarray | None = None  # the ground-truth curve beside last_curve
@@ -194,6 +209,11 @@ class WhatIfSection(QWidget):
             self._map_session_key = None
             self.weight_map_view.set_map(None, "Click Predict: the map shows the patient's network among the cohort's")
             self.whatif_label.setText("The case changed: click Predict, then move a slider.")
+        elif self.patient_record and self._patient_from != self.case.identity.record_fingerprint:
+            # the record or the note was edited after Predict: the sliders start from the form's values
+            # (the cached image features still hold), never from the values the last result was for
+            self.reset_whatif(quiet=True)
+        self._show_staleness()
         available = self.ground_truth() is not None
         self.truth_box.setEnabled(available)
         if not available:
@@ -202,6 +222,11 @@ class WhatIfSection(QWidget):
     def _on_results_changed(self, kind: str) -> None:
         if kind == "prediction" and self.case.result("prediction") is not None:
             self.reset_whatif()
+        self._show_staleness()
+
+    def _show_staleness(self) -> None:
+        """Say when the sliders start from values no Predict was run for."""
+        self.stale_label.setVisible(bool(self.patient_record) and self.case.result("prediction") is None)
 
     def _session_key(self) -> tuple[str, str, str]:
         identity = self.case.identity
@@ -330,7 +355,7 @@ class WhatIfSection(QWidget):
             out[name] = value
         return out
 
-    def reset_whatif(self) -> None:
+    def reset_whatif(self, quiet: bool = False) -> None:
         """Start the sliders at the patient's values. A field the record does
         not know starts "not known", as the patient was predicted (the model
         fills it and its missing indicator says so); its slider rests at the
@@ -340,9 +365,14 @@ class WhatIfSection(QWidget):
         try:
             filled, missing = self.model.info.schema.fill(self.case.record)
         except HyperFusionError as err:
+            if quiet:  # the form says why beside Predict; the sliders wait for a usable record
+                self.patient_record, self.patient_filled, self._unknown = {}, {}, set()
+                self.whatif_label.setText(f"The form's record cannot be used yet: {err}")
+                return
             notify.error(f"The record is not complete: {err}")
             return
         self.patient_filled = dict(filled)
+        self._patient_from = self.case.identity.record_fingerprint  # the record (and note) they start from
         self.patient_missing = set(missing)  # filled in by the model, not measured
         self.patient_record = {name: (None if name in missing else value) for name, value in filled.items()}
         self._exact = {}
@@ -352,6 +382,7 @@ class WhatIfSection(QWidget):
             blocker = control.blockSignals(True)
             self.set_whatif_value(name, value)
             control.blockSignals(blocker)
+        self._show_staleness()
         self.update_whatif()
 
     def whatif_session(self) -> WhatIfSession | None:
@@ -685,7 +716,7 @@ class WhatIfSection(QWidget):
         for data, kwargs in self._overlay(after, self.whatif_record()):
             kwargs["metadata"][OVERLAY_KEY]["kind"] = "saliency shift"
             kwargs["metadata"]["attribution"]["patient_values"] = dict(self.patient_record)
-            put_overlay(self.viewer, data, kwargs)
+            put_overlay(self.viewer, data, kwargs, source=layer_named(self.viewer, self.case.scan_name))
 
     def _prediction_words(self, values: np.ndarray) -> str:
         info = self.model.info
@@ -752,6 +783,8 @@ class WhatIfSection(QWidget):
         from ..io.atomic import write_text_atomically
         from ..io.csv_text import to_csv_text
 
+        if not self.explored and self.last_curve is None:
+            raise HyperFusionError(NOTHING_TO_EXPORT)
         frame = pd.DataFrame(self.explored).assign(kind="slider")
         if self.last_curve is not None:
             c = self.last_curve
@@ -771,8 +804,8 @@ class WhatIfSection(QWidget):
         from matplotlib.figure import Figure
 
         session = self.cached_session()
-        if session is None:
-            raise ValueError("no model and scan to summarise")
+        if session is None or not self.patient_record:
+            raise HyperFusionError(NOTHING_TO_SUMMARISE)
         info = self.model.info
         record = self.whatif_record()
         identity = self.case.identity
@@ -853,14 +886,22 @@ class WhatIfSection(QWidget):
         return Path(path)
 
     def _ask_export(self) -> None:
+        if not self.explored and self.last_curve is None:  # said before a file dialog asks for a name
+            notify.error(NOTHING_TO_EXPORT)
+            return
         path, _ = QFileDialog.getSaveFileName(self, "Export the exploration", "whatif.csv", "CSV (*.csv)")
         if path:
             try:
                 self.export_exploration(path)
             except OSError as err:
                 notify.error(f"Cannot write {path}: {err}")
+            except HyperFusionError as err:
+                notify.error(str(err))
 
     def _ask_summary(self) -> None:
+        if not self._session_matches() or not self.patient_record:
+            notify.error(NOTHING_TO_SUMMARISE)
+            return
         path, _ = QFileDialog.getSaveFileName(self, "Save a summary figure", "whatif.pdf", "PDF (*.pdf);;PNG (*.png)")
         if path:
             try:
