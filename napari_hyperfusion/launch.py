@@ -135,8 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 panel.show_section(panel.explainer)
             elif args.view:  # the What-if tab, where the view was opened from
                 panel.show_section(panel.whatif)
+            from qtpy.QtWidgets import QApplication
+
             from ._qt.linked_views import LinkedCanvas
 
+            QApplication.processEvents()  # lay out the tab just shown before it is captured
             viewer.reset_view()  # the scan fills the canvas at the window's final size
             for canvas in panel.window().findChildren(LinkedCanvas):
                 canvas.model.reset_view()

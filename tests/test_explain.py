@@ -12,6 +12,7 @@ from scipy import ndimage
 from scipy.stats import spearmanr
 
 from napari_hyperfusion.analysis.explain import Cancelled, attribute_image, attribute_tabular
+from napari_hyperfusion.analysis.overlays import PERCENT_UNIT
 from napari_hyperfusion.data.preprocess import ModelGrid, intensity_reference, load_scan, prepare_views
 from napari_hyperfusion.io.model_file import LoadedModel, load_model
 from napari_hyperfusion.nn.build import build_model
@@ -123,6 +124,12 @@ def test_overlay_is_aligned_with_the_scan_in_world_space(panel, qtbot, tmp_path)
     for v, overlay in enumerate(overlays):
         assert overlay.metadata["attribution"]["method"] == "saliency"
         assert overlay.metadata["attribution"]["model_sha256"] == panel.model.sha256
+        # values read in percent of the map's 99.5th-percentile magnitude: a colour bar of 0 to 100
+        attribution = overlay.metadata["attribution"]
+        raw = panel.explainer.last_explanation[0].maps[v]
+        assert attribution["unit"] == PERCENT_UNIT and tuple(overlay.contrast_limits) == (0.0, 100.0)
+        assert attribution["raw_per_100_percent"] == pytest.approx(np.percentile(np.abs(raw), 99.5))
+        np.testing.assert_allclose(overlay.data, raw * 100 / attribution["raw_per_100_percent"], rtol=1e-5)
         for ijk in [(0, 0, 0), (12, 16, 12), (20, 5, 17)]:
             world = overlay.data_to_world(ijk)
             np.testing.assert_allclose(world, (grid.affine(v) @ np.r_[ijk, 1.0])[:3], atol=1e-5)

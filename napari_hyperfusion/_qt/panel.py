@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -67,7 +67,19 @@ if TYPE_CHECKING:
 __all__ = ["HyperFusionPanel", "RESULT_KEY"]
 
 RESULT_KEY = "hyperfusion_prediction"
+PANEL_WIDTH = 440  # px: the dock's width when napari first shows it
 PLUGIN_NAME = "napari-hyperfusion"  # the manifest's name, for File > Open Sample
+
+
+def fit_width(root: QWidget, chars: int = 12) -> None:
+    """Let every drop-down shrink to about ``chars`` characters (long model and
+    layer names elide; the full text is the tooltip), so the panel fits a
+    laptop's dock without sideways scrolling."""
+    for combo in root.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(chars)
+        combo.currentTextChanged.connect(combo.setToolTip)
+        combo.setToolTip(combo.currentText())
 
 
 def _section(title: str, widget: QWidget) -> QGroupBox:
@@ -99,19 +111,31 @@ class HyperFusionPanel(QWidget):
         )  # fmt: skip
         self.view_controls = ViewControls(napari_viewer, self.patient.current_layer)
 
-        # the panel is taller than most screens: scroll instead of squashing widgets
+        # a fixed bar: the safety line, Predict, Cancel, progress, status and the answer stay in view
+        # while everything below scrolls (the panel is taller than a laptop screen)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(2)
+        bar = QWidget()
+        bar.setObjectName("action_bar")
+        bar_layout = QVBoxLayout(bar)
+        bar_layout.setContentsMargins(6, 4, 6, 4)
+        banner = QLabel("Research and teaching use only - not a diagnostic device.")
+        banner.setStyleSheet("color: #f0a030; font-weight: bold;")
+        banner.setWordWrap(True)
+        bar_layout.addWidget(banner)
+        self.predict_button = QPushButton("Predict")
+        self.predict_button.setObjectName("predict_button")
+        bar_layout.addWidget(self.predict_button)
+        bar_layout.addWidget(self.jobs)
+        bar_layout.addWidget(self.result_view.headline)
+        outer.addWidget(bar)
         inner = QWidget()
         scroll = self.scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.addWidget(scroll, 1)
         layout = QVBoxLayout(inner)
-        banner = QLabel("Research and teaching use only - not a diagnostic device.")
-        banner.setStyleSheet("color: #f0a030; font-weight: bold;")
-        banner.setWordWrap(True)
-        layout.addWidget(banner)
         layout.addWidget(_section("Model", self.model_picker))
         layout.addWidget(_section("Patient", self.patient))
 
@@ -124,10 +148,6 @@ class HyperFusionPanel(QWidget):
         self.device_label = QLabel()
         run_row.addWidget(self.device_label)
         layout.addLayout(run_row)
-        self.predict_button = QPushButton("Predict")
-        self.predict_button.setObjectName("predict_button")
-        layout.addWidget(self.predict_button)
-        layout.addWidget(self.jobs)
         layout.addWidget(_section("Result", self.result_view))
         # the tools after a prediction share one place: What if is a click away, not three screens down
         self.tabs = QTabWidget()
@@ -148,9 +168,16 @@ class HyperFusionPanel(QWidget):
         self.jobs.refused.connect(self._on_refused)
         self.view_controls.lecture_changed.connect(self.set_lecture_size)
 
+        fit_width(self)
         if self.model_picker.paths:
             self.open_model(self.model_picker.paths[0])
         self._validate()
+
+    def sizeHint(self) -> QSize:  # noqa: N802  (Qt's name)
+        """Wide enough for the charts' labels; narrow enough to leave a
+        1366 x 768 screen's canvas most of the window."""
+        hint = super().sizeHint()
+        return QSize(PANEL_WIDTH, hint.height())
 
     # -- the parts, by the names scripts and tests use -------------------------
     @property

@@ -75,6 +75,12 @@ class ResultView(QWidget):
         self.warning_label.setVisible(False)
         layout.addWidget(self.warning_label)
         layout.addWidget(self.label)
+        # one line for the panel's fixed bar: the answer stays in view however far the user scrolled
+        self.headline = QLabel("No prediction yet.")
+        self.headline.setObjectName("result_headline")
+        self.headline.setWordWrap(True)
+        self.headline.setTextFormat(Qt.TextFormat.PlainText)
+        self.headline.setStyleSheet("font-weight: bold;")
         self.shown: tuple[CaseIdentity, SubjectPrediction] | None = None
         self.stale = False
         case.changed.connect(self.refresh)
@@ -91,6 +97,7 @@ class ResultView(QWidget):
             self.figure.clear()
             self.canvas.draw_idle()
             self.label.setText("No prediction yet.")
+            self.headline.setText("No prediction yet.")
             self.warning_label.setVisible(False)
             return
         self._show(*latest, stale=True)
@@ -108,6 +115,9 @@ class ResultView(QWidget):
             changed = " and ".join(self.case.identity.differences(identity)) or "case"
             lines.append(f"STALE: the {changed} changed since this was computed; click Predict.")
         lines.append(result.summary())
+        first = result.summary().splitlines()[0]
+        self.headline.setText(("STALE (click Predict): " if stale else "Prediction: ") + first)
+        self.headline.setStyleSheet(f"font-weight: bold; color: {STALE};" if stale else "font-weight: bold;")
         seconds = result.extra.get("click_to_result_s", result.seconds)
         lines.append(f"For {identity.describe()}; {seconds * 1000:.0f} ms from the click")
         lines.append("Inputs: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.record.items()))

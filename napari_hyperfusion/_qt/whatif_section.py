@@ -100,19 +100,20 @@ class WhatIfSection(QWidget):
         self.whatif_label.setObjectName("whatif_label")
         self.whatif_label.setTextFormat(Qt.TextFormat.PlainText)  # output names come from the model file
         whatif_layout.addWidget(self.whatif_label)
-        row = QHBoxLayout()
+        # two buttons a row at most: the panel fits a laptop's dock (about 380 px)
         self.reset_button = QPushButton("Reset to patient values")
+        whatif_layout.addWidget(self.reset_button)
+        row = QHBoxLayout()
         self.curve_field = QComboBox()
         self.curve_field.setToolTip("the field whose whole range the response curve sweeps")
         self.curve_button = QPushButton("Response curve")
-        row.addWidget(self.reset_button)
-        row.addWidget(self.curve_field)
+        row.addWidget(self.curve_field, 1)
         row.addWidget(self.curve_button)
         whatif_layout.addLayout(row)
-        self.truth_box = QCheckBox("Show the ground truth (synthetic subjects)")
+        self.truth_box = QCheckBox("Show the ground truth")
         self.truth_box.setObjectName("truth_box")
         self.truth_box.setToolTip(
-            "Only for a SYNTHETIC subject of our generator: the dashed curves are the exact Bayes answer "
+            "Only for a SYNTHETIC subject of our generator (greyed out otherwise): the dashed curves are the exact Bayes answer "
             "of the process that made the data (the true volumes of the regions the model's views hold, "
             "the others unknown to it as to the model; the EHR field swept; equal class priors). Where the model's curve departs from it, the model learned "
             "something the data do not say."
@@ -239,6 +240,11 @@ class WhatIfSection(QWidget):
     # -- what if ------------------------------------------------------------------
     _SLIDER_STEPS = 200
 
+    def _restart_debounce(self, *_: Any) -> None:
+        # not connected to QTimer.start directly: the signal's value (the slider's index) would become
+        # the interval in ms
+        self._debounce.start()
+
     def _build_whatif(self, schema: TabularSchema | None) -> None:
         while self.whatif_form.rowCount():
             self.whatif_form.removeRow(0)
@@ -249,13 +255,13 @@ class WhatIfSection(QWidget):
             if field.kind == "category":
                 control: QWidget = QComboBox()
                 control.addItems(list(field.categories))
-                control.currentIndexChanged.connect(self._debounce.start)
+                control.currentIndexChanged.connect(self._restart_debounce)
             else:
                 control = QSlider(Qt.Orientation.Horizontal)
                 values = field_grid(field, self._SLIDER_STEPS + 1)
                 control.setRange(0, len(values) - 1)
                 control.setProperty("values", values)
-                control.valueChanged.connect(self._debounce.start)
+                control.valueChanged.connect(self._restart_debounce)
             control.setObjectName(f"whatif_{field.name}")
             value_label = plain_label("")
             value_label.setObjectName(f"whatif_value_{field.name}")
@@ -540,7 +546,7 @@ class WhatIfSection(QWidget):
         self._wi_image = self._wi_line = self._wi_points = self._wi_background = None
         fig = self.whatif_figure
         fig.clear()
-        fig.subplots_adjust(left=0.16, right=0.97, top=0.94, bottom=0.1, hspace=0.6)  # fixed: tight layout is slow
+        fig.subplots_adjust(left=0.16, right=0.85, top=0.94, bottom=0.1, hspace=0.6)  # room for the colour bar's label
         ax = fig.add_subplot(211)
         if curve is not None:
             field = self.model.info.schema[curve.field]
@@ -744,10 +750,20 @@ class WhatIfSection(QWidget):
         difference = replace(after, maps=after.maps - before.maps, method="saliency_difference", signed=True)
         maps = [self._overlay(before, self.patient_record)[0], self._overlay(after, whatif)[0],
                 self._overlay(difference, whatif)[0]]  # fmt: skip
-        # patient and twin on one colour scale, so brighter means more salient in both canvases
-        top = max(maps[0][1]["contrast_limits"][1], maps[1][1]["contrast_limits"][1])
-        for _, kwargs in maps[:2]:
-            kwargs["contrast_limits"] = (0.0, top)
+        # patient and twin on one colour scale, so brighter means more salient in both canvases:
+        # each map is in percent of its own magnitude; bring both to percent of the larger one
+        raws = [kwargs["metadata"]["attribution"]["raw_per_100_percent"] for _, kwargs in maps[:2]]
+        top = max(raws)
+        for i, (data, kwargs) in enumerate(maps[:2]):
+            maps[i] = (data * np.float32(raws[i] / top), kwargs)
+            kwargs["metadata"]["attribution"]["raw_per_100_percent"] = top
+            kwargs["contrast_limits"] = (0.0, 100.0)
+        # the difference in the same unit (so it is twin minus patient, voxel by voxel), at its own contrast
+        data, kwargs = maps[2]
+        raw = kwargs["metadata"]["attribution"]["raw_per_100_percent"]
+        maps[2] = (data * np.float32(raw / top), kwargs)
+        kwargs["metadata"]["attribution"]["raw_per_100_percent"] = top
+        kwargs["contrast_limits"] = (-100.0 * raw / top, 100.0 * raw / top)
         schema = self.model.info.schema
         moved = [
             f"{schema[k].display_name} {_short(whatif[k])} (patient {_short(v)})"

@@ -22,7 +22,9 @@ import numpy as np
 from ..io.nifti import layer_kwargs_for
 from .explain import ImageAttribution
 
-__all__ = ["overlay_layers", "overlay_legend", "OVERLAY_KEY", "DIVERGING", "HEAT"]
+__all__ = ["overlay_layers", "overlay_legend", "OVERLAY_KEY", "DIVERGING", "HEAT", "PERCENT_UNIT"]
+
+PERCENT_UNIT = "% of the map's 99.5th-percentile magnitude"  # what an overlay's values (and colour bar) read
 
 OVERLAY_KEY = "hyperfusion_overlay"
 # purple (pulls the output down) -> transparent at 0 -> green (pushes it up):
@@ -83,11 +85,14 @@ def overlay_layers(
     legend = overlay_legend(attribution.method.replace("_", " "), attribution.target, attribution.signed, kind)
     for data, affine, view in zip(attribution.maps, attribution.affines, attribution.view_names):
         magnitude = float(np.percentile(np.abs(data), 99.5)) or float(np.abs(data).max()) or 1.0
+        # shown in percent of the map's 99.5th-percentile magnitude: a colour bar reading 0 to 100 %,
+        # not 0 to 0.0001 of a probability per intensity unit; the raw scale stays in the metadata
+        data = (np.asarray(data, dtype=np.float32) * np.float32(100.0 / magnitude)).astype(np.float32)
         if attribution.signed:
             style = {"colormap": DIVERGING, "blending": "translucent", "opacity": 0.9,
-                     "contrast_limits": (-magnitude, magnitude)}  # fmt: skip
+                     "contrast_limits": (-100.0, 100.0)}  # fmt: skip
         else:
-            style = {"colormap": HEAT, "blending": "translucent", "opacity": 0.9, "contrast_limits": (0.0, magnitude)}
+            style = {"colormap": HEAT, "blending": "translucent", "opacity": 0.9, "contrast_limits": (0.0, 100.0)}
         method = attribution.method.replace("_", " ")
         name = f"{method} -> {attribution.target} [{model_name}] {view} on {source_layer}"
         metadata = {
@@ -111,6 +116,8 @@ def overlay_layers(
                 "relative_delta": attribution.relative_delta,
                 "space": "MNI152 mm (model grid)",
                 "legend": legend,
+                "unit": PERCENT_UNIT,
+                "raw_per_100_percent": magnitude,  # multiply the layer's values by this / 100 for the attribution
             },
         }
         out.append((data, {"name": name, "metadata": metadata, **style, **layer_kwargs_for(affine)}))
