@@ -6,7 +6,7 @@ measure the model before and after on other fresh subjects.
         --calibration data/ba_cal300/participants.tsv --test data/ba_test200/participants.tsv
 
 The calibration table must hold subjects the model never trained on (the
-shipped model trained on ``make-cohort --seed 0``; ``data/ba_cal300`` is
+shipped model trained on ``make-cohort --seed 1``; ``data/ba_cal300`` is
 ``--seed 2027``, ``data/ba_test200`` is ``--seed 2026``). The weights are not
 touched; the file is rewritten atomically in the dtype it was stored in.
 ``--dry-run`` fits and measures without writing. See

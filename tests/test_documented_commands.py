@@ -97,7 +97,11 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
     if tool == "hyperfusion" and args[:1] == ["bayes-limit"] and "--model" in args:
         # the limit on a model's own split needs the table it was trained on: train one on the
         # sandbox's small cohort with the same config, then ask for its limit
-        config = "models/configs/brain_age_hyperfusion.toml" if "brain_age" in " ".join(args) else None
+        configs = {
+            "brain_age": "models/configs/brain_age_hyperfusion.toml",
+            "ad_imaging": "models/configs/ad_imaging.toml",
+        }
+        config = next((c for key, c in configs.items() if key in " ".join(args)), None)
         assert config, f"add a training config for {shlex.join(argv)}"
         model = sandbox / "runs" / "limit_model"
         train = [argv[0], "train", config, "--set", f"out='{model}'", *TRAIN_SMALL, "--set", "progress=false"]
@@ -154,7 +158,7 @@ def sandbox(tmp_path_factory, ad_cohort_dir, brain_age_cohort_dir, ad_test_cohor
     (root / "data" / "ba300").symlink_to(brain_age_cohort_dir)
     (root / "data" / "ad_test1000").symlink_to(ad_test_cohort_dir)  # the comparison's fresh test subjects
     (root / "data" / "ad5000").symlink_to(ad_cohort_dir)  # the learning curve's training pool
-    for name in ("ba_test200", "ba_cal300"):  # the brain-age fidelity, calibration and test subjects
+    for name in ("ba_test200", "ba_cal300", "ba1500"):  # brain-age training, calibration and test subjects
         (root / "data" / name).symlink_to(brain_age_cohort_dir)
     return root
 
