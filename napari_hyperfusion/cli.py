@@ -27,24 +27,28 @@ def _cmd_info(args: argparse.Namespace) -> None:
         print(json.dumps(info.to_dict(), indent=2, sort_keys=True))
         return
     c = info.config
-    print(f"{info.name}")
-    print(f"  task:        {info.task}")
-    print(f"  outputs:     {', '.join(info.outputs)}{' (' + info.output_unit + ')' if info.output_unit else ''}")
-    print(f"  network:     {c.backbone} / {c.fusion}, input {'x'.join(map(str, c.input_shape))}")
+
+    def say(text: str = "") -> None:  # every value here comes from the file: terminal-safe
+        print(_plain(text))
+
+    say(f"{info.name}")
+    say(f"  task:        {info.task}")
+    say(f"  outputs:     {', '.join(info.outputs)}{' (' + info.output_unit + ')' if info.output_unit else ''}")
+    say(f"  network:     {c.backbone} / {c.fusion}, input {'x'.join(map(str, c.input_shape))}")
     if c.hyper_sites:
-        print(f"  generated:   {', '.join(c.hyper_sites)} (embedding {c.embedding}, dim {c.emb_dim})")
-    print(f"  EHR fields:  {', '.join(info.schema.names)} -> {info.schema.n_features} numbers")
+        say(f"  generated:   {', '.join(c.hyper_sites)} (embedding {c.embedding}, dim {c.emb_dim})")
+    say(f"  EHR fields:  {', '.join(info.schema.names)} -> {info.schema.n_features} numbers")
     selection = info.risk_selection()
     if selection is not None:
         kept = selection.kept_by_label()
-        print(f"  stage 1:     the network reads {', '.join(selection.fields(info.schema)) or 'no EHR field'}")
+        say(f"  stage 1:     the network reads {', '.join(selection.fields(info.schema)) or 'no EHR field'}")
         for label, names in kept.items():
-            print(f"               {label}: {', '.join(names) or '-'}")
+            say(f"               {label}: {', '.join(names) or '-'}")
     if c.uses_note:
-        print(f"  note:        embedded by {info.note_encoder}")
+        say(f"  note:        embedded by {info.note_encoder}")
     if info.thresholds:
         cuts = ", ".join(f"{n} {t:.2f}" for n, t in zip(info.outputs, info.thresholds))
-        print(f"  thresholds:  {cuts}")
+        say(f"  thresholds:  {cuts}")
     stats = info.input_stats
     if stats:
         parts = [f"fitted on {stats.get('fitted_on', '?')}", f"EHR ranges of {len(stats.get('ehr', {}))} field(s)"]
@@ -52,17 +56,17 @@ def _cmd_info(args: argparse.Namespace) -> None:
             parts.append(f"{len(stats['image']['mean'])} image features")
         if "scan" in stats:
             parts.append(f"training voxels up to {stats['scan']['voxel_mm_max']:.1f} mm")
-        print(f"  typical:     {'; '.join(parts)}")
+        say(f"  typical:     {'; '.join(parts)}")
     else:
-        print("  typical:     no training statistics (no out-of-distribution flags; written before they existed)")
+        say("  typical:     no training statistics (no out-of-distribution flags; written before they existed)")
     bias = info.input_stats.get("age_bias")
     if bias:
-        print(f"  age trend:   predicted = {bias['intercept']:.2f} + {bias['slope']:.3f} x age on "
+        say(f"  age trend:   predicted = {bias['intercept']:.2f} + {bias['slope']:.3f} x age on "
               f"{_plain(bias.get('fitted_on', ''))}; the corrected gap is measured from it")  # fmt: skip
     if info.flags_text:
-        print(f"  flags:       {info.flags_text}")
+        say(f"  flags:       {info.flags_text}")
     for key, value in info.metrics.items():
-        print(f"  metric {key}: {value}")
+        say(f"  metric {key}: {value}")
 
 
 def _limit_on_model_split(args: argparse.Namespace) -> None:
@@ -743,6 +747,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(stop.code or 0)
     try:
         args.func(args)
+    except BrokenPipeError:  # the reader stopped reading (`hyperfusion info MODEL | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit stays quiet
+        return 0
     except HyperFusionError as err:  # every user-facing error: the message, no traceback
         print(f"hyperfusion {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -308,3 +308,63 @@ def test_a_damaged_checkpoint_is_refused_clearly(ad_cohort, tmp_path, capsys):
         assert _train(tmp_path, ad_cohort, "--resume", "--set", "epochs=2") == 2
         err = capsys.readouterr().err
         assert "is not a readable napari-hyperfusion training checkpoint" in err and "Traceback" not in err
+
+
+# -- text from a model file reaches terminals and CSV headers as plain words ----------
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(name="CN\x1b[2J\x1b[8m hidden"), "model name"),
+        (lambda m: m["outputs"].update(names=["CN", "MCI\x1b[2J", "AD"]), "output name"),
+        (lambda m: m["outputs"].update(names=["CN", "MCI", "<img src=x onerror=alert(1)>"]), "not a plain name"),
+        (lambda m: m["outputs"].update(names=["CN", "MCI", " "]), "not a plain name"),
+        (lambda m: m["schema"]["fields"][0].update(label="Age\x07\x1b]0;owned\x07"), "field name"),
+        (lambda m: m["schema"]["fields"][1].update(categories=["Female", "Male\x1b[31m"]), "field category"),
+        (lambda m: m.pop("image"), "no 'image' section"),
+    ],
+    ids=[
+        "escape in name",
+        "escape in output",
+        "html in output",
+        "blank output",
+        "escape in field",
+        "escape in category",
+        "no image",
+    ],  # fmt: skip
+)
+def test_names_with_escapes_or_markup_are_refused_when_the_file_is_opened(edit, message, tmp_path, capsys):
+    path = _rewrite(tmp_path, "edited.safetensors", edit)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(path, device="cpu")
+    assert cli.main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "\x1b" not in err and "\x07" not in err and "Traceback" not in err
+
+
+def test_info_into_a_pipe_that_closes_early_is_not_an_error():
+    run = subprocess.run(
+        f"{sys.executable} -m napari_hyperfusion.cli info {AD_MODEL} | head -1",
+        shell=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stdout.startswith("HyperFusion AD")
+    assert "BrokenPipeError" not in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_table_with_two_columns_of_one_name_is_refused(ad_cohort, tmp_path, capsys, make_napari_viewer, errors):
+    """Two AGE columns (62 and 90): which one is meant cannot be guessed; the
+    CLI and the panel refuse the table by name instead of using the first."""
+    path = _table_copy(ad_cohort, tmp_path)
+    text = path.read_text().splitlines()
+    text = [text[0] + ",AGE"] + [line + ",90" for line in text[1:]]
+    path.write_text("\n".join(text) + "\n")
+    assert _predict(AD_MODEL, path, tmp_path / "p.csv") == 2
+    err = capsys.readouterr().err
+    assert "more than one column named 'AGE'" in err and not (tmp_path / "p.csv").exists()
+    spelled = _table_copy(ad_cohort, tmp_path, lambda t: t.insert(3, "age", "90"), name="spelled.csv")
+    panel = dock_panel(make_napari_viewer(), "SYN_DEMO_01")
+    record_before = dict(panel.patient.record())
+    assert not panel.patient.load_record(spelled, "SYN_S_0000")  # "age" and "AGE" are one field twice
+    assert "more than one column named 'AGE'" in errors[-1]
+    assert panel.patient.record() == record_before  # nothing the user had is lost

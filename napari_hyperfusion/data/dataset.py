@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CohortError
+from ..io.table_header import duplicate_message, duplicated_columns
 from .input_qc import check_input
 from .labels import RISK_LABELS
 from .preprocess import ImageError, ModelGrid, load_scan, prepare_views
@@ -159,6 +160,9 @@ def read_cohort(
         table = pd.read_csv(path, sep=sep, dtype={spec.id_column: str})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise CohortError(f"{path.name} cannot be read as a {'TSV' if sep == chr(9) else 'CSV'} table: {err}") from None
+    twice = duplicated_columns(path, sep, {k.lower(): v for k, v in spec.rename.items()})
+    if twice:
+        raise CohortError(duplicate_message(path.name, twice))
     table = table.rename(columns={k: v for k, v in spec.rename.items() if k in table.columns})
     needed = [spec.id_column]
     if need_images:

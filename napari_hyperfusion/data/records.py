@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import RecordError
+from ..io.table_header import duplicate_message, duplicated_columns
 from .schema import TabularSchema
 
 __all__ = ["RecordError", "RecordTable", "read_record_table", "record_from_row", "ID_COLUMNS", "RENAMES"]
@@ -40,6 +41,9 @@ def read_record_table(path: str | os.PathLike) -> RecordTable:
         frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise RecordError(f"{path.name} cannot be read as a table: {err}") from None
+    twice = duplicated_columns(path, sep, RENAMES)
+    if twice:
+        raise RecordError(duplicate_message(path.name, twice))
     frame = frame.rename(columns={c: RENAMES[c.lower()] for c in frame.columns if c.lower() in RENAMES})
     id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
     if id_column is None:

@@ -66,6 +66,15 @@ _HEADER_LIMIT = 16 * 1024 * 1024
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
+def _require_plain(text: str, what: str, longest: int = 200) -> None:
+    """Refuse text with control characters (terminal escapes) or absurd length."""
+    if len(text) > longest or any(not c.isprintable() for c in text):
+        raise ModelFileError(
+            f"the {what} {ascii(text)[:80]} holds control characters or is over {longest} characters long",
+            "bad_metadata",
+        )
+
+
 @dataclass
 class ModelInfo:
     """Everything about a model except its weights.
@@ -115,6 +124,27 @@ class ModelInfo:
             )
         if self.thresholds and len(self.thresholds) != len(self.outputs):
             raise ModelFileError(f"{len(self.thresholds)} thresholds for {len(self.outputs)} labels", "bad_metadata")
+        if self.config.uses_image and not self.image:
+            raise ModelFileError(
+                "the network reads an image but the file has no 'image' section (the grid it reads)", "bad_metadata"
+            )
+        # names reach terminals, CSV headers and the panel: plain words only, never escapes or markup
+        texts = [
+            (self.name, "model name"),
+            (self.output_unit, "output unit"),
+            *((o, "output name") for o in self.outputs),
+        ]
+        for f in self.schema.fields:
+            texts += [(f.name, "field name"), (f.label, "field name"), (f.unit, "field unit")]
+            texts += [(c, "field category") for c in f.categories]
+        for text, what in texts:
+            _require_plain(str(text), what)
+        for text in self.outputs:
+            if not str(text).strip() or any(c in str(text) for c in '<>&"'):
+                raise ModelFileError(
+                    f'output name {ascii(str(text))[:80]} is not a plain name (empty, or holding < > & ")',
+                    "bad_metadata",
+                )
 
     @property
     def is_classifier(self) -> bool:
