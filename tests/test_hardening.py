@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import dock_panel, tiny_train_settings, write_toml
 from fuzz_cases import _join_safetensors, _split_safetensors
 
@@ -368,3 +369,73 @@ def test_a_table_with_two_columns_of_one_name_is_refused(ad_cohort, tmp_path, ca
     assert not panel.patient.load_record(spelled, "SYN_S_0000")  # "age" and "AGE" are one field twice
     assert "more than one column named 'AGE'" in errors[-1]
     assert panel.patient.record() == record_before  # nothing the user had is lost
+
+
+# -- the same seed, data and config give the same model, whatever the clock says --------
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+PADDED_SITES = {"hyper_sites": ["block3.conv1", "block4.conv2"]}  # 3x3x3 kernels: every form applies, with padding
+
+
+def test_training_with_auto_forms_is_reproducible_bit_for_bit(ad_cohort, tmp_path, monkeypatch):
+    """hyper_form = "auto" chose each hyper layer's form by timing; two runs
+    whose clocks disagreed gave different models. Here the clock is made to
+    disagree on purpose (another form is "fastest" in each run, as under
+    load): the models must still be the same, bit for bit, and a resumed run
+    must give the uninterrupted run's model. (Every trained network's hyper
+    layers have hyper_form = "auto".)"""
+    from napari_hyperfusion.nn import hyper
+
+    picks = iter(["loop", "grouped", "bmm", "loop", "grouped", "bmm"] * 50)
+    monkeypatch.setattr(hyper, "_fastest", lambda runs, device, default: (next(picks), {}))
+    models = []
+    for run in ("a", "b"):
+        hyper.clear_auto_forms()
+        config = tmp_path / f"{run}.toml"
+        settings = {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "out": str(tmp_path / run),
+                    "epochs": 2, **PADDED_SITES}  # fmt: skip
+        write_toml(config, settings)
+        assert cli.main(["train", str(config)]) == 0
+        models.append(_weights(tmp_path / run / "model.safetensors"))
+    assert models[0].keys() == models[1].keys()
+    for name in models[0]:
+        assert torch.equal(models[0][name], models[1][name]), name
+    # a resume: one epoch, then the second from the checkpoint
+    hyper.clear_auto_forms()
+    config = tmp_path / "c.toml"
+    settings = {**tiny_train_settings("ad"), "cohort": str(ad_cohort), "out": str(tmp_path / "c"), "epochs": 1,
+                **PADDED_SITES}  # fmt: skip
+    write_toml(config, settings)
+    assert cli.main(["train", str(config)]) == 0
+    hyper.clear_auto_forms()
+    write_toml(config, {**settings, "epochs": 2})
+    assert cli.main(["train", str(config), "--resume"]) == 0
+    resumed = _weights(tmp_path / "c" / "model.safetensors")
+    for name in models[0]:
+        assert torch.equal(models[0][name], resumed[name]), name
+
+
+def test_overwrite_keeps_the_earlier_model_until_the_new_one_exists(ad_cohort, tmp_path, monkeypatch, capsys):
+    from napari_hyperfusion.train import run as train_run
+
+    assert _train(tmp_path, ad_cohort) == 0
+    model = tmp_path / "run" / "model.safetensors"
+    before = model.read_bytes()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_run, "fit", killed)  # the new run is killed before it has a model
+    assert _train(tmp_path, ad_cohort, "--overwrite") == 130
+    assert model.read_bytes() == before  # the earlier model is still there, whole
+    assert "is kept until this run writes its own" in capsys.readouterr().err
+    load_model(model, device="cpu")
+    monkeypatch.undo()
+    assert _train(tmp_path, ad_cohort, "--overwrite") == 0
+    assert model.exists() and not (tmp_path / "run" / "model.safetensors.tmp").exists()

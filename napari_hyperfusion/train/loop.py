@@ -44,6 +44,7 @@ from ..nn.base import FusionNet
 from ..nn.build import build_model
 from ..nn.config import ModelConfig, brain_age_hyper_sites
 from ..nn.devices import dist_info, init_distributed  # noqa: F401  (re-exported: train.run, tests)
+from ..nn.hyper import auto_form_override
 from .metrics import classification_metrics, multilabel_metrics, regression_metrics
 
 __all__ = [
@@ -511,7 +512,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def fit(
+def _fit_untimed(
     net: FusionNet,
     train: TrainingData,
     val: TrainingData,
@@ -676,7 +677,7 @@ def fit(
     )  # fmt: skip
 
 
-def pretrain_embedding(
+def _pretrain_embedding_untimed(
     net: FusionNet, train: TrainingData, val: TrainingData, cfg: TrainConfig, device: torch.device
 ) -> FitResult | None:
     """The paper's two-stage option: train the tabular-only MLP (embedding
@@ -736,3 +737,21 @@ def fingerprint_of(cfg: TrainConfig, train_ids: list[str], val_ids: list[str], d
     skip = {"epochs", "resume", "patience", "progress", "jobs", "device", "out", "cohort"}
     kept = {k: v for k, v in cfg.to_dict().items() if k not in skip}
     return json.dumps({"cfg": kept, "train": train_ids, "val": val_ids, "data": data}, sort_keys=True)
+
+
+def fit(*args: Any, **kwargs: Any):
+    """:func:`_fit_untimed` with hyper layers' ``form="auto"`` fixed by
+    rule, not by timing: forms differ in their last bits, and a choice made
+    by the clock would make two runs with the same seed, data and config
+    give different models (see :func:`..nn.hyper.set_auto_form_override`)."""
+    with auto_form_override("static"):
+        return _fit_untimed(*args, **kwargs)
+
+
+def pretrain_embedding(*args: Any, **kwargs: Any):
+    """:func:`_pretrain_embedding_untimed` with hyper layers' ``form="auto"`` fixed by
+    rule, not by timing: forms differ in their last bits, and a choice made
+    by the clock would make two runs with the same seed, data and config
+    give different models (see :func:`..nn.hyper.set_auto_form_override`)."""
+    with auto_form_override("static"):
+        return _pretrain_embedding_untimed(*args, **kwargs)

@@ -24,6 +24,7 @@ import datetime as _dt
 import hashlib
 import json
 import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,8 @@ def check_out_folder(out: Path, resume: bool, overwrite: bool, rank: int = 0) ->
     A new run into a folder that holds an earlier run's files would leave a
     model from one run beside the history of another. ``resume`` needs the
     earlier run's checkpoint; ``overwrite`` removes the earlier run's files
-    (rank 0) and starts again.
+    (rank 0) and starts again, except its model, which the new one replaces
+    atomically when it is written (a killed run loses no model).
 
     Raises:
         TrainConfigError: the folder holds a run and neither was asked for,
@@ -183,8 +185,16 @@ def check_out_folder(out: Path, resume: bool, overwrite: bool, rank: int = 0) ->
             "continue that run with --resume, or replace it with --overwrite"
         )
     if found and rank == 0:
+        # the earlier model stays usable until this run writes its own (atomically, at the end): a run
+        # killed before then leaves it in place; the rest of the earlier run goes now
         for name in found:
-            (out / name).unlink()
+            if name != "model.safetensors":
+                (out / name).unlink()
+        if "model.safetensors" in found:
+            print(
+                f"--overwrite: the earlier {out / 'model.safetensors'} is kept until this run writes its own",
+                file=sys.stderr,
+            )
 
 
 def train_and_save(cfg: TrainConfig, command: str = "", overwrite: bool = False) -> TrainOutcome:
