@@ -380,9 +380,11 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         finally:
             if bar is not None:
                 bar.close()
-        paths = write_prepared(prepared, args.out, nifti_stem(path))
         verdict, reason = qc_verdict(prepared.qc)
         failed += verdict == "refuse"
+        # a refused result is kept for inspection, but never under a name a pipeline would take as prepared
+        stem = nifti_stem(path) + ("_REFUSED" if verdict == "refuse" else "")
+        paths = write_prepared(prepared, args.out, stem)
         print(
             f"{path.name}: {verdict.upper()} ({reason}); head scale {prepared.head_scale:.3f}; "
             f"wrote {paths['scan']}, {paths['transform'].name}, {paths['qc'].name}"
@@ -556,9 +558,10 @@ def _plain(text: str) -> str:
     return "".join(c for c in str(text) if c.isprintable())
 
 
-def _at_least(low: int):
-    """An argparse type: a whole number >= ``low`` (argparse prints the
-    message and exits 2, like every other usage error)."""
+def _at_least(low: int, high: int | None = None, why: str = ""):
+    """An argparse type: a whole number >= ``low`` (and <= ``high``, for
+    the reason ``why``); argparse prints the message and exits 2, like every
+    other usage error."""
 
     def parse(text: str) -> int:
         try:
@@ -567,10 +570,15 @@ def _at_least(low: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}{': ' + why if why else ''}")
         return value
 
-    parse.__name__ = f"whole number >= {low}"
+    parse.__name__ = f"whole number >= {low}" + (f" and <= {high}" if high is not None else "")
     return parse
+
+
+MAX_CHUNK = 2048  # subjects: one chunk's scans, resampled views and rows stay within a few hundred MB
 
 
 def _fraction(text: str) -> float:
@@ -685,7 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="the predictions CSV to write")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--batch-size", type=_at_least(1), default=16, help="subjects per forward pass")
-    predict.add_argument("--chunk-size", type=_at_least(1), default=256,
+    predict.add_argument("--chunk-size", type=_at_least(1, MAX_CHUNK, "a chunk's scans are held in memory at once"),
+                         default=256,
                          help="subjects per chunk: the memory bound and the unit of --resume (default 256)")  # fmt: skip
     predict.add_argument("--jobs", type=_at_least(1), default=1, help="processes loading scans")
     predict.add_argument("--resume", action="store_true", help="continue an interrupted run from its finished chunks")

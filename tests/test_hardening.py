@@ -10,6 +10,7 @@ cohorts written by nibabel, the CLI called as a user calls it.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import struct
@@ -439,3 +440,69 @@ def test_overwrite_keeps_the_earlier_model_until_the_new_one_exists(ad_cohort, t
     monkeypatch.undo()
     assert _train(tmp_path, ad_cohort, "--overwrite") == 0
     assert model.exists() and not (tmp_path / "run" / "model.safetensors.tmp").exists()
+
+
+# -- scans: the real reason, bounded memory, no "prepared" file for a refused scan -------
+
+ANATOMICAL = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")
+
+
+def test_a_partial_field_of_view_is_named_with_its_real_coverage():
+    from napari_hyperfusion.data.input_qc import check_input
+    from napari_hyperfusion.data.preprocess import load_scan
+
+    qc = check_input(load_scan(ANATOMICAL))  # nibabel's own test file: a 50 x 66 x 82 mm slab
+    assert qc.verdict == "refuse" and len(qc.reasons) == 1
+    assert "partial field of view" in qc.reasons[0] and "holds 16% of the template's brain" in qc.reasons[0]
+    assert "skull" not in qc.reasons[0]
+
+
+def test_huge_intensities_give_a_finite_sharpness_without_warnings():
+    import warnings
+
+    from napari_hyperfusion.data.input_qc import check_input
+    from napari_hyperfusion.data.preprocess import Scan, load_scan
+
+    scan = load_scan(models_dir().parent / "sample_data" / "SYN_DEMO_01.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "overflow encountered in square" was printed
+        qc = check_input(Scan(scan.data.astype(np.float64) * 1e30, scan.affine))
+    assert np.isfinite(qc.sharpness) and qc.verdict == "ok"
+
+
+def test_a_tiny_gzip_claiming_a_huge_volume_is_refused_before_allocating(tmp_path):
+    import gzip
+    import resource
+
+    from napari_hyperfusion.data.preprocess import load_scan
+    from napari_hyperfusion.errors import ImageError
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((511, 511, 511))
+    header.set_data_dtype(np.float64)
+    bomb = tmp_path / "bomb.nii.gz"
+    bomb.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4))
+    assert bomb.stat().st_size < 200
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageError, match="truncated or its header is wrong: the header claims 1018.0 MiB"):
+        load_scan(bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB: not the gigabyte
+    # a multi-member gzip (bgzip-style), whose trailer records the last member only, still opens
+    whole = nib.Nifti1Image(np.ones((40, 48, 40), np.float32), np.diag([2, 2, 2, 1.0]))
+    raw = whole.to_bytes()
+    multi = tmp_path / "multi.nii.gz"
+    multi.write_bytes(b"".join(gzip.compress(raw[i : i + 65536]) for i in range(0, len(raw), 65536)))
+    assert load_scan(multi).data.shape == (40, 48, 40)
+
+
+def test_chunk_size_is_bounded(capsys):
+    assert cli.main(["predict", str(AD_MODEL), "x.csv", "--out", "y.csv", "--chunk-size", "100000"]) == 2
+    assert "must be at most 2048" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("SimpleITK") is None, reason="prepare needs the [prep] extra")
+def test_prepare_never_writes_a_refused_scan_under_a_prepared_name(tmp_path, capsys):
+    assert cli.main(["prepare", ANATOMICAL, "--out", str(tmp_path)]) == 2
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names and all("_REFUSED" in n for n in names), names
+    assert "REFUSE" in capsys.readouterr().out

@@ -158,6 +158,30 @@ def _template_spread() -> float:
     return float(np.linalg.det(np.cov(_world(np.argwhere(_mask()), load_template().affine).T)))
 
 
+PARTIAL_FOV = 0.7  # a field of view shorter than this share of the brain along any axis is partial
+
+
+def field_of_view_mm(scan: Scan) -> np.ndarray:
+    """The scan's field of view along its three axes, sorted, in mm."""
+    return np.sort(np.asarray(scan.data.shape[:3], dtype=float) * np.asarray(scan.voxel_size, dtype=float))
+
+
+def fov_coverage(scan: Scan) -> float:
+    """Share of the template's brain voxels inside the scan's array, placed
+    by the scan's affine (0 to 1)."""
+    world = _world(np.argwhere(_mask()), load_template().affine)
+    ijk = (world - scan.affine[:3, 3]) @ np.linalg.inv(scan.affine[:3, :3]).T
+    inside = np.all((ijk >= -0.5) & (ijk <= np.asarray(scan.data.shape[:3]) - 0.5), axis=1)
+    return float(inside.mean())
+
+
+@lru_cache(maxsize=1)
+def _brain_extent_mm() -> np.ndarray:
+    """The template brain's extent along its three axes, sorted, in mm."""
+    world = _world(np.argwhere(_mask()), load_template().affine)
+    return np.sort(world.max(axis=0) - world.min(axis=0))
+
+
 def _world(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return ijk @ affine[:3, :3].T + affine[:3, 3]
 
@@ -180,8 +204,10 @@ def _sharpness(on_template: np.ndarray, spacing_mm: float) -> float:
     spread = float(q3 - q1)
     if spread <= 0:
         return 0.0
-    gradient = np.sqrt(sum(g**2 for g in np.gradient(on_template, spacing_mm)))
-    return float(gradient[mask].mean() / spread)
+    # in units of the tissue spread: intensities near 1e30 would overflow their squares
+    scaled = (on_template.astype(np.float64) - float(q1)) / spread
+    gradient = np.sqrt(sum(g**2 for g in np.gradient(scaled, spacing_mm)))
+    return float(gradient[mask].mean())
 
 
 def measure_input(scan: Scan) -> InputQC:
@@ -224,7 +250,16 @@ def check_input(scan: Scan, trained: dict[str, Any] | None = None) -> InputQC:
     refuse: list[str] = []
     warn: list[str] = []
     lo, hi = HEAD_SCALE_RANGE
-    if not np.isfinite(qc.head_scale):
+    fov, brain = field_of_view_mm(scan), _brain_extent_mm()
+    partial = bool(np.any(fov < PARTIAL_FOV * brain))
+    if partial:  # the size and coverage measures of a slab would blame the skull or the voxel sizes
+        refuse.append(
+            f"its field of view is {' x '.join(f'{v:.0f}' for v in fov)} mm, smaller than a whole brain "
+            f"(about {' x '.join(f'{v:.0f}' for v in brain)} mm): a partial field of view (a slab or a cropped "
+            f"scan) that holds {fov_coverage(scan):.0%} of the template's brain where the file places it; the "
+            "model needs the whole brain"
+        )
+    elif not np.isfinite(qc.head_scale):
         refuse.append("the scan has no foreground to measure (empty, or a single intensity)")
     else:
         if not lo <= qc.head_scale <= hi:

@@ -118,7 +118,54 @@ def open_nifti(path: str | os.PathLike, max_voxels: int = MAX_SCAN_VOXELS) -> An
             "a brain MRI needs; the header is wrong or this is not one scan"
         )
     check_affine(img.affine, path.name)
+    _check_holds_its_voxels(path, img, n_voxels)
     return img
+
+
+def _gunzipped_size(path: Path, enough: int) -> int:
+    """Bytes a gzip file decompresses to, counted in 1 MiB steps and no
+    further than ``enough`` (memory stays flat; multi-member files such as
+    bgzip's, whose trailer records only the last member, count in full). A
+    truncated or corrupt stream counts what it held."""
+    import gzip
+    import zlib
+
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while total < enough:
+                block = stream.read(1 << 20)
+                if not block:
+                    break
+                total += len(block)
+    except (OSError, EOFError, zlib.error):
+        pass
+    return total
+
+
+GZIP_MAX_RATIO = 1032  # deflate cannot expand data more than this (RFC 1951: 258 bytes per 2 bits, about)
+
+
+def _check_holds_its_voxels(path: Path, img: Any, n_voxels: int) -> None:
+    """Refuse, before any voxel is read, a file too small for the volume its
+    header claims: a 100-byte .nii.gz whose header claims 511^3 float64
+    voxels would otherwise allocate a gigabyte before failing as truncated."""
+    needed = int(img.header.get("vox_offset", 352)) + n_voxels * img.get_data_dtype().itemsize
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as handle:
+            handle.seek(max(size - 4, 0))
+            stored = int.from_bytes(handle.read(4), "little")  # gzip's own record of the uncompressed size
+        if size * GZIP_MAX_RATIO < needed or (stored < needed and _gunzipped_size(path, needed) < needed):
+            raise ImageError(
+                f"{path.name} is truncated or its header is wrong: the header claims {needed / 2**20:.1f} MiB of "
+                f"voxels, but the compressed file holds {min(stored, size * GZIP_MAX_RATIO) / 2**20:.1f} MiB"
+            )
+    elif size < needed:
+        raise ImageError(
+            f"{path.name} is truncated or its header is wrong: the header claims {needed / 2**20:.1f} MiB of "
+            f"voxels, but the file holds {size / 2**20:.1f} MiB"
+        )
 
 
 def is_scaled(img: Any) -> bool:
