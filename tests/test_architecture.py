@@ -30,9 +30,10 @@ LAYERS = {
     "launch": 8,
 }  # fmt: skip
 # the synthetic generator serves the CLI (make-cohort), the scripts and the tests only;
-# the panel reads the generator's ground truth (synth.truth) for synthetic subjects, nothing else
+# the panel reads the generator's ground truth (synth.truth) for synthetic subjects, and which of its
+# volumes a model's views hold (synth.coverage: the truth that model can reach), nothing else
 SYNTH_USERS = {"cli"}
-SYNTH_MODULES_FOR = {"_qt": ("napari_hyperfusion.synth.truth",)}
+SYNTH_MODULES_FOR = {"_qt": ("napari_hyperfusion.synth.truth", "napari_hyperfusion.synth.coverage")}
 # only the panel (and the launcher that opens napari's window) may touch Qt
 QT_USERS = {"_qt", "launch"}
 QT_MODULES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari.qt", "napari._qt", "superqt")

@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CohortError
-from ..io.table_header import duplicate_message, duplicated_columns
 from .input_qc import check_input
 from .labels import RISK_LABELS
 from .preprocess import ImageError, ModelGrid, load_scan, prepare_views
 from .schema import SchemaError, TabularSchema
+from .table_header import duplicate_message, duplicated_columns
 
 __all__ = ["CohortError", "TaskSpec", "TASK_SPECS", "Cohort", "read_cohort", "load_images", "AD_CLASSES"]
 

@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from ..errors import RecordError
-from ..io.table_header import duplicate_message, duplicated_columns
 from .schema import TabularSchema
+from .table_header import duplicate_message, duplicated_columns
 
 __all__ = ["RecordError", "RecordTable", "read_record_table", "record_from_row", "ID_COLUMNS", "RENAMES"]
 
