@@ -506,3 +506,22 @@ def test_prepare_never_writes_a_refused_scan_under_a_prepared_name(tmp_path, cap
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names and all("_REFUSED" in n for n in names), names
     assert "REFUSE" in capsys.readouterr().out
+
+
+def _move_views(meta, mm):
+    for view in meta["image"]["views"]:
+        view["affine"][0][3] += mm  # every view, 'mm' to the right
+
+
+def test_a_view_grid_moved_off_its_region_is_refused_when_opened(tmp_path, capsys):
+    """A grid moved 40 mm off the hippocampi it names read something else and
+    only raised an out-of-distribution flag (P(AD) 0.216 -> 0.330)."""
+    moved = _rewrite(tmp_path, "moved.safetensors", lambda m: _move_views(m, 40.0))
+    with pytest.raises(
+        ModelFileError, match="view 'right hippocampus' holds only 0% of the template's right hippocampus"
+    ):
+        load_model(moved, device="cpu")
+    assert cli.main(["info", str(moved)]) == 2
+    assert "not where its name says" in capsys.readouterr().err
+    nudged = _rewrite(tmp_path, "nudged.safetensors", lambda m: _move_views(m, 2.0))  # a voxel: still its region
+    load_model(nudged, device="cpu")

@@ -72,3 +72,45 @@ def load_template() -> Template:
     return Template(
         t1=read("t1"), gm=read("gm") / 255.0, wm=read("wm") / 255.0, regions=regions, affine=img.affine.copy()
     )
+
+
+# the template regions a view grid can be asked to cover, as partial-volume masses
+REGIONS = ("hippocampi", "entorhinal cortices", "ventricles", "brain tissue (GM + WM)", "right hippocampus",
+           "left hippocampus")  # fmt: skip
+
+
+def grid_coverage(shape: tuple[int, int, int], affines: list[np.ndarray]) -> dict[str, float]:
+    """Share of each of :data:`REGIONS` (partial-volume mass) inside the
+    union of a model's views.
+
+    Args:
+        shape: the view grid's ``(D, H, W)`` in voxels.
+        affines: each view's ``4 x 4`` voxel -> MNI mm matrix.
+
+    Returns:
+        ``{region: fraction 0..1}``.
+    """
+    key = (tuple(int(v) for v in shape), tuple(tuple(map(tuple, np.asarray(a, float).tolist())) for a in affines))
+    return dict(_grid_coverage(key))
+
+
+@lru_cache(maxsize=16)
+def _grid_coverage(key) -> tuple[tuple[str, float], ...]:
+    shape, affines = key
+    tpl = load_template()
+    idx = np.indices(tpl.shape).reshape(3, -1)
+    world = tpl.affine[:3, :3] @ idx + tpl.affine[:3, 3:4]
+    inside = np.zeros(idx.shape[1], dtype=bool)
+    for affine in affines:
+        inv = np.linalg.inv(np.asarray(affine))
+        ijk = inv[:3, :3] @ world + inv[:3, 3:4]
+        inside |= np.all((ijk >= -0.5) & (ijk <= np.array(shape)[:, None] - 0.5), axis=0)
+    masses = {
+        "hippocampi": tpl.regions["hippocampus_L"] + tpl.regions["hippocampus_R"],
+        "entorhinal cortices": tpl.regions["entorhinal_L"] + tpl.regions["entorhinal_R"],
+        "ventricles": tpl.regions["ventricles"],
+        "brain tissue (GM + WM)": tpl.gm + tpl.wm,
+        "right hippocampus": tpl.regions["hippocampus_R"],
+        "left hippocampus": tpl.regions["hippocampus_L"],
+    }
+    return tuple((name, float(mass.ravel()[inside].sum() / mass.sum())) for name, mass in masses.items())

@@ -66,6 +66,29 @@ _HEADER_LIMIT = 16 * 1024 * 1024
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
+# what each crop must hold of the template: a view grid moved off its region reads something else
+CROP_REGION = {"hippocampus": "hippocampi", "whole": "brain tissue (GM + WM)"}
+MIN_REGION_COVERAGE = 0.5
+
+
+def _require_grid_on_its_region(grid: Any) -> None:
+    from ..data.template import grid_coverage
+
+    for v in range(grid.n_views):
+        name = str(grid.views[v][0]) if grid.views else grid.crop
+        # each hippocampus view must hold its own side; a whole-brain view, the brain
+        side = "right" if "right" in name else "left" if "left" in name else None
+        region = f"{side} hippocampus" if grid.crop == "hippocampus" and side else CROP_REGION[grid.crop]
+        cover = grid_coverage(grid.shape, [grid.affine(v)])[region]
+        if cover < MIN_REGION_COVERAGE:
+            raise ModelFileError(
+                f"its view {ascii(name)[:60]} holds only {cover:.0%} of the template's {region} (at least "
+                f"{MIN_REGION_COVERAGE:.0%} expected): the grid is not where its name says; it would read "
+                "another part of the brain",
+                "bad_metadata",
+            )
+
+
 def _require_plain(text: str, what: str, longest: int = 200) -> None:
     """Refuse text with control characters (terminal escapes) or absurd length."""
     if len(text) > longest or any(not c.isprintable() for c in text):
@@ -218,7 +241,8 @@ class ModelInfo:
             if data.get("image"):
                 from ..data.preprocess import ModelGrid
 
-                ModelGrid.from_dict(data["image"])  # a grid that cannot be built is refused now, not at Predict
+                grid = ModelGrid.from_dict(data["image"])  # a grid that cannot be built is refused now, not at Predict
+                _require_grid_on_its_region(grid)
             schema = TabularSchema.from_dict(data["schema"])
             flags = data.get("flags", {})
             return cls(

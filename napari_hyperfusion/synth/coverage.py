@@ -10,11 +10,8 @@ choice do (docs/models.md).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-import numpy as np
-
 from ..data.preprocess import ModelGrid
+from ..data.template import grid_coverage
 
 __all__ = ["REGION_OF_VOLUME", "SEEN_THRESHOLD", "region_coverage", "seen_volumes"]
 
@@ -39,30 +36,7 @@ def region_coverage(grid: ModelGrid) -> dict[str, float]:
         ``{region name: fraction 0..1}`` for the names of
         :data:`REGION_OF_VOLUME`'s values.
     """
-    key = (grid.shape, tuple(tuple(map(tuple, np.asarray(grid.affine(v)).tolist())) for v in range(grid.n_views)))
-    return dict(_coverage(key))
-
-
-@lru_cache(maxsize=8)
-def _coverage(key) -> tuple[tuple[str, float], ...]:
-    from ..data.template import load_template
-
-    shape, affines = key
-    tpl = load_template()
-    idx = np.indices(tpl.shape).reshape(3, -1)
-    world = tpl.affine[:3, :3] @ idx + tpl.affine[:3, 3:4]
-    inside = np.zeros(idx.shape[1], dtype=bool)
-    for affine in affines:
-        inv = np.linalg.inv(np.asarray(affine))
-        ijk = inv[:3, :3] @ world + inv[:3, 3:4]
-        inside |= np.all((ijk >= -0.5) & (ijk <= np.array(shape)[:, None] - 0.5), axis=0)
-    regions = {
-        "hippocampi": tpl.regions["hippocampus_L"] + tpl.regions["hippocampus_R"],
-        "entorhinal cortices": tpl.regions["entorhinal_L"] + tpl.regions["entorhinal_R"],
-        "ventricles": tpl.regions["ventricles"],
-        "brain tissue (GM + WM)": tpl.gm + tpl.wm,
-    }
-    return tuple((name, float(mass.ravel()[inside].sum() / mass.sum())) for name, mass in regions.items())
+    return grid_coverage(grid.shape, [grid.affine(v) for v in range(grid.n_views)])
 
 
 def seen_volumes(image: dict | None) -> tuple[str, ...]:
