@@ -112,3 +112,60 @@ def test_a_step_that_asks_about_the_truth_shows_it(make_napari_viewer, qtbot, er
     qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
     assert panel.whatif.truth_box.isChecked() and panel.whatif.last_truth is not None
     assert not errors
+
+
+def _lecture_state(panel) -> dict:
+    """What the screen shows for a lecture step, compared between passes."""
+    from napari_hyperfusion.analysis.overlays import OVERLAY_KEY
+
+    whatif = panel.whatif
+    layer = panel.patient.current_layer()
+    overlays = sorted(
+        lyr.name for lyr in panel.viewer.layers if OVERLAY_KEY in lyr.metadata and not lyr.name.startswith("[STALE]")
+    )
+    return {
+        "subject": layer.metadata.get("subject_id") if layer is not None else None,
+        "model": panel.model.info.name,
+        "whatif": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in whatif.whatif_record().items()},
+        "curve": whatif.last_curve.field if whatif.last_curve is not None else None,
+        "truth": whatif.truth_box.isChecked() and whatif.last_truth is not None,
+        "overlays": overlays,
+        "plane": panel.view_controls.plane.currentText(),
+        "caption": panel.lecture_caption.text(),
+    }
+
+
+@pytest.mark.parametrize("path", shipped_scenarios(), ids=lambda p: p.stem)
+def test_back_shows_exactly_what_the_forward_pass_showed(path, make_napari_viewer, qtbot, errors):
+    """Both shipped scenarios, forward to the end and back to the start with
+    PageDown / PageUp on the viewer's canvas: every step's view (subject,
+    what-if values, curve, ground truth, maps, plane, text) equals the
+    forward pass's, and the step's text stays in view on the tab it shows."""
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    panel = dock_panel(viewer, "SYN_DEMO_01")
+    player = panel.lecture
+    assert player.load(path)
+    canvas = viewer.window._qt_viewer.canvas.native
+
+    def settle():
+        qtbot.wait(20)
+        qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+        qtbot.wait(20)
+
+    player.go(0)
+    settle()
+    forward = [_lecture_state(panel)]
+    for _ in range(len(player.scenario.steps) - 1):
+        qtbot.keyClick(canvas, Qt.Key.Key_PageDown)
+        settle()
+        forward.append(_lecture_state(panel))
+        assert panel.lecture_caption.isVisible() and panel.lecture_caption.text() == player.text.text()
+    assert player.index == len(player.scenario.steps) - 1
+    for index in range(len(forward) - 2, -1, -1):
+        qtbot.keyClick(canvas, Qt.Key.Key_PageUp)
+        settle()
+        assert player.index == index
+        assert _lecture_state(panel) == forward[index], f"step {index + 1}"
+    assert not errors

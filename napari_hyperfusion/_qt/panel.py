@@ -52,6 +52,7 @@ from ..nn.devices import available_devices, resolve_device
 from . import notify
 from .explain_section import ExplainSection
 from .jobs import JobRunner
+from .layers import overlays_of
 from .model_picker import ModelPicker
 from .patient_form import PatientForm
 from .plain import PlainCanvas
@@ -129,6 +130,14 @@ class HyperFusionPanel(QWidget):
         bar_layout.addWidget(self.predict_button)
         bar_layout.addWidget(self.jobs)
         bar_layout.addWidget(self.result_view.headline)
+        # a lecture step's text, in view on whichever tab the step shows
+        self.lecture_caption = QLabel()
+        self.lecture_caption.setObjectName("lecture_caption")
+        self.lecture_caption.setTextFormat(Qt.TextFormat.PlainText)  # a scenario file's text, as written
+        self.lecture_caption.setWordWrap(True)
+        self.lecture_caption.setStyleSheet("font-size: 13pt; color: #8fd0ff;")
+        self.lecture_caption.setVisible(False)
+        bar_layout.addWidget(self.lecture_caption)
         outer.addWidget(bar)
         inner = QWidget()
         scroll = self.scroll = QScrollArea()
@@ -257,20 +266,31 @@ class HyperFusionPanel(QWidget):
                 self.whatif.set_whatif_value(name, value)
             self.whatif.update_whatif()
 
-        def curve(name: str) -> None:
+        def curve(name: str | None) -> None:
+            if name is None:
+                self.whatif.clear_curve()
+                return
             self.whatif.curve_field.setCurrentIndex(self.whatif.curve_field.findData(name))
             self.whatif.show_response_curve()
 
-        def overlay(method: str) -> None:
+        def overlay(method: str | None) -> None:
+            if method is None:  # this step shows no map: remove those of the case's scan
+                for layer in overlays_of(self.viewer, self.case.identity.scan_fingerprint):
+                    self.viewer.layers.remove(layer)
+                return
             combo = self.explainer.method_combo
             combo.setCurrentIndex(combo.findData(method))
             self.explain()
+
+        def caption(text: str) -> None:
+            self.lecture_caption.setText(text)
+            self.lecture_caption.setVisible(bool(text))
 
         return ScenarioActions(
             open_subject=open_subject, open_model=open_model, predict=predict,
             schema=lambda: self.model.info.schema, set_whatif=set_whatif, curve=curve,
             truth=lambda on: self.whatif.truth_box.setChecked(on and self.whatif.truth_box.isEnabled()),
-            plane=lambda name: self.view_controls.plane.setCurrentText(name), overlay=overlay,
+            plane=lambda name: self.view_controls.plane.setCurrentText(name), overlay=overlay, caption=caption,
         )  # fmt: skip
 
     # -- state ------------------------------------------------------------------

@@ -43,10 +43,11 @@ class ScenarioActions:
     predict: Callable[[Callable[[], None]], None]  # predict, then call back on the UI thread
     schema: Callable[[], Any]  # the current model's schema
     set_whatif: Callable[[dict[str, Any]], None]  # the patient's values, then these
-    curve: Callable[[str], None]
+    curve: Callable[[str | None], None]  # None: no curve (a step before the one that draws it)
     truth: Callable[[bool], None]  # the ground-truth curve on or off
     plane: Callable[[str], None]
-    overlay: Callable[[str], None]
+    overlay: Callable[[str | None], None]  # None: remove the scan's maps (a step before the one that made them)
+    caption: Callable[[str], None] = lambda text: None  # the step's text where it stays in view
 
 
 @dataclass
@@ -176,6 +177,7 @@ class ScenarioPlayer(QWidget):
             return
         self.index = index
         self.text.setText(f"Step {index + 1} of {len(self.scenario.steps)}: {state.say}")
+        self.actions.caption(self.text.text())  # stays in view while the step's tab is shown
         self._update_buttons()
         needs_prediction = changed or self._shown is None
         self._shown = state
@@ -189,12 +191,11 @@ class ScenarioPlayer(QWidget):
             return
         if state.plane:
             self.actions.plane(state.plane)
+        # every part of the view is set, also to "none": Back shows exactly what the forward pass showed
         self.actions.set_whatif(state.values)
         self.actions.truth(state.truth)
-        if state.curve:
-            self.actions.curve(state.curve)
-        if state.overlay:
-            self.actions.overlay(state.overlay)
+        self.actions.curve(state.curve)
+        self.actions.overlay(state.overlay)
 
     def _update_buttons(self) -> None:
         steps = len(self.scenario.steps) if self.scenario is not None else 0

@@ -663,6 +663,14 @@ class WhatIfSection(QWidget):
         seen = seen_volumes(info.image if info.config.uses_image else None)
         return ad_truth_curve({**truth, **known}, field, values, seen)
 
+    def clear_curve(self) -> None:
+        """No response curve (the plot shows the what-if alone)."""
+        if self.last_curve is None:
+            return
+        self.last_curve = self.last_truth = None
+        if self.patient_record:
+            self.update_whatif()
+
     @notify.guarded("Cannot draw the response curve")
     def show_response_curve(self) -> None:
         """The output over the chosen field's range, in one batched decode."""
