@@ -117,7 +117,7 @@ class HyperFusionPanel(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.setSpacing(2)
-        bar = QWidget()
+        bar = self.action_bar = QWidget()
         bar.setObjectName("action_bar")
         bar_layout = QVBoxLayout(bar)
         bar_layout.setContentsMargins(6, 4, 6, 4)
@@ -298,7 +298,8 @@ class HyperFusionPanel(QWidget):
         """Text and figures large enough for the back of a lecture hall (the
         View tab's "Lecture size"); the canvas text is the View tab's."""
         scale = LECTURE_SCALE if on else 1.0
-        self.scroll.widget().setStyleSheet(f"font-size: {round(10 * scale)}pt;" if on else "")
+        for part in (self.scroll.widget(), self.action_bar):  # the fixed bar's answer too
+            part.setStyleSheet(f"font-size: {round(10 * scale)}pt;" if on else "")
         for canvas in self.findChildren(PlainCanvas):
             canvas.scale_text(scale)
         # larger text needs a wider dock, or lines run off its right edge
