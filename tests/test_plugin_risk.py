@@ -100,3 +100,18 @@ def test_an_unusable_note_is_reported_and_kept(panel, qtbot):
     assert panel.whatif.update_whatif() is None
     assert any("Cannot use the note" in e for e in panel.errors)
     assert panel.patient.note_edit.toPlainText() == long_note
+
+
+def test_choosing_a_note_model_loads_the_encoder_in_the_background(make_napari_viewer, qtbot, monkeypatch):
+    """The first MedFusionNet Predict waited seconds for the note encoder;
+    choosing the model now starts loading it off the UI thread."""
+    from napari_hyperfusion.data import notes
+
+    monkeypatch.setattr(notes, "_model", None)  # as in a fresh process
+    dock = dock_panel(make_napari_viewer(), "SYN_DEMO_01")
+    assert not notes.encoder_loaded()
+    assert dock.open_model(RISK_MODEL)  # returns at once; the encoder loads in a thread
+    qtbot.waitUntil(notes.encoder_loaded, timeout=120_000)
+    dock.predict()
+    qtbot.waitUntil(lambda: not dock.busy and dock.last_result is not None, timeout=120_000)
+    assert "loading the note encoder" not in dock.status.text()

@@ -8,12 +8,14 @@ of view.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
 
 from ..analysis.case import Case
+from ..data.notes import encoder_available, encoder_loaded, warm_encoder
 from ..errors import HyperFusionError
 from ..io.model_file import LoadedModel, ModelFileError, load_model, read_info
 from ..resources import shipped_models
@@ -121,4 +123,8 @@ class ModelPicker(QWidget):
         self.combo.setCurrentIndex(self._paths.index(path))
         self.info.setText(describe_model(model))
         self.case.set_model(model)
+        if model.info.config.uses_note and encoder_available() and not encoder_loaded():
+            # the encoder takes seconds to load: start now, so the first Predict does not wait for it
+            # (Predict's worker waits on the same lock if it is still loading)
+            threading.Thread(target=warm_encoder, name="note-encoder", daemon=True).start()
         return True

@@ -30,6 +30,7 @@ from ..errors import NoteEncoderError
 
 __all__ = [
     "NOTE_DIM",
+    "warm_encoder",
     "EMBEDDING_DIM",
     "ENCODER_NAME",
     "INSTALL_HINT",
@@ -93,6 +94,21 @@ def _encoder():
             # a local folder, and local_files_only: never reach for the network
             _model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         return _model
+
+
+def warm_encoder() -> bool:
+    """Load the encoder now (for a background thread, when a model that
+    reads notes is chosen, so that the first Predict does not wait for it).
+    Errors are not raised here: the first use says them.
+
+    Returns:
+        Whether the encoder is loaded.
+    """
+    try:
+        _encoder()
+    except Exception:  # noqa: BLE001  said at first use, where the user is waiting for an answer
+        return False
+    return True
 
 
 def _clean(text: object) -> str:
