@@ -11,6 +11,7 @@ from qtpy.QtCore import QPoint, QRect
 from qtpy.QtWidgets import QAbstractButton, QComboBox, QLabel, QSlider, QWidget
 
 from napari_hyperfusion._qt.plain import PlainCanvas
+from napari_hyperfusion.resources import models_dir
 
 SIZES = [(1366, 768), (1920, 1200)]
 
@@ -58,11 +59,15 @@ def _text(widget: QWidget) -> str:
     return (widget.text() if hasattr(widget, "text") else "")[:40]
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_every_tab_fits_after_predict_explain_and_a_slider_move(size, make_napari_viewer, qtbot, errors):
+CASES = [(size, "ad_hyperfusion") for size in SIZES] + [((1366, 768), "risk_hyperfusion")]  # long label names
+
+
+@pytest.mark.parametrize("size, model", CASES, ids=lambda c: f"{c[0]}x{c[1]}" if isinstance(c, tuple) else c)
+def test_every_tab_fits_after_predict_explain_and_a_slider_move(size, model, make_napari_viewer, qtbot, errors):
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(*size)
     panel = dock_panel(viewer, "SYN_DEMO_01")
+    assert panel.open_model(models_dir() / f"{model}.safetensors")
     qtbot.wait(50)
     panel.predict()
     qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)

@@ -307,7 +307,7 @@ class ExplainSection(QWidget):
     def _draw_tabular(self, tabular: Any, model: LoadedModel | None = None) -> None:
         fig = self.ehr_figure
         fig.clear()
-        fig.subplots_adjust(left=0.36, right=0.97, bottom=0.12, top=0.88)  # fixed: tight layout is slow
+        fig.subplots_adjust(left=0.36, right=0.97, bottom=0.12, top=0.82)  # fixed: tight layout is slow
         ax = fig.add_subplot(111)
         if tabular is None:
             ax.set_axis_off()
@@ -326,7 +326,8 @@ class ExplainSection(QWidget):
         ax.barh(labels[::-1], values[::-1], color=colors[::-1])
         ax.axvline(0, color="#888888", linewidth=0.8)
         ax.tick_params(labelsize=7)
-        ax.set_title(f"EHR fields -> {tabular.target} (IG vs. average record)", fontsize=8)
+        # centred on the figure, on two lines: a long label name fits the dock
+        fig.suptitle(f"EHR fields -> {tabular.target}\n(IG vs. average record)", fontsize=8)
         self.ehr_canvas.draw_idle()
 
     def _draw_note(self, sentences: Any, model: LoadedModel) -> None:
@@ -338,7 +339,7 @@ class ExplainSection(QWidget):
             return
         fig = self.note_figure
         fig.clear()
-        fig.subplots_adjust(left=0.5, right=0.97, bottom=0.15, top=0.85)
+        fig.subplots_adjust(left=0.5, right=0.97, bottom=0.15, top=0.8)
         ax = fig.add_subplot(111)
         if sentences is None:
             ax.text(0.5, 0.5, "no note was given: nothing to attribute", ha="center", va="center", fontsize=7)
@@ -351,5 +352,5 @@ class ExplainSection(QWidget):
             ax.axvline(0, color="#888888", linewidth=0.8)
             ax.tick_params(labelsize=6)
             how = "exact Shapley" if sentences.exact else "sampled Shapley"
-            ax.set_title(f"note sentences -> {sentences.target} ({how} vs. no note)", fontsize=8)
+            fig.suptitle(f"note sentences -> {sentences.target}\n({how} vs. no note)", fontsize=8)
         self.note_canvas.draw_idle()

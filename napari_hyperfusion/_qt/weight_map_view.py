@@ -125,7 +125,8 @@ class WeightMapView(QWidget):
             self.reading.setText("")
             self.canvas.draw_idle()
             return
-        fig.subplots_adjust(left=0.14, right=0.97, top=0.86, bottom=0.17)
+        # a colour bar (numeric targets) and its label need room on the right
+        fig.subplots_adjust(left=0.14, right=0.97 if wmap.target_kind == "class" else 0.86, top=0.86, bottom=0.17)
         self._patient, self._whatif, self._move = draw_weight_map(ax, wmap, classes=classes)
         points = _plane(wmap.points)
         self.scale = typical_distance(points)
