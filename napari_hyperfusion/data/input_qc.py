@@ -253,11 +253,13 @@ def check_input(scan: Scan, trained: dict[str, Any] | None = None) -> InputQC:
     fov, brain = field_of_view_mm(scan), _brain_extent_mm()
     partial = bool(np.any(fov < PARTIAL_FOV * brain))
     if partial:  # the size and coverage measures of a slab would blame the skull or the voxel sizes
+        held = fov_coverage(scan)
         refuse.append(
             f"its field of view is {' x '.join(f'{v:.0f}' for v in fov)} mm, smaller than a whole brain "
             f"(about {' x '.join(f'{v:.0f}' for v in brain)} mm): a partial field of view (a slab or a cropped "
-            f"scan) that holds {fov_coverage(scan):.0%} of the template's brain where the file places it; the "
+            f"scan) that holds {held:.0%} of the template's brain where the file places it; the "
             "model needs the whole brain"
+            + (" (and this volume is not placed over the brain in MNI space at all)" if held < 0.01 else "")
         )
     elif not np.isfinite(qc.head_scale):
         refuse.append("the scan has no foreground to measure (empty, or a single intensity)")
