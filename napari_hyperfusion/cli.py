@@ -189,12 +189,18 @@ def _cmd_train(args: argparse.Namespace) -> None:
         + (" (stopped early)" if fit.stopped_early else "")
     )
     print(f"wrote {outcome.model_path}")
+    if cfg.fusion == "hyperfusion":
+        print(
+            "hyper layers: trained with their forms fixed by rule (bmm for 1x1x1 kernels, grouped otherwise), never "
+            "by timing, so that the same seed, data and config give the same model"
+        )
     _print_auto_forms()
 
 
 def _print_auto_forms() -> None:
     """Which computation form ``auto`` measured fastest for each generated
-    convolution on this device (chosen at first use, docs/models.md)."""
+    convolution on this device (at prediction, chosen at first use; training
+    never measures)."""
     from .nn.hyper import auto_form_choices
 
     for choice in auto_form_choices():

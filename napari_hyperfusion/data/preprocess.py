@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..errors import ImageError
+from ..errors import ImageError, ModelFileError
 from .scan_file import check_affine, open_nifti, read_canonical
 
 __all__ = [
@@ -221,6 +221,13 @@ class ModelGrid:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelGrid:
+        missing = [key for key in ("crop", "shape", "spacing_mm") if key not in (data or {})]
+        if missing:  # a model file whose image section is absent or incomplete
+            raise ModelFileError(
+                f"the model reads an image but its file does not say which grid (no {', '.join(missing)} in its "
+                "'image' section)",
+                "bad_metadata",
+            )
         views = tuple((v["name"], tuple(tuple(r) for r in v["affine"])) for v in data.get("views", ()))
         return cls(
             crop=data["crop"], shape=tuple(data["shape"]), spacing_mm=float(data["spacing_mm"]), views=views,

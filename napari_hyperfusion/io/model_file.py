@@ -89,7 +89,7 @@ def _require_grid_on_its_region(grid: Any) -> None:
             )
 
 
-def _require_plain(text: str, what: str, longest: int = 200) -> None:
+def _require_plain(text: str, what: str, longest: int = 1000) -> None:
     """Refuse text with control characters (terminal escapes) or absurd length."""
     if len(text) > longest or any(not c.isprintable() for c in text):
         raise ModelFileError(
@@ -147,10 +147,6 @@ class ModelInfo:
             )
         if self.thresholds and len(self.thresholds) != len(self.outputs):
             raise ModelFileError(f"{len(self.thresholds)} thresholds for {len(self.outputs)} labels", "bad_metadata")
-        if self.config.uses_image and not self.image:
-            raise ModelFileError(
-                "the network reads an image but the file has no 'image' section (the grid it reads)", "bad_metadata"
-            )
         # names reach terminals, CSV headers and the panel: plain words only, never escapes or markup
         texts = [
             (self.name, "model name"),
