@@ -17,6 +17,7 @@ regression target's scale) come from the training rows only.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -512,7 +513,22 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def _fit_untimed(
+def _forms_by_rule(train: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``train`` with hyper layers' ``form="auto"`` fixed by rule, not by
+    timing: the forms differ in their last bits, and a choice made by the
+    clock would make two runs with the same seed, data and config give
+    different models (see :func:`..nn.hyper.set_auto_form_override`)."""
+
+    @functools.wraps(train)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with auto_form_override("static"):
+            return train(*args, **kwargs)
+
+    return run
+
+
+@_forms_by_rule
+def fit(
     net: FusionNet,
     train: TrainingData,
     val: TrainingData,
@@ -677,7 +693,8 @@ def _fit_untimed(
     )  # fmt: skip
 
 
-def _pretrain_embedding_untimed(
+@_forms_by_rule
+def pretrain_embedding(
     net: FusionNet, train: TrainingData, val: TrainingData, cfg: TrainConfig, device: torch.device
 ) -> FitResult | None:
     """The paper's two-stage option: train the tabular-only MLP (embedding
@@ -737,21 +754,3 @@ def fingerprint_of(cfg: TrainConfig, train_ids: list[str], val_ids: list[str], d
     skip = {"epochs", "resume", "patience", "progress", "jobs", "device", "out", "cohort"}
     kept = {k: v for k, v in cfg.to_dict().items() if k not in skip}
     return json.dumps({"cfg": kept, "train": train_ids, "val": val_ids, "data": data}, sort_keys=True)
-
-
-def fit(*args: Any, **kwargs: Any):
-    """:func:`_fit_untimed` with hyper layers' ``form="auto"`` fixed by
-    rule, not by timing: forms differ in their last bits, and a choice made
-    by the clock would make two runs with the same seed, data and config
-    give different models (see :func:`..nn.hyper.set_auto_form_override`)."""
-    with auto_form_override("static"):
-        return _fit_untimed(*args, **kwargs)
-
-
-def pretrain_embedding(*args: Any, **kwargs: Any):
-    """:func:`_pretrain_embedding_untimed` with hyper layers' ``form="auto"`` fixed by
-    rule, not by timing: forms differ in their last bits, and a choice made
-    by the clock would make two runs with the same seed, data and config
-    give different models (see :func:`..nn.hyper.set_auto_form_override`)."""
-    with auto_form_override("static"):
-        return _pretrain_embedding_untimed(*args, **kwargs)
