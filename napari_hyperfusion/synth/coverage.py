@@ -36,7 +36,8 @@ def region_coverage(grid: ModelGrid) -> dict[str, float]:
         ``{region name: fraction 0..1}`` for the names of
         :data:`REGION_OF_VOLUME`'s values.
     """
-    return grid_coverage(grid.shape, [grid.affine(v) for v in range(grid.n_views)])
+    cover = grid_coverage(grid.shape, [grid.affine(v) for v in range(grid.n_views)])
+    return {region: cover[region] for region in REGION_OF_VOLUME.values()}  # not the per-side hippocampi
 
 
 def seen_volumes(image: dict | None) -> tuple[str, ...]:
