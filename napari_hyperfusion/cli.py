@@ -402,7 +402,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from .infer.batch import parts_folder, predict_to_csv
     from .io.model_file import load_model
-    from .nn.devices import dist_info, init_distributed, resolve_device
+    from .nn.devices import dist_info, init_distributed, resolve_device, torch_threads
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -427,8 +427,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     try:
         summary = predict_to_csv(
-            model, args.cohort, out, batch_size=args.batch_size, chunk_size=args.chunk_size, jobs=args.jobs,
-            prepare=args.prepare, resume=args.resume, overwrite=args.overwrite,
+            model, args.cohort, out, batch_size=args.batch_size, chunk_size=args.chunk_size,
+            jobs=args.jobs or torch_threads(), prepare=args.prepare, resume=args.resume, overwrite=args.overwrite,
             progress=progress if bar is not None else None,
         )  # fmt: skip
     finally:
@@ -702,7 +702,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--chunk-size", type=_at_least(1, MAX_CHUNK, "a chunk's scans are held in memory at once"),
                          default=256,
                          help="subjects per chunk: the memory bound and the unit of --resume (default 256)")  # fmt: skip
-    predict.add_argument("--jobs", type=_at_least(1), default=1, help="processes loading scans")
+    predict.add_argument(
+        "--jobs", type=_at_least(1), default=None,
+        help="threads loading and checking scans (default: the CPU threads torch uses, i.e. the cores or OMP_NUM_THREADS)",
+    )  # fmt: skip
     predict.add_argument("--resume", action="store_true", help="continue an interrupted run from its finished chunks")
     predict.add_argument("--overwrite", action="store_true", help="replace OUT and any interrupted run's chunks")
     predict.add_argument(

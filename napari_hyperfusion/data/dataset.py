@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -336,8 +336,10 @@ def _load_all(cohort, grid, jobs, progress, gate, prepare=False):
             progress(i + 1, n)
 
     if jobs > 1 and n > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for i, result in enumerate(pool.map(worker, work, chunksize=4)):
+        # threads, not processes: reading, resampling and the gate spend their time in numpy, scipy
+        # and zlib, which release the GIL, and the views need not be pickled back
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for i, result in enumerate(pool.map(worker, work)):
                 store(i, result)
     else:
         for i, item in enumerate(work):

@@ -130,16 +130,31 @@ def template_agreement(data: np.ndarray) -> tuple[float, float]:
     tpl = load_template()
     if data.shape != tpl.shape:
         raise ImageError(f"the QC needs the template grid {tpl.shape}, got {data.shape}")
-    mask = _mask()
-    a = ndimage.gaussian_filter(np.asarray(data, dtype=np.float32), 1.0)[mask].astype(np.float64)
-    b = _smooth_template()[mask].astype(np.float64)
-    a_c, b_c = a - a.mean(), b - b.mean()
-    denom = float(np.sqrt((a_c**2).sum() * (b_c**2).sum()))
-    ncc = float((a_c * b_c).sum() / denom) if denom > 0 else 0.0
-    raw = np.asarray(data)[mask]
-    median = float(np.median(raw)) if raw.size else 0.0
-    coverage = float((raw > 0.1 * median).mean()) if median > 0 else 0.0
+    tissue = np.asarray(data)[_mask()]
+    median = float(np.median(tissue)) if tissue.size else 0.0
+    return _agreement(data, tissue, median)
+
+
+def _agreement(data: np.ndarray, tissue: np.ndarray, median: float) -> tuple[float, float]:
+    """:func:`template_agreement` given the volume's values inside the mask
+    (``tissue``) and their median (shared with the sharpness measure)."""
+    a = ndimage.gaussian_filter(np.asarray(data, dtype=np.float32), 1.0)[_mask()].astype(np.float64)
+    a_c = a - a.mean()
+    b_c, b_norm = _template_centred()
+    denom = float(np.sqrt((a_c**2).sum()) * b_norm)
+    # an elementwise sum, not a BLAS dot: BLAS threads busy-wait after each call and take the
+    # cores from the other scans' loading threads
+    ncc = float(np.multiply(a_c, b_c).sum() / denom) if denom > 0 else 0.0
+    coverage = float((tissue > 0.1 * median).mean()) if median > 0 else 0.0
     return ncc, coverage
+
+
+@lru_cache(maxsize=1)
+def _template_centred() -> tuple[np.ndarray, float]:
+    """The smoothed template inside its mask, centred, and its norm."""
+    b = _smooth_template()[_mask()].astype(np.float64)
+    b_c = b - b.mean()
+    return b_c, float(np.sqrt((b_c**2).sum()))
 
 
 @lru_cache(maxsize=1)
@@ -189,25 +204,71 @@ def _world(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
 def _head_scale(scan: Scan) -> float:
     """The head's linear size relative to the template's brain, from the
     determinant of the foreground's second moments (orientation-free)."""
-    fg = np.argwhere(foreground_mask(scan.data))
-    if len(fg) < 100:
+    fg = foreground_mask(scan.data)
+    n = int(np.count_nonzero(fg))
+    if n < 100:
         return float("nan")
-    fg = fg[:: max(1, len(fg) // 200_000)]  # a subsample is plenty for moments
-    det = float(np.linalg.det(np.cov(_world(fg.astype(np.float64), scan.affine).T)))
+    linear = np.asarray(scan.affine, dtype=np.float64)[:3, :3]
+    det = float(np.linalg.det(linear @ _index_covariance(fg, n) @ linear.T))
     return float((det / _template_spread()) ** (1.0 / 6.0)) if det > 0 else float("nan")
 
 
-def _sharpness(on_template: np.ndarray, spacing_mm: float) -> float:
+def _index_covariance(mask: np.ndarray, n: int) -> np.ndarray:
+    """Covariance (``ddof=1``, voxels^2) of the indices of a 3D mask's true
+    voxels, ``[3, 3]``, from its three 2D projections: exact, without
+    listing the voxels."""
+    planes = {(0, 1): np.count_nonzero(mask, axis=2), (0, 2): np.count_nonzero(mask, axis=1),
+              (1, 2): np.count_nonzero(mask, axis=0)}  # fmt: skip
+    counts = [planes[0, 1].sum(1), planes[0, 1].sum(0), planes[0, 2].sum(0)]
+    index = [np.arange(size, dtype=np.float64) for size in mask.shape]
+    mean = np.array([counts[a] @ index[a] for a in range(3)]) / n
+    second = np.empty((3, 3))
+    for a in range(3):
+        second[a, a] = counts[a] @ index[a] ** 2
+        for b in range(a + 1, 3):
+            second[a, b] = second[b, a] = index[a] @ planes[a, b] @ index[b]
+    return (second - n * np.outer(mean, mean)) / (n - 1)
+
+
+def _sharpness(on_template: np.ndarray, spacing_mm: float, quartiles: tuple[float, float] | None = None) -> float:
+    """Mean gradient magnitude (per mm) inside the template's mask, in units
+    of the tissue's interquartile spread ``quartiles`` (25th, 75th
+    percentile inside the mask; measured when not given)."""
     mask = _mask()
-    tissue = on_template[mask]
-    q1, q3 = np.percentile(tissue, [25, 75])
-    spread = float(q3 - q1)
+    if quartiles is None:
+        quartiles = tuple(np.percentile(on_template[mask], [25, 75]))
+    q1, q3 = (float(q) for q in quartiles)
+    spread = q3 - q1
     if spread <= 0:
         return 0.0
     # in units of the tissue spread: intensities near 1e30 would overflow their squares
-    scaled = (on_template.astype(np.float64) - float(q1)) / spread
-    gradient = np.sqrt(sum(g**2 for g in np.gradient(scaled, spacing_mm)))
-    return float(gradient[mask].mean())
+    scaled = (on_template.astype(np.float64) - q1) / spread
+    if np.abs(scaled).max() < 1e15:  # float32 squares cannot overflow: half the memory traffic
+        scaled = scaled.astype(np.float32)
+    return float(_gradient_magnitude(scaled, spacing_mm)[mask].mean(dtype=np.float64))
+
+
+def _gradient_magnitude(volume: np.ndarray, spacing: float) -> np.ndarray:
+    """``sqrt(sum(np.gradient(volume, spacing) ** 2))``: central differences
+    inside, one-sided at the edges, without numpy's per-axis copies."""
+    total = np.zeros_like(volume)
+    for axis in range(volume.ndim):
+        diff = np.empty_like(volume)
+        inner, ahead, behind = ([slice(None)] * volume.ndim for _ in range(3))
+        inner[axis], ahead[axis], behind[axis] = slice(1, -1), slice(2, None), slice(None, -2)
+        np.subtract(volume[tuple(ahead)], volume[tuple(behind)], out=diff[tuple(inner)])
+        diff[tuple(inner)] /= 2 * spacing
+        first, second, last, before_last = ([slice(None)] * volume.ndim for _ in range(4))
+        first[axis], second[axis], last[axis], before_last[axis] = (
+            slice(0, 1),
+            slice(1, 2),
+            slice(-1, None),
+            slice(-2, -1),
+        )
+        diff[tuple(first)] = (volume[tuple(second)] - volume[tuple(first)]) / spacing
+        diff[tuple(last)] = (volume[tuple(last)] - volume[tuple(before_last)]) / spacing
+        total += diff * diff
+    return np.sqrt(total)
 
 
 def measure_input(scan: Scan) -> InputQC:
@@ -228,10 +289,12 @@ def measure_input(scan: Scan) -> InputQC:
     k_used = float(np.clip(k, lo, hi))  # an absurd scale is reported, not followed
     grid = np.diag([k_used, k_used, k_used, 1.0]) @ tpl.affine
     on_template = resample_to_grid(scan.data, scan.affine, grid, tpl.shape)
-    ncc, coverage = template_agreement(on_template)
+    tissue = on_template[_mask()]
+    q1, median, q3 = (float(q) for q in np.percentile(tissue, [25, 50, 75]))  # one sort for both measures
+    ncc, coverage = _agreement(on_template, tissue, median)
     spacing = float(np.abs(tpl.affine[0, 0])) * k_used
     return InputQC(ncc=ncc, coverage=coverage, head_scale=k, voxel_mm=voxel,
-                   sharpness=_sharpness(on_template, spacing))  # fmt: skip
+                   sharpness=_sharpness(on_template, spacing, (q1, q3)))  # fmt: skip
 
 
 def check_input(scan: Scan, trained: dict[str, Any] | None = None) -> InputQC:

@@ -8,7 +8,8 @@ one mirrored so that both look alike to the network). A view is resampled
 from the scan by its world coordinates, so any scan registered to MNI space
 lands on the same anatomy whatever its voxel size, orientation or field of
 view (oblique affines included). Down-sampling is anti-aliased first with a
-Gaussian (``sigma = (factor - 1) / 2`` source voxels, scikit-image's rule).
+Gaussian (``sigma = (factor - 1) / 2`` source voxels, scikit-image's rule;
+:mod:`.resample`).
 
 Intensities are standardised robustly: ``(x - median) / (IQR / 1.349)``
 of the scan's foreground (voxels above 5 % of its 99.5th percentile),
@@ -32,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import ImageError, ModelFileError
+from .resample import resample_to_grid
 from .scan_file import check_affine, open_nifti, read_canonical
 
 __all__ = [
@@ -233,27 +234,6 @@ class ModelGrid:
             crop=data["crop"], shape=tuple(data["shape"]), spacing_mm=float(data["spacing_mm"]), views=views,
             normalization=str(data.get("normalization", LEGACY)),
         )  # fmt: skip
-
-
-def resample_to_grid(
-    data: np.ndarray, affine: np.ndarray, grid_affine: np.ndarray, shape: tuple[int, int, int], order: int = 1
-) -> np.ndarray:
-    """Sample ``data`` (voxel->mm ``affine``) on another grid
-    (``grid_affine``, ``shape``) by world position; outside the scan is 0.
-
-    Anti-aliases with a Gaussian along every scan axis that is sampled more
-    coarsely than it is stored. Returns float32 ``shape``."""
-    scan_to_grid = np.linalg.inv(affine) @ grid_affine  # grid voxel -> scan voxel
-    src = np.asarray(data, dtype=np.float32)
-    # how many scan voxels one grid step covers along each scan axis
-    factor = np.abs(scan_to_grid[:3, :3]).max(axis=1)
-    sigma = np.maximum(0.0, (factor - 1.0) / 2.0)
-    if (sigma > 0.05).any():
-        src = ndimage.gaussian_filter(src, sigma=sigma, mode="constant")
-    return ndimage.affine_transform(
-        src, scan_to_grid[:3, :3], offset=scan_to_grid[:3, 3], output_shape=tuple(shape),
-        order=order, mode="constant", cval=0.0, prefilter=False,
-    ).astype(np.float32)  # fmt: skip
 
 
 def foreground_mask(data: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from ..errors import DeviceError
 
 __all__ = [
+    "torch_threads",
     "DeviceError", "resolve_device", "available_devices", "describe_device", "dist_info", "init_distributed",
 ]  # fmt: skip
 
@@ -48,6 +49,12 @@ def describe_device(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"{torch.cuda.get_device_name(index)} (cuda:{index})"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def torch_threads() -> int:
+    """The CPU threads torch computes with (the cores, or ``OMP_NUM_THREADS``
+    where set): the share of the machine this process should use."""
+    return max(1, torch.get_num_threads())
 
 
 def dist_info() -> tuple[int, int]:
