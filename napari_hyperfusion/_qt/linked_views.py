@@ -104,11 +104,35 @@ class LinkedCanvas(QWidget):
         self.qt_viewer = QtViewer(self.model)
         self.title = plain_label(title, wrap=True)
         self.title.setObjectName("linked_title")
+        self._mirrors: list[tuple[Any, Any]] = []  # (the main viewer's layer, its mirror here)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.title)
         layout.addWidget(self.qt_viewer, 1)
         self.setMinimumSize(220, 220)
+
+    def mirror_of(self, source: Any) -> Any:
+        """The layer mirroring ``source`` here, or ``None``."""
+        return next((mirror for layer, mirror in self._mirrors if layer is source), None)
+
+    def mirror(self, sources: Sequence[Any]) -> None:
+        """Hold a mirror of exactly ``sources``, in their order, below any
+        other layer: existing mirrors are kept, only the missing are made."""
+        keep = [(layer, mirror) for layer, mirror in self._mirrors if any(layer is s for s in sources)]
+        for layer, mirror in self._mirrors:
+            if not any(layer is s for s in sources) and mirror in self.model.layers:
+                self.model.layers.remove(mirror)
+        self._mirrors = []
+        for source in sources:
+            mirror = next((m for layer, m in keep if layer is source), None)
+            if mirror is None:
+                mirror = _mirror(source)
+                self.model.layers.insert(len(self._mirrors), mirror)
+            self._mirrors.append((source, mirror))
+        for index, (_, mirror) in enumerate(self._mirrors):  # the main viewer's order
+            at = self.model.layers.index(mirror)
+            if at != index:
+                self.model.layers.move(at, index)
 
     def set_point(self, point: Sequence[float]) -> None:
         if len(point) == self.model.dims.ndim and tuple(self.model.dims.point) != tuple(point):
@@ -123,6 +147,7 @@ class LinkedCanvas(QWidget):
     def close_canvas(self) -> None:
         if self.qt_viewer is None:
             return
+        self._mirrors = []
         self.model.layers.clear()
         self.qt_viewer.close()
         self.qt_viewer.deleteLater()
@@ -193,28 +218,52 @@ class OrthoViews(QWidget):
     def _schedule(self, *args: Any) -> None:
         self._rebuild_timer.start()
 
+    def _watch(self, layers: list[Any]) -> None:
+        """Follow the look and data of exactly ``layers``."""
+        for layer in self._watched:
+            if layer not in layers:
+                for name in MIRRORED_EVENTS:
+                    getattr(layer.events, name).disconnect(self._on_layer_event)
+        for layer in layers:
+            if layer not in self._watched:
+                for name in MIRRORED_EVENTS:
+                    getattr(layer.events, name).connect(self._on_layer_event)
+        self._watched = layers
+
+    def _on_layer_event(self, event: Any) -> None:
+        """A watched layer's look or data changed: pass it on to its mirrors
+        at once (cheap), instead of rebuilding every canvas."""
+        source, name = event.source, event.type
+        for canvas in self.canvases:
+            mirror = canvas.mirror_of(source)
+            if mirror is not None:
+                setattr(mirror, name, getattr(source, name))
+        if name == "data":  # the volumes' extent, and so the crosshair's, may have changed
+            self._schedule()
+
     def rebuild(self) -> None:
-        """Mirror the main viewer's 3D images and draw the crosshair in all three."""
-        for layer in self._watched:
-            for name in MIRRORED_EVENTS:
-                getattr(layer.events, name).disconnect(self._schedule)
-        self._watched = self._volumes()
-        for layer in self._watched:
-            for name in MIRRORED_EVENTS:
-                getattr(layer.events, name).connect(self._schedule)
+        """Mirror the main viewer's 3D images and draw the crosshair in all
+        three. Only what changed is added or removed: a new mirror costs a
+        canvas layer (slicing, a GL texture), so the others are kept."""
+        self._watch(self._volumes())
         self._syncing = True  # rebuilding moves the canvases' dims: nothing goes back to the main viewer
         try:
             for canvas in self.canvases:
                 first = not len(canvas.model.layers)
-                canvas.model.layers.clear()
-                for layer in self._watched:
-                    canvas.model.add_layer(_mirror(layer))
+                canvas.mirror(self._watched)
                 extent = self._extent()
+                crosshair = self._crosshair(canvas.model.layers)
+                if extent is None and crosshair is not None:
+                    canvas.model.layers.remove(crosshair)
                 if extent is not None:
-                    canvas.model.add_shapes(
-                        crosshair_lines(self.viewer.dims.point, extent), shape_type="line",
-                        edge_color="#ffdd00", edge_width=0.6, name=CROSSHAIR_NAME, opacity=0.8, units=("mm",) * 3,
-                    )  # fmt: skip
+                    if crosshair is None:
+                        canvas.model.add_shapes(
+                            crosshair_lines(self.viewer.dims.point, extent), shape_type="line",
+                            edge_color="#ffdd00", edge_width=0.6, name=CROSSHAIR_NAME, opacity=0.8,
+                            units=("mm",) * 3,
+                        )  # fmt: skip
+                    else:  # on top of the mirrors
+                        canvas.model.layers.move(canvas.model.layers.index(crosshair), len(canvas.model.layers))
                     orient(canvas.model, canvas.model.title, self.radiological)
                     if first:
                         canvas.model.reset_view()
@@ -308,10 +357,7 @@ class OrthoViews(QWidget):
         for name in ("inserted", "removed", "moved"):
             getattr(self.viewer.layers.events, name).disconnect(self._schedule)
         self.viewer.dims.events.point.disconnect(self._from_main)
-        for layer in self._watched:
-            for name in MIRRORED_EVENTS:
-                getattr(layer.events, name).disconnect(self._schedule)
-        self._watched = []
+        self._watch([])
         self._rebuild_timer.stop()
         crosshair = self._crosshair(self.viewer.layers)
         if crosshair is not None:

@@ -401,7 +401,8 @@ class HyperFusionPanel(QWidget):
 
     def _on_predicted(self, out: tuple[SubjectPrediction, WhatIfSession], identity: Any, layer: Any) -> None:
         result, session = out
-        result.extra["click_to_result_s"] = self.jobs.elapsed()
+        result.extra["click_to_result_s"] = self.jobs.elapsed()  # until its chart is drawn: see ResultView
+        result.extra["clicked_at"] = self.jobs.started_at
         result.extra["case"] = identity.describe()
         self.whatif.adopt_session(session)
         if not self.case.store(PREDICTION, identity, result):

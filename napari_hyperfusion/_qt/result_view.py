@@ -9,6 +9,7 @@ never shown as if it belonged to another case.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,7 @@ class ResultView(QWidget):
         self.headline.setStyleSheet("font-weight: bold;")
         self.shown: tuple[CaseIdentity, SubjectPrediction] | None = None
         self.stale = False
+        self.canvas.mpl_connect("draw_event", self._on_chart_drawn)
         case.changed.connect(self.refresh)
         case.results_changed.connect(self.refresh)
 
@@ -137,6 +139,18 @@ class ResultView(QWidget):
                 )
             )
         self.label.setText("\n".join(lines))
+
+    def _on_chart_drawn(self, event: Any = None) -> None:
+        """The time the panel shows is from the click to this draw of the
+        new result's chart (not to the worker's return)."""
+        if self.shown is None:
+            return
+        identity, result = self.shown
+        clicked = result.extra.pop("clicked_at", None)
+        if clicked is None:
+            return
+        result.extra["click_to_result_s"] = time.perf_counter() - clicked
+        self._show(identity, result, self.stale)  # the text only: the chart is drawn
 
     def _draw(self, result: SubjectPrediction, stale: bool) -> None:
         fig = self.figure

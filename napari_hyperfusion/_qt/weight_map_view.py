@@ -110,11 +110,14 @@ class WeightMapView(QWidget):
         self.scale = 0.0
         self._bounds = (np.zeros(2), np.zeros(2))
         self._patient = self._whatif = self._move = None
+        self._background = None  # the drawn map without the markers, for blitting them on a slider tick
+        self.canvas.mpl_connect("draw_event", self._on_drawn)
 
     def set_map(self, wmap: WeightMap | None, why_not: str = "", classes: Sequence[str] = ()) -> None:
         """Draw ``wmap``'s training points (or say why there is no map)."""
         self.weight_map = wmap
         self._patient = self._whatif = self._move = None
+        self._background = None
         fig = self.figure
         fig.clear()
         ax = fig.add_subplot(111)
@@ -128,6 +131,8 @@ class WeightMapView(QWidget):
         # a colour bar (numeric targets) and its label need room on the right
         fig.subplots_adjust(left=0.14, right=0.97 if wmap.target_kind == "class" else 0.86, top=0.86, bottom=0.17)
         self._patient, self._whatif, self._move = draw_weight_map(ax, wmap, classes=classes)
+        for marker in self._markers():  # drawn on a saved background: a slider tick repaints only them
+            marker.set_animated(True)
         points = _plane(wmap.points)
         self.scale = typical_distance(points)
         self._bounds = (points.min(0), points.max(0))
@@ -148,10 +153,17 @@ class WeightMapView(QWidget):
         hi = np.maximum(self._bounds[1], np.maximum(p, w))
         pad = 0.06 * np.maximum(hi - lo, 1e-6)
         ax = self._patient.axes
-        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
-        ax.set_ylim(
-            lo[1] - pad[1] if self.weight_map.dims == 2 else -1, hi[1] + pad[1] if self.weight_map.dims == 2 else 1
+        limits = (
+            (lo[0] - pad[0], hi[0] + pad[0]),
+            (lo[1] - pad[1], hi[1] + pad[1]) if self.weight_map.dims == 2 else (-1.0, 1.0),
         )
+        if self._background is not None and limits == (ax.get_xlim(), ax.get_ylim()):
+            self._blit()
+        else:  # the view must grow or shrink: redraw the map (the markers follow in _on_drawn)
+            self._background = None
+            ax.set_xlim(*limits[0])
+            ax.set_ylim(*limits[1])
+            self.canvas.draw_idle()
         moved = float(np.linalg.norm(w - p))
         if moved < 1e-9:
             text = "The what-if network is the patient's own (no slider moved)."
@@ -163,8 +175,28 @@ class WeightMapView(QWidget):
             )
         text += f" Fitted on {self.weight_map.fitted_on}." if self.weight_map.fitted_on else ""
         self.reading.setText(text)
-        self.canvas.draw_idle()
         return text
+
+    def _markers(self) -> list[Any]:
+        return [m for m in (self._move, self._patient, self._whatif) if m is not None]
+
+    def _on_drawn(self, event: Any = None) -> None:
+        """After a full draw (new map, new limits, resize): keep the map
+        without the markers, then paint them on it."""
+        if not self._markers():
+            self._background = None
+            return
+        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+        self._paint_markers()
+
+    def _blit(self) -> None:
+        self.canvas.restore_region(self._background)
+        self._paint_markers()
+
+    def _paint_markers(self) -> None:
+        for marker in self._markers():
+            self.figure.draw_artist(marker)
+        self.canvas.blit(self.figure.bbox)
 
     def points(self) -> dict[str, Any]:
         """Where the two markers are (for tests and export)."""

@@ -221,12 +221,13 @@ def _index_covariance(mask: np.ndarray, n: int) -> np.ndarray:
               (1, 2): np.count_nonzero(mask, axis=0)}  # fmt: skip
     counts = [planes[0, 1].sum(1), planes[0, 1].sum(0), planes[0, 2].sum(0)]
     index = [np.arange(size, dtype=np.float64) for size in mask.shape]
-    mean = np.array([counts[a] @ index[a] for a in range(3)]) / n
+    mean = np.array([np.dot(counts[a], index[a]) for a in range(3)]) / n
     second = np.empty((3, 3))
     for a in range(3):
         second[a, a] = counts[a] @ index[a] ** 2
         for b in range(a + 1, 3):
-            second[a, b] = second[b, a] = index[a] @ planes[a, b] @ index[b]
+            # einsum, not BLAS: its threads busy-wait after each call (see _agreement)
+            second[a, b] = second[b, a] = np.einsum("i,ij,j->", index[a], planes[a, b], index[b])
     return (second - n * np.outer(mean, mean)) / (n - 1)
 
 

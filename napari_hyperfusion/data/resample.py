@@ -26,6 +26,7 @@ from scipy import ndimage
 
 __all__ = ["resample_to_grid", "antialias_sigma", "axis_aligned"]
 
+_TRUNCATE = 4.0  # scipy's default: the Gaussian kernel's radius in sigmas
 _AXIS_TOL = 1e-9  # relative size of an off-axis matrix entry still treated as zero
 
 
@@ -98,8 +99,10 @@ def _separable(
     order = sorted(range(3), key=lambda a: shape[along[a]] / src.shape[a])
     out = src
     for a in order:
-        if blur[a] > 1e-15:  # scipy's gaussian_filter skips only sigmas this small
-            out = ndimage.gaussian_filter1d(out, float(blur[a]), axis=a, mode="constant")
+        # scipy's gaussian_filter filters every sigma above 1e-15; below 0.125 its kernel (radius
+        # int(4 sigma + 0.5)) is the single weight 1, a pass that changes nothing
+        if blur[a] > 1e-15 and int(_TRUNCATE * blur[a] + 0.5) > 0:
+            out = ndimage.gaussian_filter1d(out, float(blur[a]), axis=a, mode="constant", truncate=_TRUNCATE)
         b = int(along[a])
         coords = scan_to_grid[a, b] * np.arange(shape[b], dtype=np.float64) + scan_to_grid[a, 3]
         out = _sample_axis(out, coords, a)

@@ -202,7 +202,8 @@ def read_first_volume(img: Any, name: str = "scan", keep_integers: bool = False)
             )
     if keep_integers and values.dtype.kind in "iu" and not is_scaled(img):
         return values
-    return values.astype(np.float32, copy=False)
+    # C order in the same copy as the conversion (NIfTI arrays come in Fortran order)
+    return np.asarray(values, dtype=np.float32, order="C")
 
 
 def read_canonical(img: Any, name: str = "scan", keep_integers: bool = False) -> tuple[np.ndarray, np.ndarray]:
