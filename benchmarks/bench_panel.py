@@ -4,14 +4,22 @@
 
 Drives the HyperFusion panel in a real napari window (under a virtual X
 server when there is no display) with the shipped AD model and the sample
-subjects, and times each action from the button press (the Qt click) to
-the painted result:
+subjects, and times each action from the press (a Qt click, a slider value,
+a checkbox tick) to the changed pixels, three ways:
 
-- Predict: until the result chart has been drawn (matplotlib's draw event);
-- Saliency: until the overlay layers exist and napari's canvas has painted
-  (the EHR-field attribution, which Explain computes next, is not included);
-- slider move: until the what-if plot has been repainted (blit);
-- switch scan / switch model: until the panel has taken the new case.
+- **inside**: until the panel's result has been painted (matplotlib's draw
+  or blit of the chart, napari's canvas draw) and the job has ended;
+- **screen**: from outside the panel: the region that should change is
+  grabbed from the X server (``QScreen.grabWindow``, what a camera would
+  see) after every pass of the event loop until its pixels differ from
+  before the press; checks the inside figure (grabbing costs a few ms, so
+  it reads a little longer);
+- **panel says**: the figure the panel itself shows (Predict: "... ms from
+  the click"; slider: the compute time in the what-if text).
+
+With "Three planes" on, every action is timed until the event loop is idle
+again (no rebuild pending, 20 passes without work); "longest block" is the
+longest single stretch the UI thread was busy (what freezes the window).
 
 cold: the first time (after opening the model / scan), warm: the median of
 ``--repeats`` later times. The soak runs ``--soak`` rounds of Predict +
@@ -22,6 +30,7 @@ Saliency + three slider moves on one scan and prints resident memory every
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import time
 
@@ -40,6 +49,51 @@ def _app_loop(predicate, timeout: float = 300.0) -> float:
             raise TimeoutError("the panel did not finish in time")
         time.sleep(0.001)
     return time.perf_counter()
+
+
+def _screen_pixels(widget):
+    """``widget``'s region as the X server shows it (not as the widget would
+    paint itself now)."""
+    from qtpy.QtCore import QPoint
+    from qtpy.QtGui import QGuiApplication
+
+    corner = widget.mapToGlobal(QPoint(0, 0))
+    return (
+        QGuiApplication.primaryScreen().grabWindow(0, corner.x(), corner.y(), widget.width(), widget.height()).toImage()
+    )
+
+
+def _until_screen_changes(widget, before, start: float, done, timeout: float = 300.0) -> float:
+    """Seconds from ``start`` until ``done()`` and ``widget``'s screen pixels differ from ``before``."""
+    from qtpy.QtWidgets import QApplication
+
+    deadline = start + timeout
+    while True:
+        QApplication.processEvents()
+        if done() and _screen_pixels(widget) != before:
+            return time.perf_counter() - start
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the screen did not change in time")
+
+
+def _until_idle(busy, start: float) -> tuple[float, float]:
+    """Run the event loop until it is idle (``busy()`` false and 20 passes
+    without work); returns (seconds from ``start`` to the last work, longest
+    single pass)."""
+    from qtpy.QtWidgets import QApplication
+
+    quiet, last_work, longest = 0, start, 0.0
+    while quiet < 20:
+        t0 = time.perf_counter()
+        QApplication.processEvents()
+        t1 = time.perf_counter()
+        longest = max(longest, t1 - t0)
+        if t1 - t0 > 0.003 or busy():
+            last_work, quiet = t1, 0
+        else:
+            quiet += 1
+            time.sleep(0.001)
+    return last_work - start, longest
 
 
 class Painted:
@@ -82,6 +136,7 @@ def run(args: argparse.Namespace) -> None:
     viewer.open_sample("napari-hyperfusion", "SYN_DEMO_01")
     _, panel = viewer.window.add_plugin_dock_widget("napari-hyperfusion", "HyperFusion explorer")
     painted = Painted(panel, viewer)
+    canvas_widget = viewer.window._qt_viewer.canvas.native
     _app_loop(lambda: True)
 
     def click(button) -> float:
@@ -89,51 +144,84 @@ def run(args: argparse.Namespace) -> None:
         QTest.mouseClick(button, Qt.MouseButton.LeftButton)
         return start
 
-    def predict() -> float:
-        before = painted.result
-        start = click(panel.predict_button)
-        _app_loop(lambda: not panel.busy and panel.last_result is not None and painted.result > before)
-        return painted.result - start
+    def settle() -> None:
+        _until_idle(lambda: panel.busy, time.perf_counter())
 
-    def saliency() -> float:
+    ages = iter(range(10_000))
+
+    def predict():
+        # another age each time, so that the headline (the region watched) changes on screen
+        record = dict(panel.patient.record())
+        record["AGE"] = 60 + next(ages) % 2
+        panel.patient.set_record(record)
+        settle()
+        before_paint, before_pixels = painted.result, _screen_pixels(panel.result_view.headline)
+        start = click(panel.predict_button)
+        screen = _until_screen_changes(
+            panel.result_view.headline, before_pixels, start,
+            lambda: not panel.busy and panel.last_result is not None and painted.result > before_paint,
+        )  # fmt: skip
+        return painted.result - start, screen, panel.last_result.extra["click_to_result_s"]
+
+    targets = iter(range(10_000))
+
+    def saliency():
+        panel.tabs.setCurrentWidget(panel.explainer)
         combo = panel.explainer.method_combo
         combo.setCurrentIndex(combo.findData("saliency"))
-        before, shown = painted.canvas, panel.explainer._shown_image
+        target = panel.explainer.target_combo  # another class each time: the map (and the pixels) change
+        target.setCurrentIndex((next(targets) % 2) * (target.count() - 1))
+        settle()
+        before_paint, shown = painted.canvas, panel.explainer._shown_image
+        before_pixels = _screen_pixels(canvas_widget)
         start = click(panel.explainer.explain_button)
-        _app_loop(lambda: panel.explainer._shown_image is not shown)  # the overlays are placed
-        _app_loop(lambda: painted.canvas > before)
-        overlay = painted.canvas - start
-        _app_loop(lambda: not panel.busy)  # the EHR attribution follows (not part of this time)
-        return overlay
+        screen = _until_screen_changes(
+            canvas_widget, before_pixels, start,
+            lambda: panel.explainer._shown_image is not shown and painted.canvas > before_paint,
+        )  # fmt: skip
+        inside = painted.canvas - start
+        settle()  # the EHR attribution follows (not part of this time)
+        return inside, screen, panel.explainer._image_seconds
 
     slider_values = iter(range(10_000))
 
-    def slider() -> float:
+    def slider():
+        panel.tabs.setCurrentWidget(panel.whatif)
+        canvas = panel.whatif.whatif_canvas
+        panel.scroll.ensureWidgetVisible(canvas, 0, 0)
+        settle()
         control = panel.whatif.sliders["AGE"]
-        before = painted.whatif
+        before_paint, before_pixels = painted.whatif, _screen_pixels(canvas)
         start = time.perf_counter()
         control.setValue((next(slider_values) * 37) % control.maximum())
-        _app_loop(lambda: painted.whatif > before)
-        return painted.whatif - start
+        screen = _until_screen_changes(canvas, before_pixels, start, lambda: painted.whatif > before_paint)
+        said = re.search(r"([0-9.]+) ms from cached features", panel.whatif.whatif_label.text())
+        return painted.whatif - start, screen, float(said.group(1)) / 1e3 if said else None
 
-    def switch_scan(index: int) -> float:
-        start = time.perf_counter()
-        panel.patient.layer_combo.setCurrentIndex(index)
-        _app_loop(lambda: True)
-        return time.perf_counter() - start
+    def panel_action(action):
+        def run_it():
+            settle()
+            before = _screen_pixels(panel)
+            start = time.perf_counter()
+            action()
+            screen = _until_screen_changes(panel, before, start, lambda: not panel.busy)
+            inside, _ = _until_idle(lambda: panel.busy, start)
+            return inside, screen, None
 
-    def switch_model(path) -> float:
-        start = time.perf_counter()
-        panel.open_model(path)
-        _app_loop(lambda: True)
-        return time.perf_counter() - start
+        return run_it
 
     rows = []
 
-    def measure(name: str, action, *a) -> None:
-        cold = action(*a)
-        warm = [action(*a) for _ in range(args.repeats)]
-        rows.append([name, cold * 1e3, statistics.median(warm) * 1e3, max(warm) * 1e3])
+    def fmt(value) -> str:
+        return "-" if value is None else f"{value * 1e3:.0f}"
+
+    def measure(name: str, action) -> None:
+        cold = action()
+        warm = [action() for _ in range(args.repeats)]
+        inside, screen = [w[0] for w in warm], [w[1] for w in warm]
+        said = [w[2] for w in warm if w[2] is not None]
+        rows.append([name, fmt(cold[0]), fmt(statistics.median(inside)), fmt(max(inside)),
+                     fmt(statistics.median(screen)), fmt(statistics.median(said)) if said else "-"])  # fmt: skip
 
     measure("Predict", predict)
     measure("Saliency overlay", saliency)
@@ -141,11 +229,37 @@ def run(args: argparse.Namespace) -> None:
     viewer.open_sample("napari-hyperfusion", "SYN_DEMO_02")
     _app_loop(lambda: True)
     toggle = iter(range(10_000))
-    measure("switch scan", lambda: switch_scan(next(toggle) % 2))
+    measure("switch scan", panel_action(lambda: panel.patient.layer_combo.setCurrentIndex(next(toggle) % 2)))
     models = [models_dir() / "ad_concat.safetensors", models_dir() / "ad_hyperfusion.safetensors"]
-    measure("switch model", lambda: switch_model(models[next(toggle) % 2]))
-    print("\nclick to painted result, AD HyperFusion (shipped), SYNTHETIC sample subjects:")
-    print_table(["action", "cold ms", "warm median ms", "warm max ms"], rows)
+    measure("switch model", panel_action(lambda: panel.open_model(models[next(toggle) % 2])))
+    print("\nclick to changed pixels, AD HyperFusion (shipped), SYNTHETIC sample subjects (ms):")
+    print_table(["action", "cold", "warm median", "warm max", "screen (outside) median", "panel says"], rows)
+
+    three = []
+    view = panel.view_controls
+
+    def ortho_busy() -> bool:
+        return panel.busy or (view.ortho is not None and view.ortho._rebuild_timer.isActive())
+
+    def with_planes(name: str, action) -> None:
+        settle()
+        start = time.perf_counter()
+        action()
+        until, longest = _until_idle(ortho_busy, start)
+        three.append([name, f"{until * 1e3:.0f}", f"{longest * 1e3:.0f}"])
+
+    with_planes("tick 'Three planes'", lambda: view.three_planes.setChecked(True))
+    for round_ in range(2):
+        layer = viewer.layers[0]
+        with_planes("rename a layer", lambda: setattr(layer, "name", f"{layer.name}_{round_}"))
+        with_planes("change contrast", lambda: setattr(layer, "contrast_limits", [0, 150 + round_]))
+        with_planes("open a sample", lambda: viewer.open_sample("napari-hyperfusion", "SYN_DEMO_03"))
+        with_planes("remove a layer", lambda: viewer.layers.remove(viewer.layers[-1]))
+        with_planes("move the crosshair point", lambda: setattr(viewer.dims, "point", (0, -20 + round_, 10)))
+    with_planes("Predict (three planes on)", lambda: click(panel.predict_button))
+    with_planes("untick 'Three planes'", lambda: view.three_planes.setChecked(False))
+    print("\nwith 'Three planes' on: from the action until the event loop is idle, and the longest single block (ms):")
+    print_table(["action", "until idle", "longest block"], three)
 
     if args.soak:
         process = psutil.Process()

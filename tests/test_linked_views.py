@@ -124,6 +124,35 @@ def test_an_overlay_appears_in_the_other_planes(panel, qtbot):
     )
 
 
+def test_three_planes_follow_layer_changes_without_rebuilding(panel, qtbot):
+    """A renamed or re-windowed layer changes its mirrors in place; a new
+    layer adds one mirror per canvas and keeps the others; a removed one
+    takes only its own (the old rebuild remade every mirror on each event:
+    seconds of frozen window with software OpenGL)."""
+    viewer, view = panel.viewer, panel.view_controls
+    scan = panel.patient.current_layer()
+    view.three_planes.setChecked(True)
+    coronal = view.ortho.canvases[0]
+    timer = view.ortho._rebuild_timer
+    qtbot.waitUntil(lambda: coronal.mirror_of(scan) is not None and not timer.isActive(), timeout=5000)
+    mirror = coronal.mirror_of(scan)
+    scan.name = "renamed scan"
+    scan.contrast_limits = [0.0, 77.0]
+    assert coronal.mirror_of(scan) is mirror  # the same layer, changed at once (no timer, no rebuild)
+    assert mirror.name == "renamed scan" and tuple(mirror.contrast_limits) == (0.0, 77.0)
+    assert not timer.isActive()
+    viewer.open_sample("napari-hyperfusion", "SYN_DEMO_02")
+    # by iteration: the plugin's viewer is napari's proxy, whose item lookups return new wrappers
+    second = next(layer for layer in viewer.layers if layer.name.startswith("SYN_DEMO_02"))
+    qtbot.waitUntil(lambda: coronal.mirror_of(second) is not None, timeout=5000)
+    assert coronal.mirror_of(scan) is mirror
+    names = [layer.name for layer in coronal.model.layers]
+    assert names.index(mirror.name) < names.index(coronal.mirror_of(second).name) < names.index(CROSSHAIR_NAME)
+    viewer.layers.remove(second)
+    qtbot.waitUntil(lambda: coronal.mirror_of(second) is None, timeout=5000)
+    assert coronal.mirror_of(scan) is mirror and len(coronal.model.layers) == 2  # the scan and the crosshair
+
+
 @pytest.fixture
 def predicted(make_napari_viewer, monkeypatch, qtbot):
     monkeypatch.setattr(notify, "error", lambda m: pytest.fail(m))

@@ -151,6 +151,21 @@ def test_the_panel_moves_the_what_if_network_on_the_map(make_napari_viewer, qtbo
     assert "times the typical distance between two training subjects' networks" in view.reading.text()
     age_text = whatif.slider_values["AGE"].text()
     assert abs(float(age_text.split()[0]) - 90) < 0.5 and age_text.endswith(f"years (patient: {patient_age:.3g})")
+    # a small move inside the view repaints only the markers (a full draw of the map's training
+    # points cost tens of ms on every slider tick): no draw, the pixels at the star change
+    qtbot.waitUntil(lambda: view._background is not None, timeout=5000)
+    ax = view._patient.axes
+    limits = (ax.get_xlim(), ax.get_ylim())
+    draws = []
+    view.canvas.mpl_connect("draw_event", lambda event: draws.append(event))
+    before = np.asarray(view.canvas.buffer_rgba()).copy()
+    whatif.set_whatif_value("AGE", 88)
+    whatif.update_whatif()
+    after = np.asarray(view.canvas.buffer_rgba())
+    assert (ax.get_xlim(), ax.get_ylim()) == limits and not draws
+    x, y = ax.transData.transform(view.points()["whatif"])
+    row, col = int(round(after.shape[0] - y)), int(round(x))
+    assert (after[row - 4 : row + 5, col - 4 : col + 5] != before[row - 4 : row + 5, col - 4 : col + 5]).any()
     # a model that generates nothing says so instead of drawing a map
     panel.open_model(models_dir() / "ad_imaging.safetensors")
     panel.predict()
