@@ -161,6 +161,7 @@ def test_the_panel_moves_the_what_if_network_on_the_map(make_napari_viewer, qtbo
     before = np.asarray(view.canvas.buffer_rgba()).copy()
     whatif.set_whatif_value("AGE", 88)
     whatif.update_whatif()
+    qtbot.wait(50)  # the markers are blitted after the what-if plot
     after = np.asarray(view.canvas.buffer_rgba())
     assert (ax.get_xlim(), ax.get_ylim()) == limits and not draws
     x, y = ax.transData.transform(view.points()["whatif"])

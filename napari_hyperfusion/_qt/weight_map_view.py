@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ..infer.weight_map import WeightMap
@@ -158,7 +158,8 @@ class WeightMapView(QWidget):
             (lo[1] - pad[1], hi[1] + pad[1]) if self.weight_map.dims == 2 else (-1.0, 1.0),
         )
         if self._background is not None and limits == (ax.get_xlim(), ax.get_ylim()):
-            self._blit()
+            # after the event the caller is in (a slider tick): its own plot is painted first
+            QTimer.singleShot(0, self._blit)
         else:  # the view must grow or shrink: redraw the map (the markers follow in _on_drawn)
             self._background = None
             ax.set_xlim(*limits[0])
@@ -190,6 +191,8 @@ class WeightMapView(QWidget):
         self._paint_markers()
 
     def _blit(self) -> None:
+        if self._background is None:  # a full draw came first and painted the markers
+            return
         self.canvas.restore_region(self._background)
         self._paint_markers()
 
