@@ -62,8 +62,10 @@ def _screen_pixels(widget):
     return screen.grabWindow(0, corner.x(), corner.y(), shown.width(), shown.height()).toImage()
 
 
-def _until_screen_changes(widget, before, start: float, done, timeout: float = 300.0) -> float:
-    """Seconds from ``start`` until ``done()`` and ``widget``'s screen pixels differ from ``before``."""
+def _until_screen_changes(widget, before, start: float, done, timeout: float = 60.0) -> float | None:
+    """Seconds from ``start`` until ``done()`` and ``widget``'s screen pixels
+    differ from ``before``; ``None`` when the action finished but the region
+    did not change within ``timeout`` (e.g. scrolled out of view)."""
     from qtpy.QtWidgets import QApplication
 
     deadline = start + timeout
@@ -72,7 +74,9 @@ def _until_screen_changes(widget, before, start: float, done, timeout: float = 3
         if done() and _screen_pixels(widget) != before:
             return time.perf_counter() - start
         if time.perf_counter() > deadline:
-            raise TimeoutError("the screen did not change in time")
+            if not done():
+                raise TimeoutError("the panel did not finish in time")
+            return None
 
 
 def _until_idle(busy, start: float) -> tuple[float, float]:
@@ -222,10 +226,10 @@ def run(args: argparse.Namespace) -> None:
     def measure(name: str, action) -> None:
         cold = action()
         warm = [action() for _ in range(args.repeats)]
-        inside, screen = [w[0] for w in warm], [w[1] for w in warm]
+        inside, screen = [w[0] for w in warm], [w[1] for w in warm if w[1] is not None] or [None]
         said = [w[2] for w in warm if w[2] is not None]
         rows.append([name, fmt(cold[0]), fmt(statistics.median(inside)), fmt(max(inside)),
-                     fmt(statistics.median(screen)), fmt(statistics.median(said)) if said else "-"])  # fmt: skip
+                     fmt(statistics.median(screen) if screen[0] is not None else None), fmt(statistics.median(said)) if said else "-"])  # fmt: skip
 
     measure("Predict", predict)
     measure("Saliency overlay", saliency)
