@@ -112,6 +112,11 @@ class WeightMapView(QWidget):
         self._patient = self._whatif = self._move = None
         self._background = None  # the drawn map without the markers, for blitting them on a slider tick
         self.canvas.mpl_connect("draw_event", self._on_drawn)
+        # a timer owned by the view: a blit pending when the view is closed dies with it
+        self._blit_soon = QTimer(self)
+        self._blit_soon.setSingleShot(True)
+        self._blit_soon.setInterval(0)
+        self._blit_soon.timeout.connect(self._blit)
 
     def set_map(self, wmap: WeightMap | None, why_not: str = "", classes: Sequence[str] = ()) -> None:
         """Draw ``wmap``'s training points (or say why there is no map)."""
@@ -159,7 +164,7 @@ class WeightMapView(QWidget):
         )
         if self._background is not None and limits == (ax.get_xlim(), ax.get_ylim()):
             # after the event the caller is in (a slider tick): its own plot is painted first
-            QTimer.singleShot(0, self._blit)
+            self._blit_soon.start()
         else:  # the view must grow or shrink: redraw the map (the markers follow in _on_drawn)
             self._background = None
             ax.set_xlim(*limits[0])
