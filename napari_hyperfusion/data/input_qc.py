@@ -231,13 +231,11 @@ def _index_covariance(mask: np.ndarray, n: int) -> np.ndarray:
     return (second - n * np.outer(mean, mean)) / (n - 1)
 
 
-def _sharpness(on_template: np.ndarray, spacing_mm: float, quartiles: tuple[float, float] | None = None) -> float:
+def _sharpness(on_template: np.ndarray, spacing_mm: float, quartiles: tuple[float, float]) -> float:
     """Mean gradient magnitude (per mm) inside the template's mask, in units
     of the tissue's interquartile spread ``quartiles`` (25th, 75th
-    percentile inside the mask; measured when not given)."""
+    percentile inside the mask, measured once with the coverage's median)."""
     mask = _mask()
-    if quartiles is None:
-        quartiles = tuple(np.percentile(on_template[mask], [25, 75]))
     q1, q3 = (float(q) for q in quartiles)
     spread = q3 - q1
     if spread <= 0:
