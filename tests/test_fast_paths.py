@@ -4,6 +4,8 @@ these tests hold it to the answers it gave before.
 - the separable resampling against scipy's general ``affine_transform``;
 - the foreground moments from projections against listing the voxels;
 - the gradient magnitude against ``np.gradient``;
+- the paired-tap Gaussian against scipy's ``gaussian_filter1d`` and the
+  high percentile against ``np.percentile``;
 - the gate's measures and the predictions of a real synthetic cohort
   against values recorded with the code before the speed-up
   (``tests/data/golden_ad_predictions.json``), loading with one thread and
@@ -21,8 +23,8 @@ import pytest
 from scipy import ndimage
 
 from napari_hyperfusion.data import input_qc
-from napari_hyperfusion.data.preprocess import load_scan
-from napari_hyperfusion.data.resample import antialias_sigma, axis_aligned, resample_to_grid
+from napari_hyperfusion.data.preprocess import high_percentile, load_scan
+from napari_hyperfusion.data.resample import antialias_sigma, axis_aligned, gaussian_filter1d, resample_to_grid
 
 GOLDEN = Path(__file__).parent / "data" / "golden_ad_predictions.json"
 
@@ -127,3 +129,62 @@ def test_cohort_predictions_are_what_they_were_before(ad_cohort, golden, tmp_pat
     expected = np.array([s["prob"] for s in subjects.values()])
     np.testing.assert_allclose(probs, expected, atol=5e-5)  # float16 views: a rounding may flip in the 4th digit
     np.testing.assert_allclose(got["image_typicality_pct"], [s["typicality_pct"] for s in subjects.values()], atol=0.05)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+@pytest.mark.parametrize("sigma", [0.2, 0.6, 1.0, 2.3, 6.0])
+def test_paired_tap_gaussian_matches_scipy(mode, sigma):
+    # sigma 6 has a radius (24) wider than the short axis (10): the mirror must repeat as scipy's does
+    volume = np.random.default_rng(int(sigma * 10)).random((10, 37, 29)).astype(np.float32) * 500
+    for axis in range(3):
+        ours = gaussian_filter1d(volume, sigma, axis, mode=mode)
+        theirs = ndimage.gaussian_filter1d(volume, sigma, axis=axis, mode=mode)
+        assert ours.dtype == np.float32 and ours.shape == volume.shape
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-3)
+
+
+def test_paired_tap_gaussian_refuses_other_modes():
+    with pytest.raises(ValueError, match="mode"):
+        gaussian_filter1d(np.zeros((4, 4, 4)), 1.0, 0, mode="wrap")
+
+
+@pytest.mark.parametrize("q", [95, 99, 99.5, 99.9, 100])
+def test_high_percentile_matches_numpy(q):
+    rng = np.random.default_rng(int(q * 10))
+    n = 50_000
+    samples = {
+        "uniform": rng.random(n),
+        "few levels (ties at the percentile)": rng.integers(0, 5, n).astype(float),
+        "half background": np.r_[np.zeros(n // 2), rng.random(n - n // 2)],
+        "heavy tails": rng.standard_normal(n) ** 3,
+        "sorted ascending (the stride sees only the low end)": np.sort(rng.random(n)),
+        "a real scan": load_scan(Path(__file__).parents[1] / "sample_data" / "SYN_DEMO_01.nii.gz").data,
+    }
+    for name, values in samples.items():
+        values = np.asarray(values, dtype=np.float32)
+        assert high_percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-6), name
+    with_nan = samples["uniform"].copy()
+    with_nan[7] = np.nan
+    assert np.isnan(high_percentile(with_nan, q))
+
+
+def test_model_footprint_counts_every_layer_without_torchs_compiler(monkeypatch):
+    """The footprint check (run on every model file opened) stands in for norms and activations on the
+    meta device: the same count as running them, without importing torch._dynamo (2 s of start-up)."""
+    import subprocess
+    import sys
+
+    from napari_hyperfusion.io.model_file import read_info
+    from napari_hyperfusion.nn import footprint
+
+    models = sorted((Path(__file__).parents[1] / "models").glob("*.safetensors"))
+    configs = [read_info(path).config for path in models]
+    fast = [footprint.estimate_footprint(config) for config in configs]
+    monkeypatch.setattr(footprint, "_stand_in_for_norms", lambda net: None)
+    assert fast == [footprint.estimate_footprint(config) for config in configs]
+    probe = (
+        "import sys; from napari_hyperfusion.io.model_file import read_info; "
+        f"[read_info(p) for p in {[str(p) for p in models]!r}]; print('torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

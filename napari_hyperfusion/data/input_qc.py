@@ -35,10 +35,10 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import ImageError
 from .preprocess import Scan, foreground_mask, resample_to_grid
+from .resample import gaussian_filter1d
 from .template import load_template
 
 __all__ = [
@@ -138,7 +138,7 @@ def template_agreement(data: np.ndarray) -> tuple[float, float]:
 def _agreement(data: np.ndarray, tissue: np.ndarray, median: float) -> tuple[float, float]:
     """:func:`template_agreement` given the volume's values inside the mask
     (``tissue``) and their median (shared with the sharpness measure)."""
-    a = ndimage.gaussian_filter(np.asarray(data, dtype=np.float32), 1.0)[_mask()].astype(np.float64)
+    a = _smooth(data)[_mask()].astype(np.float64)
     a_c = a - a.mean()
     b_c, b_norm = _template_centred()
     denom = float(np.sqrt((a_c**2).sum()) * b_norm)
@@ -159,7 +159,14 @@ def _template_centred() -> tuple[np.ndarray, float]:
 
 @lru_cache(maxsize=1)
 def _smooth_template() -> np.ndarray:
-    return ndimage.gaussian_filter(load_template().t1, 1.0)
+    return _smooth(load_template().t1)
+
+
+def _smooth(volume: np.ndarray) -> np.ndarray:
+    """A Gaussian of one template voxel (sigma 1), mirrored at the edges."""
+    for axis in range(3):
+        volume = gaussian_filter1d(volume, 1.0, axis, mode="reflect")
+    return volume
 
 
 @lru_cache(maxsize=1)
@@ -240,10 +247,12 @@ def _sharpness(on_template: np.ndarray, spacing_mm: float, quartiles: tuple[floa
     spread = q3 - q1
     if spread <= 0:
         return 0.0
-    # in units of the tissue spread: intensities near 1e30 would overflow their squares
+    peak = max(abs(float(on_template.max())), abs(float(on_template.min())))
+    if peak < 1e15 and peak / spread < 1e15:  # float32 squares cannot overflow: as it is, in float32
+        gradient = _gradient_magnitude(np.asarray(on_template, dtype=np.float32), spacing_mm)
+        return float(gradient[mask].mean(dtype=np.float64) / spread)
+    # intensities near 1e30 would overflow their squares: in units of the tissue spread, in float64
     scaled = (on_template.astype(np.float64) - q1) / spread
-    if np.abs(scaled).max() < 1e15:  # float32 squares cannot overflow: half the memory traffic
-        scaled = scaled.astype(np.float32)
     return float(_gradient_magnitude(scaled, spacing_mm)[mask].mean(dtype=np.float64))
 
 

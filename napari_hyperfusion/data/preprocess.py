@@ -236,17 +236,51 @@ class ModelGrid:
         )  # fmt: skip
 
 
+def high_percentile(data: np.ndarray, q: float = 99.5) -> float:
+    """``np.percentile(data, q)`` (linear interpolation) for a high ``q``,
+    sorting only the values that can hold it.
+
+    A strided sample gives a value below the percentile; only the values
+    above it (a few per cent of a scan) are partitioned, instead of a copy
+    of the whole volume. Falls back to ``np.percentile`` when the sample's
+    bound is not low enough or the data hold NaN.
+
+    Args:
+        data: any shape, real.
+        q: percentile in [0, 100], meant for 95 and above.
+    Returns:
+        The percentile, as ``np.percentile`` computes it (to rounding).
+    """
+    flat = np.ravel(data)
+    n = flat.size
+    if n < 4096 or q < 90 or np.isnan(flat).any():
+        return float(np.percentile(flat, q))
+    position = q / 100.0 * (n - 1)
+    below_rank = int(np.floor(position))
+    sample = np.sort(flat[:: max(1, n // 4096)])
+    bound = sample[int(np.floor((1.0 - 2.0 * (1.0 - q / 100.0) - 0.01) * (sample.size - 1)))]
+    top = flat[flat >= bound]
+    first = below_rank - (n - top.size)  # the rank of the lower neighbour among ``top``
+    if first < 0:
+        return float(np.percentile(flat, q))
+    second = min(first + 1, top.size - 1)
+    top = np.partition(top, [first, second])
+    low, high = float(top[first]), float(top[second])
+    fraction = position - below_rank
+    return low + (high - low) * fraction if fraction < 0.5 else high - (high - low) * (1.0 - fraction)
+
+
 def foreground_mask(data: np.ndarray) -> np.ndarray:
     """The scan's foreground: voxels above 5 % of its 99.5th percentile
     (none when that percentile is not positive). Boolean, ``data``'s shape."""
-    high = float(np.percentile(data, 99.5))
+    high = high_percentile(data, 99.5)
     return data > 0.05 * high if high > 0 else np.zeros(np.shape(data), dtype=bool)
 
 
 def foreground_stats(data: np.ndarray) -> tuple[float, float]:
     """Mean and SD of the foreground (voxels above 5 % of the 99.5th
     percentile): the scan's intensity scale, blind to the background."""
-    high = float(np.percentile(data, 99.5))
+    high = high_percentile(data, 99.5)
     if high <= 0:
         raise ImageError("the scan is empty (no positive intensities)")
     # float64 statistics: squares of large intensities (1e20 and up) overflow float32

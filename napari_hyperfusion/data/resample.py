@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["resample_to_grid", "antialias_sigma", "axis_aligned"]
+__all__ = ["resample_to_grid", "antialias_sigma", "axis_aligned", "gaussian_filter1d"]
 
 _TRUNCATE = 4.0  # scipy's default: the Gaussian kernel's radius in sigmas
 _AXIS_TOL = 1e-9  # relative size of an off-axis matrix entry still treated as zero
@@ -102,7 +102,7 @@ def _separable(
         # scipy's gaussian_filter filters every sigma above 1e-15; below 0.125 its kernel (radius
         # int(4 sigma + 0.5)) is the single weight 1, a pass that changes nothing
         if blur[a] > 1e-15 and int(_TRUNCATE * blur[a] + 0.5) > 0:
-            out = ndimage.gaussian_filter1d(out, float(blur[a]), axis=a, mode="constant", truncate=_TRUNCATE)
+            out = gaussian_filter1d(out, float(blur[a]), axis=a, mode="constant")
         b = int(along[a])
         coords = scan_to_grid[a, b] * np.arange(shape[b], dtype=np.float64) + scan_to_grid[a, 3]
         out = _sample_axis(out, coords, a)
@@ -123,3 +123,49 @@ def _sample_axis(volume: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarra
     w_high = weight.reshape(shape).astype(np.float32)
     w_low = np.where(inside, 1.0 - weight, 0.0).reshape(shape).astype(np.float32)
     return np.take(volume, low, axis=axis) * w_low + np.take(volume, high, axis=axis) * w_high
+
+
+def gaussian_filter1d(volume: np.ndarray, sigma: float, axis: int, mode: str = "constant") -> np.ndarray:
+    """scipy's ``ndimage.gaussian_filter1d`` (truncated at 4 sigma), in float32.
+
+    The kernel is symmetric, so each pair of taps is added before it is
+    weighted: half the multiplications of scipy's general correlation, and
+    whole-array numpy operations instead of its line-by-line loop (about
+    twice as fast on the 2 mm template grid). Values agree with scipy's to
+    float32 rounding (``tests/test_fast_paths.py``).
+
+    Args:
+        volume: any shape, any real dtype (computed in float32).
+        sigma: the Gaussian's standard deviation in voxels (> 0).
+        axis: the axis filtered.
+        mode: ``"constant"`` (zeros beyond the edges) or ``"reflect"``
+            (scipy's half-sample mirror, numpy's ``"symmetric"``).
+    Returns:
+        float32, ``volume``'s shape.
+    """
+    if mode not in ("constant", "reflect"):
+        raise ValueError(f"mode must be 'constant' or 'reflect', got {mode!r}")
+    radius = int(_TRUNCATE * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / float(sigma)) ** 2)
+    weights = (kernel / kernel.sum())[radius:].astype(np.float32)  # centre, then one side
+    src = np.asarray(volume, dtype=np.float32)
+    if radius == 0:
+        return src.copy()
+    width = [(0, 0)] * src.ndim
+    width[axis] = (radius, radius)
+    padded = np.pad(src, width, mode="symmetric" if mode == "reflect" else "constant")
+    n = src.shape[axis]
+
+    def shifted(k: int) -> np.ndarray:
+        index = [slice(None)] * src.ndim
+        index[axis] = slice(radius + k, radius + k + n)
+        return padded[tuple(index)]
+
+    out = np.multiply(shifted(0), weights[0])
+    pair = np.empty_like(out)
+    for k in range(1, radius + 1):
+        np.add(shifted(-k), shifted(k), out=pair)
+        pair *= weights[k]
+        out += pair
+    return out

@@ -104,6 +104,7 @@ def estimate_footprint(config: ModelConfig) -> Footprint:
     except (TypeError, ValueError, OverflowError, RuntimeError) as err:  # sizes no layer can take
         raise ConfigError(f"this architecture cannot be built ({type(err).__name__}: {str(err)[:200]})") from None
     parameters = sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
+    _stand_in_for_norms(net)
     total = [0]
 
     def count(_module, _inputs, output) -> None:
@@ -121,6 +122,39 @@ def estimate_footprint(config: ModelConfig) -> Footprint:
         for hook in hooks:
             hook.remove()
     return Footprint(parameters=int(parameters), activation_values=int(total[0]))
+
+
+class _SameShape(torch.nn.Module):
+    """A normalisation or activation layer's output shape without its arithmetic."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+_SHAPE_KEEPING = (
+    torch.nn.modules.batchnorm._BatchNorm,
+    torch.nn.GroupNorm,
+    torch.nn.ReLU,
+    torch.nn.PReLU,
+    torch.nn.LeakyReLU,
+    torch.nn.ELU,
+    torch.nn.GELU,
+    torch.nn.SiLU,
+    torch.nn.Sigmoid,
+    torch.nn.Tanh,
+)
+
+
+def _stand_in_for_norms(net: torch.nn.Module) -> None:
+    """Replace norms and activations (output shaped as input) in a meta
+    network: on ``meta`` torch runs them through its Python decompositions,
+    whose first use imports torch's compiler (2 s of every command's
+    start-up, for layers whose output size is their input's)."""
+    norms = _SHAPE_KEEPING
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, norms):
+                setattr(module, name, _SameShape())
 
 
 def check_footprint(config: ModelConfig, limits: ResourceLimits | None = None) -> Footprint:
