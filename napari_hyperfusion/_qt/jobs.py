@@ -16,14 +16,17 @@ import traceback
 from collections.abc import Callable, Generator
 from typing import Any
 
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..analysis.explain import Cancelled
 from ..errors import HyperFusionError
 from . import notify
 
-__all__ = ["JobRunner", "Cancelled"]
+__all__ = ["JobRunner", "Cancelled", "BUSY_ANIMATION_AFTER_MS"]
+
+BUSY_ANIMATION_AFTER_MS = 600  # a job still running after this shows the moving busy bar
+STATUS_AFTER_MS = 250  # a job's step lines appear once it has run this long (a fast job does not flicker)
 
 
 class _Outcome:
@@ -60,6 +63,18 @@ class JobRunner(QWidget):
         self._bridge = _Bridge()
         self._bridge.step.connect(self._on_step)
         self.started_at = 0.0
+        # the moving busy bar starts only when a job outlasts a hand's movement: with napari's OpenGL
+        # canvas in the window, each animation frame re-composes the whole window (10-20 ms of the UI
+        # thread in software GL), and those frames slowed a 0.2 s Predict to 0.45 s
+        self._busy_timer = QTimer(self)
+        self._busy_timer.setSingleShot(True)
+        self._busy_timer.setInterval(BUSY_ANIMATION_AFTER_MS)
+        self._busy_timer.timeout.connect(self._show_busy)
+        self._pending_status: str | None = None
+        self._status_timer = QTimer(self)
+        self._status_timer.setSingleShot(True)
+        self._status_timer.setInterval(STATUS_AFTER_MS)
+        self._status_timer.timeout.connect(self._show_pending_status)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
@@ -132,7 +147,9 @@ class JobRunner(QWidget):
         self._failure = failure
         self.started_at = time.perf_counter()
         self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)  # busy until the job reports steps
+        self._busy_timer.start()  # then busy until the job reports steps
+        self._pending_status = None
+        self._status_timer.start()
         self.status.setText(label)
         self.busy_changed.emit(True)
         worker.start()
@@ -152,16 +169,34 @@ class JobRunner(QWidget):
         if self._stop.is_set():  # cancelling: a step's status line would hide "cancelling..."
             return
         if isinstance(value, str):
-            self.status.setText(value)
+            if self._status_timer.isActive():  # shown when the timer fires, if the job still runs
+                self._pending_status = value
+            else:
+                self.status.setText(value)
         elif on_partial is not None and not self._stop.is_set():
             on_partial(value)
 
+    def _show_pending_status(self) -> None:
+        if self._worker is not None and self._pending_status is not None and not self._stop.is_set():
+            self.status.setText(self._pending_status)
+        self._pending_status = None
+
+    def _drop_pending_status(self) -> None:
+        self._status_timer.stop()
+        self._pending_status = None
+
+    def _show_busy(self) -> None:
+        if self._worker is not None and self.progress.maximum() == 1 and self.progress.value() == 0:
+            self.progress.setRange(0, 0)
+
     def _on_step(self, done: int, total: int) -> None:
         if self._worker is not None:
+            self._busy_timer.stop()
             self.progress.setRange(0, max(total, 1))
             self.progress.setValue(done)
 
     def _on_returned(self, value: Any, on_result: Callable[[Any], None]) -> None:
+        self._drop_pending_status()  # a step line must not overwrite the outcome
         if isinstance(value, _Outcome):
             if value.cancelled:
                 self.status.setText("Cancelled; nothing was changed.")
@@ -179,6 +214,7 @@ class JobRunner(QWidget):
             notify.error(message)
 
     def _on_errored(self, err: Exception, failure: str) -> None:
+        self._drop_pending_status()
         message = notify.bug_message(failure, err)
         self.status.setText(message)
         notify.error(message)
@@ -188,6 +224,8 @@ class JobRunner(QWidget):
             self.status.setText("Cancelled; nothing was changed.")
         self._worker = None
         self._stop.clear()
+        self._busy_timer.stop()
+        self._drop_pending_status()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.cancel_button.setEnabled(False)

@@ -47,7 +47,7 @@ from ..analysis.scenario import ScenarioError
 from ..analysis.whatif import WhatIfSession
 from ..data.notes import embed_notes, encoder_loaded
 from ..errors import HyperFusionError
-from ..infer.subject import SubjectPrediction, predict_subject
+from ..infer.subject import SubjectPrediction, predict_subject_and_features
 from ..nn.devices import available_devices, resolve_device
 from . import notify
 from .explain_section import ExplainSection
@@ -391,10 +391,11 @@ class HyperFusionPanel(QWidget):
                 embed_notes([note])
             yield "checking the scan, resampling it onto the model grid"
             age = record.get("AGE") if model.info.task == "brain_age" else None  # the form's "for the gap" field
-            result = predict_subject(model, scan, record, note=note, chronological_age=age,
-                                     scan_name=f"'{identity.scan_name}'")  # fmt: skip
-            yield "caching image features for the what-if sliders"
-            session = WhatIfSession(model, scan, identity.scan_key, note=note)
+            result, features = predict_subject_and_features(
+                model, scan, record, note=note, chronological_age=age, scan_name=f"'{identity.scan_name}'"
+            )
+            # the sliders decode from the prediction's own image features: no second pass of the encoder
+            session = WhatIfSession(model, scan, identity.scan_key, note=note, features=features)
             return result, session
 
         self.jobs.start(job, lambda out: self._on_predicted(out, identity, layer), "starting...", "Cannot predict")

@@ -69,10 +69,21 @@ def field_grid(field: Field, n: int = 64) -> list[Any]:
 class WhatIfSession:
     """Cached image features of one scan under one model on one device.
 
+    ``features``: each view's image features when the caller already has
+    them (from :func:`~napari_hyperfusion.infer.subject.predict_subject_and_features`);
+    otherwise the scan is resampled and encoded here.
+
     ``key`` identifies what the cache depends on; :meth:`matches` says
     whether it is still valid for another (model, scan id, device)."""
 
-    def __init__(self, model: LoadedModel, scan: Scan | None, scan_id: str = "", note: str = "") -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        scan: Scan | None,
+        scan_id: str = "",
+        note: str = "",
+        features: list[dict[str, torch.Tensor]] | None = None,
+    ) -> None:
         self.model = model
         self.note = note  # a model that reads notes holds the note fixed while the EHR vary
         self.net = model.net.eval()
@@ -84,7 +95,9 @@ class WhatIfSession:
         stored = model.info.input_stats.get("weight_map")
         self.weight_map: WeightMap | None = WeightMap.from_dict(stored) if stored else None
         with torch.no_grad():
-            if model.info.config.uses_image:
+            if features:  # the image features of the prediction's own pass (predict_subject_and_features)
+                self.features = list(features)
+            elif model.info.config.uses_image:
                 if scan is None:
                     raise ImageError(f"{model.info.name} needs an image")
                 views = prepare_views(scan, ModelGrid.from_dict(model.info.image))

@@ -30,11 +30,15 @@ class Prediction:
     """``values [N, K]``: class probabilities, or ``[N, 1]`` regression
     outputs in the target's unit; ``per_view [N, V, K]`` before averaging;
     ``features [N, F]``: the image features pooled over space and views
-    (:func:`pool_features`), when asked for, else ``None``."""
+    (:func:`pool_features`), when asked for, else ``None``;
+    ``image_features``: for one subject, when asked for, each view's
+    :meth:`~napari_hyperfusion.nn.base.FusionNet.encode_image` output (what
+    a what-if session caches), else ``None``."""
 
     values: np.ndarray
     per_view: np.ndarray
     features: np.ndarray | None = None
+    image_features: list[dict[str, torch.Tensor]] | None = None
 
 
 KINDS = ("multiclass", "multilabel", "regression")
@@ -62,6 +66,7 @@ def predict_views(
     device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
     with_features: bool = False,
+    keep_image_features: bool = False,
 ) -> Prediction:
     """Run ``net`` (in eval mode) over subjects in batches of ``batch_size``.
 
@@ -69,14 +74,18 @@ def predict_views(
     ``"multiclass"``, ``"multilabel"`` or ``"regression"``. ``views`` may be
     ``None`` for the tabular-only baseline. ``with_features`` also returns
     the pooled image features of the same pass (for the typicality flags;
-    no second run of the image encoder)."""
+    no second run of the image encoder). ``keep_image_features`` (one
+    subject only) also returns each view's unpooled image features, so
+    that a what-if session needs no second pass either."""
     was_training = net.training
     net.eval()
     device = torch.device(device) if device is not None else next(net.parameters()).device
     tab = torch.as_tensor(np.asarray(tabular, dtype=np.float32))
     n = tab.shape[0]
+    if keep_image_features and n != 1:
+        raise ValueError(f"keep_image_features is for one subject, got {n}")
     n_views = 1 if views is None or not net.config.uses_image else views.shape[1]
-    out, pooled = [], []
+    out, pooled, kept = [], [], []
     try:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
@@ -87,6 +96,8 @@ def predict_views(
                 if views is not None and net.config.uses_image:
                     image = torch.as_tensor(views[start:stop, v]).to(device=device, dtype=torch.float32)[:, None]
                 features = net.encode_image(image)  # forward() is decode(encode_image): the same pass
+                if keep_image_features:
+                    kept.append(features)
                 per_view.append(to_probabilities(net.decode(features, t), kind))
                 if with_features and features:
                     per_view_features.append(pool_features(features))
@@ -99,7 +110,8 @@ def predict_views(
         net.train(was_training)
     per_view = torch.cat(out).numpy() if out else np.zeros((0, n_views, net.config.n_outputs), np.float32)
     features = torch.cat(pooled).double().numpy() if pooled else None
-    return Prediction(values=per_view.mean(1), per_view=per_view, features=features)
+    return Prediction(values=per_view.mean(1), per_view=per_view, features=features,
+                      image_features=kept if keep_image_features else None)  # fmt: skip
 
 
 def predict_cohort(

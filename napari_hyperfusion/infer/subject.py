@@ -22,7 +22,7 @@ from ..io.model_file import LoadedModel
 from .cohort import predict_views
 from .typicality import assess
 
-__all__ = ["SubjectPrediction", "predict_subject", "prepare_subject"]
+__all__ = ["SubjectPrediction", "predict_subject", "predict_subject_and_features", "prepare_subject"]
 
 
 @dataclass
@@ -147,7 +147,7 @@ def prepare_subject(model: LoadedModel, scan: Scan | None, record: Mapping[str, 
     return views, tabular, filled, sorted(missing)
 
 
-def predict_subject(
+def predict_subject_and_features(
     model: LoadedModel,
     scan: Scan | None,
     record: Mapping[str, Any],
@@ -156,7 +156,7 @@ def predict_subject(
     chronological_age: float | None = None,
     scan_name: str = "",
     gate: bool = True,
-) -> SubjectPrediction:
+) -> tuple[SubjectPrediction, list[dict[str, Any]]]:
     """Predict one subject.
 
     The scan first passes the input gate
@@ -174,7 +174,12 @@ def predict_subject(
     :class:`~napari_hyperfusion.data.input_qc.InputRefused` (the gate),
     :class:`~napari_hyperfusion.data.preprocess.ImageError` (scan),
     :class:`~napari_hyperfusion.data.schema.SchemaError` (record) and
-    :class:`~napari_hyperfusion.data.notes.NoteEncoderError` (note)."""
+    :class:`~napari_hyperfusion.data.notes.NoteEncoderError` (note).
+
+    Returns:
+        The :class:`SubjectPrediction`, and each view's image features of
+        the same pass (``[]`` for a model without an image), ready for a
+        :class:`~napari_hyperfusion.analysis.whatif.WhatIfSession`."""
     start = time.perf_counter()
     qc = None
     if gate and model.info.config.uses_image and scan is not None:
@@ -186,14 +191,15 @@ def predict_subject(
     views, tabular, filled, imputed = prepare_subject(model, scan, record, note)
     if progress:
         progress(f"running the network on {model.device.type}")
-    pred = predict_views(model.net, views, tabular, model.info.kind, device=model.device, with_features=True)
+    pred = predict_views(model.net, views, tabular, model.info.kind, device=model.device, with_features=True,
+                         keep_image_features=True)  # fmt: skip
     info = model.info
     view_names = ModelGrid.from_dict(info.image).view_names if info.config.uses_image else []
     extra: dict[str, Any] = {}
     if hasattr(model.net, "label_attention") and views is not None:
         extra["label_attention"] = label_attention(model, views, tabular)
     typical = assess(model, filled, pred.features)
-    return SubjectPrediction(
+    result = SubjectPrediction(
         model_name=info.name,
         model_sha256=model.sha256,
         task=info.task,
@@ -215,6 +221,22 @@ def predict_subject(
         chronological_age=None if chronological_age is None else float(chronological_age),
         age_bias=dict(info.input_stats.get("age_bias") or {}),
     )
+    return result, pred.image_features or []
+
+
+def predict_subject(
+    model: LoadedModel,
+    scan: Scan | None,
+    record: Mapping[str, Any],
+    progress: Callable[[str], None] | None = None,
+    note: str = "",
+    chronological_age: float | None = None,
+    scan_name: str = "",
+    gate: bool = True,
+) -> SubjectPrediction:
+    """Predict one subject (:func:`predict_subject_and_features` without the
+    image features)."""
+    return predict_subject_and_features(model, scan, record, progress, note, chronological_age, scan_name, gate)[0]
 
 
 def _scan_name(scan: Scan) -> str:
