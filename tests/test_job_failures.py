@@ -59,7 +59,7 @@ def test_a_failure_in_every_job_ends_it_with_a_message(name, make_panel, qtbot, 
     panel = make_panel(name)
     # Predict
     with monkeypatch.context() as patch:
-        patch.setattr(panel_module, "predict_subject", _boom)
+        patch.setattr(panel_module, "predict_subject_and_features", _boom)
         panel.predict()
         _ended(panel, qtbot, errors, "Cannot predict: unexpected RuntimeError")
     assert panel.last_result is None
@@ -119,7 +119,7 @@ def test_cancel_ends_a_job_that_fails_after_it(make_panel, qtbot, errors, monkey
             time.sleep(0.01)
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(panel_module, "predict_subject", stuck)
+    monkeypatch.setattr(panel_module, "predict_subject_and_features", stuck)
     panel.predict()
     qtbot.waitUntil(lambda: panel.busy, timeout=5_000)
     panel.cancel()
@@ -133,7 +133,7 @@ def test_a_user_error_in_a_job_is_said_without_calling_it_a_bug(make_panel, qtbo
     def refuse(*args, **kwargs):
         raise ImageError("the scan is empty")
 
-    monkeypatch.setattr(panel_module, "predict_subject", refuse)
+    monkeypatch.setattr(panel_module, "predict_subject_and_features", refuse)
     panel.predict()
     qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
     assert errors[-1] == "Cannot predict: the scan is empty"

@@ -7,12 +7,13 @@ for and is dropped if the case changed while it ran."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from ..analysis.case import Case
@@ -40,6 +41,9 @@ IG_DELTA_WARNING = 0.05
 
 
 EXPLANATION = "explanation"
+
+
+OVERLAY_WAIT_S = 1.0  # the longest the EHR attribution waits for the overlay to be drawn
 
 
 class ExplainSection(QWidget):
@@ -205,6 +209,7 @@ class ExplainSection(QWidget):
         settings = {"method": method, "target": target, "baseline": self.baseline_combo.currentText(),
                     "n_steps": self.steps_spin.value(), "output": output}  # fmt: skip
         jobs = self.jobs
+        overlay_shown = threading.Event()
 
         def job():
             image = None
@@ -215,6 +220,11 @@ class ExplainSection(QWidget):
                 image = attribute_image(model, scan, record, progress=jobs.report, should_stop=jobs.should_stop,
                                         note=note, **settings)  # fmt: skip
                 yield image  # the overlay is shown now; the EHR attribution follows
+                # once the overlay is on screen: the attribution's threads would take the cores the
+                # window needs to draw it (the map is what the user waits for)
+                for _ in range(int(OVERLAY_WAIT_S / 0.02)):
+                    if overlay_shown.wait(0.02) or jobs.should_stop():
+                        break
                 yield "attributing the EHR fields"
             if jobs.should_stop():
                 raise Cancelled()
@@ -233,8 +243,16 @@ class ExplainSection(QWidget):
             lambda result: self._on_explained(result, identity, model, record),
             f"explaining with {METHOD_LABELS[method]}...",
             "Cannot explain",
-            on_partial=lambda image: self._show_image(image, identity, model, record),
+            on_partial=lambda image: self._show_partial(image, identity, model, record, overlay_shown),
         )
+
+    def _show_partial(
+        self, image: Any, identity: Any, model: LoadedModel, record: dict[str, Any], shown: threading.Event
+    ) -> None:
+        try:
+            self._show_image(image, identity, model, record)
+        finally:  # after the paint the overlay's layers asked for (posted events come before timers)
+            QTimer.singleShot(0, shown.set)
 
     def _show_image(self, image: Any, identity: Any, model: LoadedModel, record: dict[str, Any]) -> None:
         """The image maps as overlays, if the case is still the one they were computed for."""

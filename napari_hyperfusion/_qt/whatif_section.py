@@ -171,7 +171,9 @@ class WhatIfSection(QWidget):
         self._wi_order = np.arange(0)
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
-        self._debounce.setInterval(15)  # ms: coalesces a burst of slider events into one update
+        # 0 ms: the update runs once the event loop has handled every pending slider event, so a burst
+        # (a drag, a key held down) is one update, and a single move waits for nothing
+        self._debounce.setInterval(0)
         self._debounce.timeout.connect(self.update_whatif)
         self._wi_background = None
         self.whatif_canvas.mpl_connect("draw_event", self._on_whatif_drawn)
