@@ -11,7 +11,7 @@ import pytest
 from conftest import dock_panel
 
 from napari_hyperfusion._qt import notify
-from napari_hyperfusion._qt.linked_views import CROSSHAIR_NAME, _on_click, crosshair_lines
+from napari_hyperfusion._qt.linked_views import CROSSHAIR_NAME, CROSSHAIR_PX, _on_click, crosshair_lines
 from napari_hyperfusion._qt.orientation import side_letters
 from napari_hyperfusion._qt.plain import PlainCanvas
 from napari_hyperfusion._qt.view_controls import LECTURE_SCALE
@@ -69,6 +69,16 @@ def test_three_planes_share_one_point_and_mirror_the_scan(panel, qtbot):
     assert coronal.model.dims.point == sagittal.model.dims.point == point
     cross = next(layer for layer in viewer.layers if layer.name == CROSSHAIR_NAME)
     np.testing.assert_allclose(cross.data[0][0][1:], point[1:])
+    for model in (viewer, coronal.model, sagittal.model):
+        # the two lines lying in each plane are drawn, full length, and at least a pixel wide on screen
+        # (a width in mm vanished in the small side canvases)
+        mine = next(layer for layer in model.layers if layer.name == CROSSHAIR_NAME)
+        assert mine.vector_style == "line" and len(mine._view_data) == 2
+        assert mine.edge_width * model.camera.zoom == pytest.approx(CROSSHAIR_PX, rel=0.06)
+    coronal.model.camera.zoom *= 3  # zooming in keeps the width on screen
+    assert next(lyr for lyr in coronal.model.layers if lyr.name == CROSSHAIR_NAME).edge_width * (
+        coronal.model.camera.zoom
+    ) == pytest.approx(CROSSHAIR_PX, rel=0.06)
     assert panel.patient.current_layer() is scan  # the crosshair is not offered as a scan
     # a click in the sagittal plane (no drag) moves the shared point; a drag pans and moves nothing
     click = _on_click(ortho.move_point)

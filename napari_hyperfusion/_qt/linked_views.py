@@ -26,7 +26,10 @@ from qtpy.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 from .orientation import PLANES, orient, show_side_letters
 from .plain import plain_label
 
-__all__ = ["LinkedCanvas", "OrthoViews", "TwinView", "CROSSHAIR_NAME", "crosshair_lines", "close_with_window"]
+__all__ = [
+    "LinkedCanvas", "OrthoViews", "TwinView", "CROSSHAIR_NAME", "crosshair_lines", "crosshair_vectors",
+    "close_with_window",
+]  # fmt: skip
 
 CROSSHAIR_NAME = "crosshair (three planes)"
 MIRRORED_EVENTS = ("data", "contrast_limits", "colormap", "visible", "opacity", "blending", "name")
@@ -48,6 +51,32 @@ def crosshair_lines(point: Sequence[float], extent: np.ndarray) -> np.ndarray:
     for axis in range(3):
         lines[axis, 0, axis], lines[axis, 1, axis] = extent[0, axis], extent[1, axis]
     return lines
+
+
+def crosshair_vectors(point: Sequence[float], extent: np.ndarray) -> np.ndarray:
+    """:func:`crosshair_lines` as napari vectors (start, then the step to
+    the end), ``[3, 2, 3]``. A Vectors layer redraws in a fraction of a
+    Shapes layer's time (no polygon triangulation: 27 ms per Shapes update,
+    four per move of the point), and a 2D slice shows the two lines that
+    start in it."""
+    lines = crosshair_lines(point, extent)
+    return np.stack([lines[:, 0], lines[:, 1] - lines[:, 0]], axis=1)
+
+
+_CROSSHAIR_STYLE = {
+    "edge_color": "#ffdd00",
+    "name": CROSSHAIR_NAME,
+    "opacity": 0.8,
+    "units": ("mm",) * 3,
+    "vector_style": "line",
+}  # rectangles: napari draws vectors as tapering triangles by default
+CROSSHAIR_PX = 1.5  # the crosshair's width on screen: a width in mm goes below a pixel in a small canvas and vanishes
+
+
+def crosshair_width(zoom: float) -> float:
+    """The crosshair's width in mm for a camera showing ``zoom`` screen
+    pixels per mm (a constant :data:`CROSSHAIR_PX` pixels on screen)."""
+    return CROSSHAIR_PX / max(float(zoom), 1e-6)
 
 
 def _mirror(layer: Any) -> Any:
@@ -167,6 +196,7 @@ class OrthoViews(QWidget):
             layout.addWidget(canvas)
             canvas.model.mouse_drag_callbacks.append(_on_click(self.move_point))
             canvas.model.dims.events.point.connect(self._from_canvas)
+            canvas.model.camera.events.zoom.connect(self._fit_crosshair_widths)
         self._click = _on_click(self.move_point)
         viewer.mouse_drag_callbacks.append(self._click)
         self.plane, self.radiological, self.font_scale = "axial", False, 1.0
@@ -257,11 +287,11 @@ class OrthoViews(QWidget):
                     canvas.model.layers.remove(crosshair)
                 if extent is not None:
                     if crosshair is None:
-                        canvas.model.add_shapes(
-                            crosshair_lines(self.viewer.dims.point, extent), shape_type="line",
-                            edge_color="#ffdd00", edge_width=0.6, name=CROSSHAIR_NAME, opacity=0.8,
-                            units=("mm",) * 3,
-                        )  # fmt: skip
+                        canvas.model.add_vectors(
+                            crosshair_vectors(self.viewer.dims.point, extent),
+                            edge_width=crosshair_width(canvas.model.camera.zoom),
+                            **_CROSSHAIR_STYLE,
+                        )
                     else:  # on top of the mirrors
                         canvas.model.layers.move(canvas.model.layers.index(crosshair), len(canvas.model.layers))
                     orient(canvas.model, canvas.model.title, self.radiological)
@@ -304,22 +334,29 @@ class OrthoViews(QWidget):
         if key == self._drawn and main is not None:
             return
         self._drawn = key
-        lines = crosshair_lines(point, extent)
+        vectors = crosshair_vectors(point, extent)
         for canvas in self.canvases:
             layer = self._crosshair(canvas.model.layers)
             if layer is not None:
-                layer.data = list(lines)
+                layer.data = vectors
         if main is None and add:
             selected = set(self.viewer.layers.selection)
             active = self.viewer.layers.selection.active
-            self.viewer.add_shapes(lines, shape_type="line", edge_color="#ffdd00", edge_width=0.6,
-                                   name=CROSSHAIR_NAME, opacity=0.8, units=("mm",) * 3)  # fmt: skip
+            self.viewer.add_vectors(vectors, edge_width=crosshair_width(self.viewer.camera.zoom), **_CROSSHAIR_STYLE)
             # the crosshair is not what the user works on: the selection stays theirs
             self.viewer.layers.selection.clear()
             self.viewer.layers.selection.update(selected)
             self.viewer.layers.selection.active = active
         elif main is not None:
-            main.data = list(lines)
+            main.data = vectors
+
+    def _fit_crosshair_widths(self, *args: Any) -> None:
+        """Keep every crosshair :data:`CROSSHAIR_PX` wide on screen as its camera zooms."""
+        for model in [self.viewer, *(canvas.model for canvas in self.canvases)]:
+            layer = self._crosshair(model.layers)
+            width = crosshair_width(model.camera.zoom)
+            if layer is not None and not np.isclose(layer.edge_width, width, rtol=0.05):
+                layer.edge_width = width
 
     # -- the shared point -----------------------------------------------------
     def move_point(self, position: np.ndarray) -> None:
@@ -357,6 +394,7 @@ class OrthoViews(QWidget):
         for name in ("inserted", "removed", "moved"):
             getattr(self.viewer.layers.events, name).disconnect(self._schedule)
         self.viewer.dims.events.point.disconnect(self._from_main)
+        self.viewer.camera.events.zoom.disconnect(self._fit_crosshair_widths)
         self._watch([])
         self._rebuild_timer.stop()
         crosshair = self._crosshair(self.viewer.layers)
