@@ -27,9 +27,16 @@ from .orientation import PLANES, orient, show_side_letters
 from .plain import plain_label
 
 __all__ = [
-    "LinkedCanvas", "OrthoViews", "TwinView", "CROSSHAIR_NAME", "crosshair_lines", "crosshair_vectors",
+    "LinkedCanvas",
+    "OrthoViews",
+    "TwinView",
+    "CROSSHAIR_NAME",
+    "CROSSHAIR_PX",
+    "crosshair_lines",
+    "crosshair_vectors",
+    "crosshair_width",
     "close_with_window",
-]  # fmt: skip
+]
 
 CROSSHAIR_NAME = "crosshair (three planes)"
 MIRRORED_EVENTS = ("data", "contrast_limits", "colormap", "visible", "opacity", "blending", "name")
