@@ -14,7 +14,7 @@ from conftest import PLUGIN, dock_panel
 from napari_hyperfusion._qt import notify
 from napari_hyperfusion.analysis.whatif import WhatIfSession
 from napari_hyperfusion.data.preprocess import ModelGrid, load_scan
-from napari_hyperfusion.infer.subject import predict_subject
+from napari_hyperfusion.infer.subject import predict_subject, predict_subject_and_features
 from napari_hyperfusion.io.model_file import load_model
 from napari_hyperfusion.resources import models_dir, sample_data_dir
 from napari_hyperfusion.samples import subject_record
@@ -35,6 +35,19 @@ def test_cached_predictions_equal_full_forward_passes(session):
                    "PTGENDER": str(rng.choice(["Female", "Male"])), "ABETA": None}  # fmt: skip
         full = predict_subject(model, scan, changed).values
         np.testing.assert_allclose(whatif.predict(changed), full, atol=1e-6)
+
+
+def test_a_session_from_the_predictions_own_pass_equals_one_that_encodes_the_scan(session):
+    """Predict hands its image features to the what-if session (no second encoder pass): same answers."""
+    whatif, model, scan, record = session
+    result, features = predict_subject_and_features(model, scan, record)
+    assert len(features) == whatif.n_views and all(features)
+    reused = WhatIfSession(model, scan, "demo03", features=features)
+    for key in whatif.features[0]:
+        torch.testing.assert_close(reused.features[0][key], whatif.features[0][key])
+    changed = {**record, "AGE": 90.0, "APOE4": 2.0}
+    np.testing.assert_allclose(reused.predict(changed), whatif.predict(changed), atol=1e-6)
+    np.testing.assert_allclose(reused.predict(record), result.values, atol=1e-6)
 
 
 def test_cache_is_tied_to_model_scan_and_device(session):
