@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from napari_hyperfusion._qt.jobs import BUSY_ANIMATION_AFTER_MS, STATUS_AFTER_MS, JobRunner
 
 
@@ -44,7 +46,10 @@ def _run(qtbot, runner: JobRunner, job) -> tuple[list[str], list[tuple[int, int]
 def test_a_fast_job_shows_no_animation_and_no_step_lines(qtbot):
     runner = JobRunner()
     qtbot.addWidget(runner)
-    shown, ranges, results = _run(qtbot, runner, _job(0.05))
+    start = time.perf_counter()
+    shown, ranges, results = _run(qtbot, runner, _job(0.03))
+    if time.perf_counter() - start > 0.8 * STATUS_AFTER_MS / 1000:  # a stalled machine made it a slow job
+        pytest.skip("the 30 ms job took longer than the status delay on this (busy) machine")
     assert results == ["answer"]
     assert (0, 0) not in ranges  # the moving (indeterminate) bar never started
     assert not any(text.startswith("step") for text in shown), shown
