@@ -180,7 +180,7 @@ def test_model_footprint_counts_every_layer_without_torchs_compiler(monkeypatch)
     models = sorted((Path(__file__).parents[1] / "models").glob("*.safetensors"))
     configs = [read_info(path).config for path in models]
     fast = [footprint.estimate_footprint(config) for config in configs]
-    monkeypatch.setattr(footprint, "_stand_in_for_norms", lambda net: None)
+    monkeypatch.setattr(footprint, "_stand_in_for_shape_keeping_layers", lambda net: None)
     assert fast == [footprint.estimate_footprint(config) for config in configs]
     probe = (
         "import sys; from napari_hyperfusion.io.model_file import read_info; "

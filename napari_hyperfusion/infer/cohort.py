@@ -110,8 +110,8 @@ def predict_views(
         net.train(was_training)
     per_view = torch.cat(out).numpy() if out else np.zeros((0, n_views, net.config.n_outputs), np.float32)
     features = torch.cat(pooled).double().numpy() if pooled else None
-    return Prediction(values=per_view.mean(1), per_view=per_view, features=features,
-                      image_features=kept if keep_image_features else None)  # fmt: skip
+    image_features = kept if keep_image_features else None
+    return Prediction(values=per_view.mean(1), per_view=per_view, features=features, image_features=image_features)
 
 
 def predict_cohort(

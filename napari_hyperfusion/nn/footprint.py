@@ -104,7 +104,7 @@ def estimate_footprint(config: ModelConfig) -> Footprint:
     except (TypeError, ValueError, OverflowError, RuntimeError) as err:  # sizes no layer can take
         raise ConfigError(f"this architecture cannot be built ({type(err).__name__}: {str(err)[:200]})") from None
     parameters = sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
-    _stand_in_for_norms(net)
+    _stand_in_for_shape_keeping_layers(net)
     total = [0]
 
     def count(_module, _inputs, output) -> None:
@@ -145,15 +145,14 @@ _SHAPE_KEEPING = (
 )
 
 
-def _stand_in_for_norms(net: torch.nn.Module) -> None:
+def _stand_in_for_shape_keeping_layers(net: torch.nn.Module) -> None:
     """Replace norms and activations (output shaped as input) in a meta
     network: on ``meta`` torch runs them through its Python decompositions,
     whose first use imports torch's compiler (2 s of every command's
     start-up, for layers whose output size is their input's)."""
-    norms = _SHAPE_KEEPING
     for module in list(net.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, norms):
+            if isinstance(child, _SHAPE_KEEPING):
                 setattr(module, name, _SameShape())
 
 
