@@ -357,7 +357,6 @@ def _limit_scores(test_cohort: str, result) -> dict:
 def _cmd_prepare(args: argparse.Namespace) -> None:
     from .data.preprocess import load_scan
     from .data.registration import prepare_scan, qc_verdict, write_prepared
-    from .data.scan_file import nifti_stem
 
     failed = 0
     for source in args.scans:
@@ -381,7 +380,9 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 
         try:
             prepared = prepare_scan(
-                load_scan(path), deformable=args.deformable, progress=progress if bar is not None else None
+                load_scan(path, series=args.series),
+                deformable=args.deformable,
+                progress=progress if bar is not None else None,
             )
         finally:
             if bar is not None:
@@ -389,7 +390,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         verdict, reason = qc_verdict(prepared.qc)
         failed += verdict == "refuse"
         # a refused result is kept for inspection, but never under a name a pipeline would take as prepared
-        stem = nifti_stem(path) + ("_REFUSED" if verdict == "refuse" else "")
+        stem = _scan_stem(path) + ("_REFUSED" if verdict == "refuse" else "")
         paths = write_prepared(prepared, args.out, stem)
         print(
             f"{path.name}: {verdict.upper()} ({reason}); head scale {prepared.head_scale:.3f}; "
@@ -397,6 +398,17 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         )
     if failed:
         raise CLIError(f"{failed} of {len(args.scans)} scan(s) failed the registration check; see the lines above")
+
+
+def _scan_stem(path: Path) -> str:
+    """Output names for a scan: a NIfTI file's name without its suffix, a
+    DICOM folder's name, or the folder of a DICOM file or DICOMDIR."""
+    from .data.scan_file import is_nifti_path, nifti_stem
+
+    if is_nifti_path(path):
+        return nifti_stem(path)
+    folder = path if path.is_dir() else path.resolve().parent
+    return folder.name or "dicom"
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -687,7 +699,16 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare",
         help="register T1 scans to the MNI template for the models (needs the extra [prep]: SimpleITK)",
     )
-    prep.add_argument("scans", nargs="+", help="NIfTI T1 scans, skull-stripped, in any orientation and voxel size")
+    prep.add_argument(
+        "scans",
+        nargs="+",
+        help="T1 scans in any orientation and voxel size: NIfTI files or DICOM series (folder, file, DICOMDIR)",
+    )
+    prep.add_argument(
+        "--series",
+        default=None,
+        help="the DICOM series to read where a folder holds several (its key, as the refusal lists them)",
+    )
     prep.add_argument("--out", required=True, help="folder for <name>_mni.nii.gz, <name>_to_mni.tfm, <name>_prep.json")
     prep.add_argument("--deformable", action="store_true", help="add a B-spline refinement after the affine stage")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -695,7 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="predict a cohort table with a model file")
     predict.add_argument("model", help="a .safetensors model file")
-    predict.add_argument("cohort", help="a cohort CSV/TSV (same columns as for training; no target needed)")
+    predict.add_argument(
+        "cohort",
+        help="a cohort CSV/TSV (same columns as for training; no target needed); images are NIfTI or DICOM folders",
+    )
     predict.add_argument("--out", required=True, help="the predictions CSV to write")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--batch-size", type=_at_least(1), default=16, help="subjects per forward pass")

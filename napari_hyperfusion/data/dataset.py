@@ -196,7 +196,7 @@ def read_cohort(
             image = Path(value.strip())
             image = image if image.is_absolute() else path.parent / image
             try:
-                found = image.is_file()
+                found = image.is_file() or image.is_dir()  # a folder is a DICOM series
             except OSError as err:  # e.g. a name longer than the file system allows
                 raise CohortError(
                     f"{path.name}: {_where(i, ids[i], spec.image_column)}: {_shorten(str(image))} is not a path "

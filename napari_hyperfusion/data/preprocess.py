@@ -102,16 +102,30 @@ def scan_from_array(data: np.ndarray, affine: np.ndarray, name: str = "image") -
     return Scan(data=data, affine=check_affine(affine, name))
 
 
-def load_scan(path: str | os.PathLike) -> Scan:
-    """Read a NIfTI file, reorient to canonical RAS and check it.
+def load_scan(path: str | os.PathLike, series: str | None = None) -> Scan:
+    """Read a NIfTI file or a DICOM series, reorient to canonical RAS and
+    check it.
 
     Voxels are the scaled floating-point values nibabel defines
-    (``scl_slope`` / ``scl_inter`` applied). Raises :class:`ImageError` for a
-    missing file, a file nibabel cannot read (or a truncated one), a non-3D
-    image, RGB or complex voxels, a header claiming a volume too large for
-    memory or a singular affine (all checked before reading), and
-    non-finite values."""
+    (``scl_slope`` / ``scl_inter`` applied), or DICOM's Rescale Slope /
+    Intercept applied slice by slice. A folder, a ``DICOMDIR`` or a DICOM
+    file is read as a series (:mod:`.dicom`); ``series`` (a key or UID)
+    chooses one where the folder holds several. Raises :class:`ImageError`
+    for a missing file, a file nibabel cannot read (or a truncated one), a
+    non-3D image, RGB or complex voxels, a header claiming a volume too large
+    for memory or a singular affine (all checked before reading), every
+    refusal of the DICOM reader, and non-finite values."""
+    from .scan_file import is_nifti_path
+
     path = Path(path)
+    if not is_nifti_path(path) and path.exists():
+        from .dicom import is_dicom_source, open_dicom
+
+        if is_dicom_source(path):
+            volume = open_dicom(path, series=series)
+            scan = scan_from_array(volume.data, volume.affine, name=path.name)
+            scan.path = path
+            return scan
     img = open_nifti(path)
     if len(img.shape) == 4 and img.shape[3] > 1:  # which volume is the T1 is for the user to say
         raise ImageError(

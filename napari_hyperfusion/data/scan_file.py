@@ -32,8 +32,10 @@ __all__ = [
     "is_scaled",
     "read_first_volume",
     "read_canonical",
+    "to_canonical",
     "check_affine",
     "nifti_stem",
+    "is_nifti_path",
 ]
 
 # 512^3 voxels: 512 MiB as float32, four times a 0.5 mm whole-head scan; a
@@ -219,9 +221,25 @@ def read_canonical(img: Any, name: str = "scan", keep_integers: bool = False) ->
         run left->Right, posterior->Anterior, inferior->Superior.
     """
     data = read_first_volume(img, name=name, keep_integers=keep_integers)
+    return to_canonical(data, img.affine, name)
+
+
+def to_canonical(data: np.ndarray, affine: np.ndarray, name: str = "scan") -> tuple[np.ndarray, np.ndarray]:
+    """Reorder a volume's axes (flips and transposes only, no resampling) so
+    that they run as close as they can to Right, Anterior, Superior.
+
+    Args:
+        data: ``[I, J, K]`` voxels in the order of ``affine``.
+        affine: ``[4, 4]`` voxel -> world (RAS mm).
+        name: for messages.
+
+    Returns:
+        ``(data [X, Y, Z], affine [4, 4])`` describing the same voxels at the
+        same world positions: NIfTI and DICOM scans land alike.
+    """
     try:
-        ornt = nib.orientations.io_orientation(img.affine)
-        affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, data.shape)  # the file's shape
+        ornt = nib.orientations.io_orientation(affine)
+        affine = affine @ nib.orientations.inv_ornt_aff(ornt, data.shape)
     except nib.orientations.OrientationError:
         raise ImageError(
             f"{name}'s affine (voxel-to-world matrix) gives its axes no orientation; fix the header's "
@@ -229,6 +247,11 @@ def read_canonical(img: Any, name: str = "scan", keep_integers: bool = False) ->
         ) from None
     data = nib.orientations.apply_orientation(data, ornt)
     return np.ascontiguousarray(data), affine
+
+
+def is_nifti_path(path: str | os.PathLike) -> bool:
+    """Whether the name ends in ``.nii`` or ``.nii.gz`` (any case)."""
+    return str(path).lower().endswith((".nii", ".nii.gz"))
 
 
 def nifti_stem(path: str | os.PathLike) -> str:

@@ -1,0 +1,125 @@
+"""DICOM series -> napari layer data, placed in world space (no Qt needed).
+
+napari's File > Open gives this reader a folder, a DICOM file or a DICOMDIR
+(:func:`get_reader`). Every series found is read (:mod:`..data.dicom`) and
+becomes one image layer, named from its Series Description and a six-digit
+key hashed from its UID, so a folder holding several series offers them all
+in the panel's scan picker; series that cannot be a T1 volume (a localiser,
+a CT, a compressed series without its decoder) are skipped with a warning
+that says why, and when none is left the reader raises the reasons.
+
+A layer's ``metadata`` holds the affine, the source path and the header
+fields :func:`~napari_hyperfusion.data.dicom.safe_metadata` keeps: never a
+name, an ID, a date, an institution or a UID.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.dicom import Series, find_series, is_dicom_file, read_series, safe_metadata
+from ..errors import ImageError
+from .nifti import layer_kwargs_for
+
+__all__ = ["get_reader", "read_dicom", "layer_name", "describe_series"]
+
+LayerData = tuple[Any, dict[str, Any], str]
+PEEK_FILES = 64  # how many files of a folder get_reader looks at to recognise a DICOM folder
+
+
+def layer_name(series: Series) -> str:
+    """``<Series Description> · <key>``: no identifier, unique per series."""
+    return f"{series.description or 'DICOM series'} · {series.key}"
+
+
+def describe_series(metadata: dict[str, Any]) -> str:
+    """One line about a DICOM layer for tooltips and notifications, from
+    the kept (non-identifying) fields."""
+    dicom = metadata.get("dicom", {})
+    size = " x ".join(f"{v:g}" for v in dicom.get("voxel_size_mm", []))
+    return (
+        f"DICOM series {dicom.get('series_key', '?')}: {dicom.get('series_description') or '(no description)'}, "
+        f"{dicom.get('slices', '?')} {dicom.get('orientation', '')} slices" + (f", {size} mm" if size else "")
+    )
+
+
+def _layer(series: Series, source: Path) -> LayerData:
+    volume = read_series(series)
+    data = volume.data
+    finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
+    low, high = np.percentile(finite, [0.5, 99.8]) if finite.size else (0.0, 1.0)
+    metadata = {
+        "affine": volume.affine.tolist(),
+        "dicom": safe_metadata(series, volume.affine),
+        "source_path": str(source),
+        "space": "scanner RAS (mm), canonical orientation",
+    }
+    kwargs = {
+        "name": layer_name(series),
+        "metadata": metadata,
+        "colormap": "gray",
+        "contrast_limits": (float(low), float(high) if high > low else float(low) + 1.0),
+        **layer_kwargs_for(volume.affine),
+    }
+    return data, kwargs, "image"
+
+
+def read_dicom(path: str | os.PathLike | list) -> list[LayerData]:
+    """Read every readable series of a folder, DICOM file or DICOMDIR.
+
+    Returns:
+        One ``(data [X, Y, Z], kwargs, "image")`` per series, largest first.
+
+    Raises:
+        ImageError: nothing readable; the message gives each series' reason.
+    """
+    paths = path if isinstance(path, list) else [path]
+    layers: list[LayerData] = []
+    refused: list[str] = []
+    for p in paths:
+        source = Path(p)
+        for series in find_series(source):
+            try:
+                layers.append(_layer(series, source))
+            except ImageError as err:
+                refused.append(str(err))
+    if not layers:
+        raise ImageError("no DICOM series here can be read as a T1 volume: " + " | ".join(refused))
+    if refused:
+        warnings.warn(f"opened {len(layers)} series; skipped {len(refused)}: " + " | ".join(refused), stacklevel=2)
+    return layers
+
+
+def _looks_like_dicom_folder(folder: Path) -> bool:
+    """A DICOMDIR or a DICOM file among the first files of the folder tree."""
+    seen = 0
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            if name.upper() == "DICOMDIR" or is_dicom_file(Path(root) / name):
+                return True
+            seen += 1
+            if seen >= PEEK_FILES:
+                return False
+    return False
+
+
+def get_reader(path: str | list) -> Any:
+    """npe2 reader hook: :func:`read_dicom` for a DICOM folder, file or
+    DICOMDIR, ``None`` for anything else (decided without parsing)."""
+    paths = path if isinstance(path, list) else [path]
+    for p in paths:
+        if not isinstance(p, (str, os.PathLike)):
+            return None
+        p = Path(p)
+        if p.is_dir():
+            if not _looks_like_dicom_folder(p):
+                return None
+        elif not (p.name.upper() == "DICOMDIR" or is_dicom_file(p)):
+            return None
+    return read_dicom

@@ -1,0 +1,428 @@
+"""DICOM series as scans: every synthetic acquisition opens where its NIfTI
+does, with the same values and the same prediction; every bad series is
+refused with its reason; pydicom's own MR files open or are refused clearly.
+
+The series are written here from the shipped synthetic subjects
+(:mod:`napari_hyperfusion.synth.dicom_series`): axial, sagittal, coronal,
+oblique, 1 x 1.2 x 1 mm scaled int16, enhanced multi-frame, shuffled file
+names and Instance Numbers, a folder of two series and a DICOMDIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from napari_hyperfusion.cli import main
+from napari_hyperfusion.data import dicom
+from napari_hyperfusion.data.dicom import SeriesChoiceError, find_series, open_dicom, series_key
+from napari_hyperfusion.data.preprocess import load_scan
+from napari_hyperfusion.data.scan_file import open_nifti, read_canonical
+from napari_hyperfusion.errors import ImageError
+from napari_hyperfusion.io import dicom as dicom_reader
+from napari_hyperfusion.io.nifti import read_nifti
+from napari_hyperfusion.resources import models_dir, sample_data_dir
+from napari_hyperfusion.synth.dicom_series import SYNTHETIC_IDENTITY, quantize, write_series
+
+AD_MODEL = models_dir() / "ad_hyperfusion.safetensors"
+PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
+
+
+def _sample(subject: str = "SYN_DEMO_01") -> tuple[np.ndarray, np.ndarray]:
+    return read_canonical(open_nifti(sample_data_dir() / f"{subject}.nii.gz"), keep_integers=True)
+
+
+def _resampled(data: np.ndarray, affine: np.ndarray, voxel: tuple[float, float, float]):
+    """The volume on a grid of ``voxel`` mm over the same field of view."""
+    old = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    zoom = old / np.asarray(voxel)
+    out = ndimage.zoom(data.astype(np.float32), zoom, order=1)
+    new = affine.copy()
+    new[:3, :3] = affine[:3, :3] / old * np.asarray(voxel)
+    return out, new
+
+
+# name -> (how the NIfTI is made from SYN_DEMO_01, acquisition, enhanced)
+def _plain(data, affine):
+    return data, affine
+
+
+def _fine_scaled(data, affine):  # 1 x 1.2 x 1 mm, float values stored as scaled int16
+    values, new = _resampled(data, affine, (1.0, 1.2, 1.0))
+    return quantize(values * 0.731)[0], new
+
+
+def _offset_scaled(data, affine):  # a Rescale Intercept that is not zero
+    return quantize(data * 1.37 + 12.5)[0], affine
+
+
+def _oblique(data, affine):
+    """The brain where it was, seen through a voxel grid turned 15 degrees
+    about x and 10 about z around the volume's centre (an oblique acquisition)."""
+    centre = affine @ np.r_[(np.array(data.shape) - 1) / 2, 1.0]
+    turn = np.eye(4)
+    turn[:3, :3] = Rotation.from_euler("xz", [15, 10], degrees=True).as_matrix()
+    turn[:3, 3] = centre[:3] - turn[:3, :3] @ centre[:3]
+    new = turn @ affine
+    ijk = np.indices(data.shape).reshape(3, -1)
+    source = (np.linalg.inv(affine) @ new)[:3] @ np.vstack([ijk, np.ones(ijk.shape[1])])
+    values = ndimage.map_coordinates(data.astype(np.float32), source, order=1).reshape(data.shape)
+    return quantize(values)[0], new
+
+
+VARIANTS = {
+    "axial": (_plain, "axial", False),
+    "sagittal_1x1.2x1_scaled": (_fine_scaled, "sagittal", False),
+    "coronal_oblique": (_oblique, "coronal", False),
+    "axial_oblique_enhanced": (_oblique, "axial", True),
+    "sagittal_enhanced_scaled": (_fine_scaled, "sagittal", True),
+    "axial_intercept": (_offset_scaled, "axial", False),
+}
+PREDICTED = [name for name in VARIANTS if name != "axial_intercept"]  # its background is not zero: refused alike
+
+
+@pytest.fixture(scope="module")
+def series_pairs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """name -> (NIfTI file, DICOM folder) holding the same voxels at the same place."""
+    root = tmp_path_factory.mktemp("dicom")
+    data, affine = _sample()
+    out = {}
+    for i, (name, (make, acquisition, enhanced)) in enumerate(VARIANTS.items()):
+        values, placed = make(data, affine)
+        nifti = root / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(values, placed), nifti)
+        folder = root / name
+        write_series(values, placed, folder, acquisition=acquisition, enhanced=enhanced, seed=i)
+        out[name] = (nifti, folder)
+    return out
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_a_series_opens_where_its_nifti_does_with_the_same_values(series_pairs, name):
+    nifti, folder = series_pairs[name]
+    from_dicom, from_nifti = load_scan(folder), load_scan(nifti)
+    assert from_dicom.data.shape == from_nifti.data.shape
+    np.testing.assert_array_equal(from_dicom.data, from_nifti.data)
+    np.testing.assert_allclose(from_dicom.affine, from_nifti.affine, atol=1e-6)
+    # napari's placement: the same voxel lands on the same millimetre
+    (d_data, d_kwargs, _), (n_data, n_kwargs, _) = dicom_reader.read_dicom(folder)[0], read_nifti(nifti)[0]
+    np.testing.assert_array_equal(np.asarray(d_data, np.float32), np.asarray(n_data, np.float32))
+    for key in ("scale", "translate", "affine"):
+        assert (key in d_kwargs) == (key in n_kwargs)
+        if key in n_kwargs:
+            np.testing.assert_allclose(np.asarray(d_kwargs[key]), np.asarray(n_kwargs[key]), atol=1e-6)
+
+
+def test_slices_are_ordered_in_space_not_by_name_or_instance_number(series_pairs):
+    _, folder = series_pairs["axial"]
+    frames = find_series(folder)[0].frames
+    by_name = [f.path.name for f in frames]
+    numbers = [int(pydicom.dcmread(f.path, stop_before_pixels=True).InstanceNumber) for f in frames]
+    z = [f.position[2] for f in frames]
+    # the writer shuffled both: neither the names nor the numbers follow the slices' positions
+    assert by_name == sorted(by_name) and np.corrcoef(np.argsort(by_name), z)[0, 1] < 0.9
+    assert abs(np.corrcoef(numbers, z)[0, 1]) < 0.9
+
+
+def test_every_series_predicts_as_its_nifti_through_the_cli(series_pairs, tmp_path):
+    rows = pd.read_csv(sample_data_dir() / "subjects.csv").iloc[[0]]
+    table = []
+    for name, (nifti, folder) in series_pairs.items():
+        if name not in PREDICTED:
+            continue
+        for kind, image in (("nifti", nifti), ("dicom", folder)):
+            row = rows.copy()
+            row["PTID"], row["IMAGE"] = f"{name}_{kind}", str(image)
+            table.append(row)
+    cohort = tmp_path / "cohort.csv"
+    pd.concat(table).to_csv(cohort, index=False)
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(AD_MODEL), str(cohort), "--out", str(out), "--quiet"]) == 0
+    pred = pd.read_csv(out).set_index("PTID")
+    probability = [c for c in pred.columns if c.startswith("prob_")] + ["qc_ncc"]
+    assert len(probability) == 4
+    for name in PREDICTED:
+        dicom_row, nifti_row = pred.loc[f"{name}_dicom"], pred.loc[f"{name}_nifti"]
+        np.testing.assert_allclose(
+            dicom_row[probability].to_numpy(float), nifti_row[probability].to_numpy(float), atol=1e-5
+        )
+        assert dicom_row["image_typicality_pct"] == pytest.approx(nifti_row["image_typicality_pct"], abs=0.01)
+        assert dicom_row["predicted"] == nifti_row["predicted"]
+        assert pred.loc[f"{name}_dicom", "input_qc"] == pred.loc[f"{name}_nifti", "input_qc"]
+
+
+# -- several series, a single file, a DICOMDIR ---------------------------------------------
+@pytest.fixture(scope="module")
+def two_series(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("study")
+    data, affine = _sample()
+    write_series(data, affine, folder / "a", acquisition="axial", description="T1 AXIAL SYNTHETIC", seed=10)
+    write_series(data, affine, folder / "b", acquisition="sagittal", description="T1 SAG SYNTHETIC", seed=11)
+    return folder
+
+
+def test_a_folder_of_several_series_is_refused_with_the_list_unless_one_is_named(two_series, capsys):
+    found = find_series(two_series)
+    assert {s.description for s in found} == {"T1 AXIAL SYNTHETIC", "T1 SAG SYNTHETIC"}
+    with pytest.raises(SeriesChoiceError) as refused:
+        load_scan(two_series)
+    message = str(refused.value)
+    for s in found:
+        assert (
+            f"{s.key}  {s.description}  80 slice(s)" in message or f"{s.key}  {s.description}  96 slice(s)" in message
+        )
+        assert s.uid not in message  # UIDs identify a study: the list names series by a hash
+    assert "axial" in message and "sagittal" in message and "--series" in message
+    sagittal = next(s for s in found if s.description == "T1 SAG SYNTHETIC")
+    chosen = load_scan(two_series, series=sagittal.key)
+    np.testing.assert_array_equal(chosen.data, load_scan(two_series / "b").data)
+    assert load_scan(two_series, series=sagittal.uid).data.shape == chosen.data.shape
+    with pytest.raises(SeriesChoiceError, match="holds no series 'ffffff'"):
+        load_scan(two_series, series="ffffff")
+    # the CLI: a message and exit status 2, the list included
+    assert main(["prepare", str(two_series), "--out", str(two_series.parent / "prep"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert sagittal.key in err and "T1 SAG SYNTHETIC" in err and sagittal.uid not in err
+
+
+def test_a_single_file_opens_its_whole_series(series_pairs):
+    _, folder = series_pairs["axial"]
+    one_file = sorted(folder.iterdir())[17]
+    np.testing.assert_array_equal(load_scan(one_file).data, load_scan(folder).data)
+    assert dicom_reader.get_reader(str(one_file)) is dicom_reader.read_dicom
+
+
+def test_a_dicomdir_opens_the_series_it_lists(series_pairs, tmp_path):
+    from pydicom.fileset import FileSet
+
+    _, folder = series_pairs["axial"]
+    fileset = FileSet()
+    for path in sorted(folder.iterdir()):
+        fileset.add(pydicom.dcmread(path))
+    fileset.write(tmp_path / "media")
+    dicomdir = tmp_path / "media" / "DICOMDIR"
+    assert dicomdir.is_file()
+    np.testing.assert_array_equal(load_scan(dicomdir).data, load_scan(folder).data)
+    assert dicom_reader.get_reader(str(dicomdir)) is dicom_reader.read_dicom
+
+
+def test_the_napari_reader_claims_dicom_and_nothing_else(series_pairs, tmp_path):
+    nifti, folder = series_pairs["axial"]
+    assert dicom_reader.get_reader(str(folder)) is dicom_reader.read_dicom
+    assert dicom_reader.get_reader(str(nifti)) is None
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("hello")
+    assert dicom_reader.get_reader(str(tmp_path / "notes")) is None
+
+
+# -- refusals: one bad series each -------------------------------------------------------
+@pytest.fixture
+def good_series(tmp_path) -> Path:
+    data, affine = _sample("SYN_DEMO_02")
+    write_series(data, affine, tmp_path / "series", acquisition="axial", seed=5)
+    return tmp_path / "series"
+
+
+def _by_position(folder: Path) -> list[Path]:
+    """The files from the lowest slice to the highest."""
+    files = sorted(folder.iterdir())
+    return sorted(files, key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+
+
+def _edit(path: Path, **values) -> None:
+    ds = pydicom.dcmread(path)
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path)
+
+
+def _missing(folder):
+    os.remove(_by_position(folder)[40])
+
+
+def _uneven(folder):
+    path = _by_position(folder)[40]
+    position = [float(v) for v in pydicom.dcmread(path).ImagePositionPatient]
+    _edit(path, ImagePositionPatient=[position[0], position[1], position[2] + 0.7])
+
+
+def _mixed_orientation(folder):
+    _edit(_by_position(folder)[10], ImageOrientationPatient=[1, 0, 0, 0, 0, -1])
+
+
+def _mixed_size(folder):
+    path = _by_position(folder)[10]
+    ds = pydicom.dcmread(path)
+    ds.PixelData = np.zeros((40, 40), "<i2").tobytes()
+    ds.Rows = ds.Columns = 40
+    ds.save_as(path)
+
+
+def _tilted(folder):  # each slice 0.3 mm further towards the patient's back: gantry tilt of about 9 degrees
+    for k, path in enumerate(_by_position(folder)):
+        x, y, z = (float(v) for v in pydicom.dcmread(path).ImagePositionPatient)
+        _edit(path, ImagePositionPatient=[x, y + 0.3 * k, z])
+
+
+def _jpeg_ls(folder):  # the header of a JPEG-LS series (its refusal comes before any pixel is decoded)
+    from pydicom.encaps import encapsulate
+
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGLSLossless
+        ds.PixelData = encapsulate([ds.PixelData])
+        ds.save_as(path)
+
+
+def _ct(folder):
+    for path in folder.iterdir():
+        _edit(path, Modality="CT")
+
+
+def _localiser(folder):
+    for path in folder.iterdir():
+        _edit(path, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])
+
+
+def _three_slices(folder):
+    for path in _by_position(folder)[3:]:
+        os.remove(path)
+
+
+def _truncated(folder):
+    path = _by_position(folder)[20]
+    path.write_bytes(path.read_bytes()[:-1000])
+
+
+def _two_echoes(folder):  # a second copy of every slice at the same positions (another echo)
+    for path in list(folder.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(folder / f"{path.name}_echo2")
+
+
+def _thick_slices(folder):
+    for path in _by_position(folder)[1::2]:
+        os.remove(path)
+    for path in _by_position(folder)[1::2]:
+        os.remove(path)
+
+
+def _no_dicom(folder):
+    shutil.rmtree(folder)
+    folder.mkdir()
+    (folder / "README.txt").write_text("not a scan")
+    (folder / "image.png").write_bytes(b"\x89PNG....")
+
+
+def _colour(folder):
+    for path in folder.iterdir():
+        _edit(path, PhotometricInterpretation="RGB", SamplesPerPixel=3)
+
+
+REFUSALS = {
+    "missing slice": (_missing, r"missing 1 slice\(s\) between .* mm along the slice normal \(after slice 40 of"),
+    "uneven spacing": (_uneven, "uneven slice spacing"),
+    "mixed orientations": (_mixed_orientation, "mixes 2 slice orientations"),
+    "mixed sizes": (_mixed_size, r"mixes slice sizes: 40x40 \(1\), 96x80 \(79\)"),
+    "gantry tilt": (_tilted, "gantry tilt of about 8.9 degrees"),
+    "compressed": (_jpeg_ls, r"JPEG-LS Lossless.*no installed decoder.*pip install pylibjpeg"),
+    "not MR": (_ct, r"is a CT series; the models read magnetic resonance"),
+    "localiser": (_localiser, r"is a localiser \(Image Type ORIGINAL/PRIMARY/LOCALIZER\)"),
+    "2D": (_three_slices, r"has 3 slice\(s\): a localiser or a 2D image"),
+    "truncated": (_truncated, r"slice file IM\d+ cannot be decoded"),
+    "several volumes": (_two_echoes, "160 slices share positions"),
+    "thick slices": (_thick_slices, r"slices are 7.6 mm apart: a 2D acquisition"),
+    "no DICOM": (_no_dicom, r"holds no DICOM file \(2 file\(s\) looked at"),
+    "colour": (_colour, r"holds RGB colour pixels"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_a_bad_series_is_refused_with_its_reason(good_series, case):
+    damage, message = REFUSALS[case]
+    damage(good_series)
+    with pytest.raises(ImageError, match=message):
+        load_scan(good_series)
+    with pytest.raises(ImageError, match=message):  # napari's reader says the same
+        dicom_reader.read_dicom(str(good_series))
+
+
+def test_the_cli_refuses_a_bad_series_with_a_message(good_series, tmp_path, capsys):
+    _missing(good_series)
+    assert main(["prepare", str(good_series), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "missing 1 slice(s)" in err and "Traceback" not in err
+
+
+def test_a_hundred_thousand_files_are_refused_before_any_is_read(tmp_path, monkeypatch):
+    folder = tmp_path / "archive"
+    for part in range(10):
+        sub = folder / f"part{part}"
+        sub.mkdir(parents=True)
+        for i in range(10_000):
+            (sub / f"{i}.dcm").touch()
+    (folder / "one_more.dcm").touch()
+
+    def never(path):
+        raise AssertionError("a header was read before the folder was refused")
+
+    monkeypatch.setattr(dicom.discover, "is_dicom_file", never)
+    monkeypatch.setattr(dicom.discover, "_read_header", never)
+    with pytest.raises(ImageError, match=r"holds more than 20,000 files; that is a study archive"):
+        find_series(folder)
+
+
+# -- pydicom's own MR files --------------------------------------------------------------
+MR_FILES = sorted(p.name for p in PYDICOM_FILES.glob("MR*.dcm"))
+
+
+@pytest.mark.parametrize("name", MR_FILES)
+def test_pydicoms_own_mr_files_open_or_are_refused_clearly(name, tmp_path):
+    """Each on its own (the package folder holds the same slice in several
+    encodings, which would otherwise share one series)."""
+    shutil.copy(PYDICOM_FILES / name, tmp_path / name)
+    with pytest.raises(ImageError) as refused:  # each is one 64x64 slice, or a damaged or compressed one
+        load_scan(tmp_path / name)
+    message = str(refused.value)
+    assert "has 1 slice(s): a localiser or a 2D image" in message or "no installed decoder" in message, message
+    assert "Traceback" not in message
+
+
+def test_pydicoms_dicomdir_examples_are_refused_clearly():
+    with pytest.raises(ImageError, match="is a CT series|is a CR series|slice"):
+        dicom_reader.read_dicom(str(PYDICOM_FILES / "dicomdirtests" / "DICOMDIR"))
+
+
+def test_a_series_key_is_a_hash_not_the_uid():
+    uid = "1.2.826.0.1.3680043.8.498.1"
+    assert series_key(uid) == series_key(uid) and len(series_key(uid)) == 6 and series_key(uid) not in uid
+
+
+def test_layers_carry_no_identifier(series_pairs):
+    _, folder = series_pairs["axial"]
+    data, kwargs, _ = dicom_reader.read_dicom(folder)[0]
+    text = json.dumps(kwargs, default=str)
+    series = find_series(folder)[0]
+    assert kwargs["name"] == f"T1 MPRAGE SYNTHETIC · {series.key}"
+    for value in [*SYNTHETIC_IDENTITY.values(), series.uid]:
+        if len(value) > 1:
+            assert value not in text, value
+    assert kwargs["metadata"]["dicom"]["slices"] == 80 and kwargs["metadata"]["dicom"]["orientation"] == "axial"
+
+
+def test_open_dicom_reports_progress(series_pairs):
+    _, folder = series_pairs["axial"]
+    seen = []
+    open_dicom(folder, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (80, 80) and len(seen) == 80
