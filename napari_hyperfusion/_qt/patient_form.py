@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -34,11 +35,12 @@ from ..data.preprocess import scan_from_array
 from ..data.records import read_record_table, record_from_row
 from ..data.schema import Field, TabularSchema
 from ..errors import HyperFusionError
+from ..io.dicom import describe_series
 from ..io.nifti import layer_affine
 from . import notify
 from .field_editor import FieldEditor
 from .layers import overlays_of
-from .plain import plain_label
+from .plain import plain_label, plain_tooltip
 
 if TYPE_CHECKING:
     import napari
@@ -160,8 +162,11 @@ class PatientForm(QWidget):
         current = select if select is not None else self.current_layer()
         blocker = self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
-        for layer in layers:
+        for i, layer in enumerate(layers):
             self.layer_combo.addItem(layer.name, id(layer))
+            # a DICOM folder of several series opens each as a layer: the tooltip tells them apart
+            tip = describe_series(layer.metadata) if "dicom" in layer.metadata else layer.name
+            self.layer_combo.setItemData(i, plain_tooltip(tip), Qt.ItemDataRole.ToolTipRole)
         if current is not None and current in layers:
             self.layer_combo.setCurrentIndex(layers.index(current))
         elif layers:
