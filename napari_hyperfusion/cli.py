@@ -161,6 +161,42 @@ def _cmd_make_cohort(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} SYNTHETIC subjects to {path} in {time.perf_counter() - start:.1f} s")
 
 
+def _cmd_make_dicom(args: argparse.Namespace) -> None:
+    from .data.scan_file import open_nifti, read_canonical
+    from .resources import sample_data_dir
+    from .samples import SUBJECTS
+    from .synth.dicom_series import write_series
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # a series is every DICOM file of its folder: writing among other files would mix them
+        raise CLIError(f"{out} exists and is not an empty folder; choose a new folder")
+    data, affine = read_canonical(open_nifti(sample_data_dir() / SUBJECTS[args.subject][0]), keep_integers=True)
+    description = f"T1 {args.acquisition.upper()} SYNTHETIC {args.subject}"
+    files = write_series(data, affine, out, args.acquisition, description=description, enhanced=args.enhanced)
+    print(
+        f"wrote SYNTHETIC subject {args.subject} as {'an' if args.acquisition == 'axial' else 'a'} {args.acquisition} DICOM series "
+        f"({len(files)} file(s){', enhanced multi-frame' if args.enhanced else ''}) to {out}; its headers carry "
+        "made-up patient identifiers, none of which the tool shows or writes"
+    )
+
+
+def _cmd_list_series(args: argparse.Namespace) -> None:
+    from .data.dicom import check_readable, find_series, stack_geometry
+    from .errors import ImageError
+
+    found = find_series(args.source)
+    print(f"{len(found)} DICOM series in {_plain(Path(args.source).name or args.source)}:")
+    for series in found:
+        try:
+            check_readable(series)
+            stack_geometry(series.frames, "it")
+            verdict = "readable"
+        except ImageError as err:
+            verdict = f"refused: {err}"
+        print(f"  {_plain(series.describe())}  [{_plain(verdict)}]")
+
+
 def _train_config(args: argparse.Namespace, extra: dict | None = None):
     from .train.loop import TrainConfig, apply_overrides, load_config_file
 
@@ -390,7 +426,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         verdict, reason = qc_verdict(prepared.qc)
         failed += verdict == "refuse"
         # a refused result is kept for inspection, but never under a name a pipeline would take as prepared
-        stem = _scan_stem(path) + ("_REFUSED" if verdict == "refuse" else "")
+        stem = _scan_stem(path, args.series) + ("_REFUSED" if verdict == "refuse" else "")
         paths = write_prepared(prepared, args.out, stem)
         print(
             f"{path.name}: {verdict.upper()} ({reason}); head scale {prepared.head_scale:.3f}; "
@@ -400,15 +436,20 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         raise CLIError(f"{failed} of {len(args.scans)} scan(s) failed the registration check; see the lines above")
 
 
-def _scan_stem(path: Path) -> str:
+def _scan_stem(path: Path, series: str | None = None) -> str:
     """Output names for a scan: a NIfTI file's name without its suffix, a
-    DICOM folder's name, or the folder of a DICOM file or DICOMDIR."""
+    DICOM folder's name (or the folder of a DICOM file or DICOMDIR), with
+    the chosen series' key where ``--series`` chose one of several."""
+    from .data.dicom import series_key
     from .data.scan_file import is_nifti_path, nifti_stem
 
     if is_nifti_path(path):
         return nifti_stem(path)
     folder = path if path.is_dir() else path.resolve().parent
-    return folder.name or "dicom"
+    stem = folder.name or "dicom"
+    if series:  # a key as the list gives it, or a full UID (never written out: its hash is)
+        stem += "_" + (series.lower() if len(series) == 6 else series_key(series))
+    return stem
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -624,6 +665,19 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", help="a .safetensors model file")
     info.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     info.set_defaults(func=_cmd_info)
+    make_dicom = sub.add_parser(
+        "make-dicom", help="write a shipped synthetic subject as a DICOM series (to try the DICOM reader)"
+    )
+    make_dicom.add_argument("subject", choices=[f"SYN_DEMO_0{i}" for i in range(1, 6)], help="a sample subject")
+    make_dicom.add_argument("--out", required=True, help="the series' folder (new or empty)")
+    make_dicom.add_argument("--acquisition", choices=("axial", "sagittal", "coronal"), default="axial")
+    make_dicom.add_argument("--enhanced", action="store_true", help="one enhanced multi-frame file")
+    make_dicom.set_defaults(func=_cmd_make_dicom)
+
+    series = sub.add_parser("list-series", help="list the DICOM series of a folder, file or DICOMDIR")
+    series.add_argument("source", help="a folder, a DICOM file or a DICOMDIR")
+    series.set_defaults(func=_cmd_list_series)
+
     cohort = sub.add_parser("make-cohort", help="generate a synthetic cohort (scans + ADNIMERGE-style table)")
     cohort.add_argument(
         "--task",

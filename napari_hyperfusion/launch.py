@@ -1,9 +1,11 @@
 """``napari-hyperfusion``: napari with a synthetic sample subject open and
 the HyperFusion panel docked (the README's demo).
 
-    napari-hyperfusion [--subject SYN_DEMO_01] [--model NAME|PATH] [--predict] [--explain METHOD]
+    napari-hyperfusion [--subject SYN_DEMO_01] [--scan PATH] [--model NAME|PATH] [--predict] [--explain METHOD]
                        [--view three-planes|twin|lecture] [--size WxH] [--screenshot PATH]
 
+``--scan`` opens a NIfTI file or a DICOM series instead of the sample
+(the form takes ``--subject``'s record).
 ``--model`` opens a shipped model by name (``risk_medfusion``, the
 MedFusionNet risk model; ``ad_hyperfusion`` is the default) or a file.
 ``--explain METHOD`` adds a Captum map after the prediction.
@@ -22,6 +24,12 @@ import sys
 from collections.abc import Sequence
 
 __all__ = ["main", "open_demo", "VIEWS"]
+
+
+def _plain(text: str) -> str:
+    """Text from a file, printable on a terminal: control characters dropped."""
+    return "".join(c if c.isprintable() or c == "\n" else " " for c in text)
+
 
 VIEWS = ("whatif", "three-planes", "twin", "lecture")
 TWIN_YEARS = 20.0  # the twin view's what-if: the patient this much older
@@ -53,14 +61,41 @@ def open_view(panel, view: str) -> None:
             whatif.twin_view()
 
 
-def open_demo(viewer, subject: str = "SYN_DEMO_01"):
-    """Open ``subject`` and dock the panel in ``viewer``; returns the panel."""
-    viewer.open_sample("napari-hyperfusion", subject)
+def open_demo(viewer, subject: str = "SYN_DEMO_01", scan: str | None = None):
+    """Open ``subject`` (or the file or DICOM series ``scan``, with
+    ``subject``'s record in the form) and dock the panel in ``viewer``;
+    returns the panel. A scan that cannot be read raises
+    :class:`~napari_hyperfusion.errors.ImageError`."""
+    if scan is None:
+        viewer.open_sample("napari-hyperfusion", subject)
+    else:
+        _open_scan(viewer, scan)
     _, panel = viewer.window.add_plugin_dock_widget("napari-hyperfusion", "HyperFusion explorer")
+    if scan is not None:
+        from .samples import subject_record
+
+        panel.patient.set_record(subject_record(subject))
     # an axial view, at the level of the hippocampi (z = -14 mm in MNI space)
     viewer.dims.order = (2, 1, 0)
     viewer.dims.set_point(2, -14.0)
     return panel
+
+
+def _open_scan(viewer, scan: str) -> None:
+    """Open a NIfTI file or a DICOM series with the plugin's readers."""
+    from pathlib import Path
+
+    from .errors import ImageError
+
+    if not Path(scan).exists():
+        raise ImageError(f"{scan}: no such file or folder")
+    try:
+        viewer.open(scan, plugin="napari-hyperfusion")
+    except Exception as err:  # napari wraps a reader's error in its own; the cause says what is wrong
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise ImageError(str(cause) if isinstance(cause, ImageError) else f"{scan} cannot be opened: {err}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="napari-hyperfusion", description=__doc__.split("\n\n")[0])
     parser.add_argument("--subject", default="SYN_DEMO_01", choices=sorted(SUBJECTS))
+    parser.add_argument(
+        "--scan",
+        help="open this NIfTI file or DICOM series (folder, file, DICOMDIR) instead; the form takes --subject's record",
+    )
     parser.add_argument("--model", help="a shipped model's name (e.g. risk_medfusion) or a .safetensors file")
     parser.add_argument("--predict", action="store_true", help="click Predict once the window is up")
     parser.add_argument(
@@ -83,8 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import napari
     from qtpy.QtCore import QTimer
 
+    from .errors import HyperFusionError
+
     viewer = napari.Viewer(title="napari-hyperfusion (SYNTHETIC demo data - not for diagnosis)")
-    panel = open_demo(viewer, args.subject)
+    try:
+        panel = open_demo(viewer, args.subject, args.scan)
+    except HyperFusionError as err:
+        print(f"napari-hyperfusion: {_plain(str(err))}", file=sys.stderr)
+        viewer.close()
+        return 2
     if args.model:
         from pathlib import Path
 
