@@ -426,3 +426,74 @@ def test_open_dicom_reports_progress(series_pairs):
     seen = []
     open_dicom(folder, progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (80, 80) and len(seen) == 80
+
+
+# -- damaged headers never crash ---------------------------------------------------------------
+FUZZ_TAGS = [
+    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "RescaleSlope",
+    "RescaleIntercept", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "PixelRepresentation",
+    "SeriesInstanceUID", "SeriesNumber", "Modality", "ImageType", "SeriesDescription", "MagneticFieldStrength",
+    "PixelData", "NumberOfFrames", "SOPClassUID",
+]  # fmt: skip
+FUZZ_VALUES = ["", "abc", "nan", "-1", "0", "1e400", "1\\2", "1\\2\\3\\4\\5\\6\\7", "\x00\x1b[31m", "9" * 40]
+
+
+@pytest.fixture(scope="module")
+def small_series(tmp_path_factory) -> Path:
+    data, affine = _sample()
+    folder = tmp_path_factory.mktemp("small") / "series"
+    write_series(data[20:44, 30:54, 20:40], affine, folder, acquisition="axial", seed=3)
+    return folder
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("DICOM_FUZZ_SEEDS", "60"))))
+def test_a_damaged_header_gives_a_message_never_a_crash(small_series, tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    folder = tmp_path / "series"
+    shutil.copytree(small_series, folder)
+    victims = rng.choice(sorted(folder.iterdir()), size=int(rng.integers(1, 4)), replace=False)
+    tag, value = FUZZ_TAGS[seed % len(FUZZ_TAGS)], FUZZ_VALUES[int(rng.integers(len(FUZZ_VALUES)))]
+    with pydicom.config.disable_value_validation():
+        for path in victims:
+            ds = pydicom.dcmread(path)
+            if seed % 3 == 0 and tag in ds:
+                del ds[tag]
+            elif tag == "PixelData":
+                ds.PixelData = value.encode("latin-1")
+            else:
+                element = pydicom.DataElement(pydicom.datadict.tag_for_keyword(tag), "LO", value)
+                ds[element.tag] = element  # any text under any tag: what a broken writer leaves
+            ds.save_as(path)
+    try:
+        load_scan(folder)
+    except ImageError as err:
+        assert str(err) and "\x1b" not in str(err) and "\x00" not in str(err)
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("DICOM_FUZZ_SEEDS", "60")) // 2))
+def test_a_damaged_enhanced_file_gives_a_message_never_a_crash(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    data, affine = _sample()
+    (path,) = write_series(data[20:44, 30:54, 20:40], affine, tmp_path / "e", enhanced=True, seed=seed)
+    ds = pydicom.dcmread(path)
+    per_frame, shared = ds.PerFrameFunctionalGroupsSequence, ds.SharedFunctionalGroupsSequence[0]
+    damage = seed % 6
+    with pydicom.config.disable_value_validation():
+        if damage == 0:  # a frame without its position
+            del per_frame[int(rng.integers(len(per_frame)))].PlanePositionSequence
+        elif damage == 1:  # fewer groups than frames
+            del per_frame[int(rng.integers(len(per_frame)))]
+        elif damage == 2:
+            del shared.PixelMeasuresSequence
+        elif damage == 3:  # nonsense in a nested position
+            item = per_frame[int(rng.integers(len(per_frame)))].PlanePositionSequence[0]
+            item["ImagePositionPatient"] = pydicom.DataElement(0x00200032, "LO", FUZZ_VALUES[seed % 10])
+        elif damage == 4:
+            ds.NumberOfFrames = int(rng.integers(0, 10**9))
+        else:  # the pixels cut short
+            ds.PixelData = ds.PixelData[: int(rng.integers(len(ds.PixelData)))]
+        ds.save_as(path)
+    try:
+        load_scan(path)
+    except ImageError as err:
+        assert str(err) and "\x1b" not in str(err)

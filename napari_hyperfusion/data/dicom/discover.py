@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,10 @@ import numpy as np
 from ...errors import ImageError
 from .text import plain_text
 
-__all__ = ["MAX_FILES", "Frame", "Series", "find_series", "is_dicom_file", "series_key"]
+__all__ = ["MAX_FILES", "Frame", "Series", "find_series", "is_dicom_file", "series_key", "shown_name"]
 
+_UID_NAME = re.compile(r"[0-9]+(\.[0-9]+){4,}(\.dcm|\.DCM)?")
+MAX_FRAMES = 4096  # frames in one enhanced file: a 0.25 mm whole-head stack is under 1000
 MAX_FILES = 20_000  # a 0.5 mm whole-head series is under 600 slices; a study folder a few thousand
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 ENHANCED_MR_CLASSES = ("1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4")
@@ -108,7 +111,7 @@ class Series:
         """``axial``, ``sagittal``, ``coronal``, ``oblique (near axial)``, ...,
         or ``mixed`` / ``unknown``, from the slices' normal."""
         found = {f.orientation for f in self.frames if f.orientation is not None}
-        if not found:
+        if not found or any(len(o) != 6 for o in found):
             return "unknown"
         cosines = np.array(sorted(found), dtype=float)
         if np.abs(cosines - cosines[0]).max() > 1e-4:
@@ -210,6 +213,10 @@ def _frames_of(ds: Any, path: Path) -> list[Frame]:
     rows, columns = int(_value(ds, "Rows", 0)), int(_value(ds, "Columns", 0))
     n_frames = int(_value(ds, "NumberOfFrames", 1) or 1)
     per_frame = _value(ds, "PerFrameFunctionalGroupsSequence")
+    if not 1 <= n_frames <= MAX_FRAMES:
+        raise ValueError(f"Number of Frames is {n_frames}, not 1 to {MAX_FRAMES}")
+    if per_frame is not None and len(per_frame) != n_frames:
+        raise ValueError(f"{len(per_frame)} per-frame functional groups for {n_frames} frames")
     if per_frame is None and n_frames == 1:
         return [
             Frame(
@@ -245,6 +252,39 @@ def _frames_of(ds: Any, path: Path) -> list[Frame]:
     return out
 
 
+def _header_errors() -> tuple[type[BaseException], ...]:
+    """What pydicom raises on a damaged or truncated header, and what our
+    conversions of its values raise on nonsense (``int("abc")``)."""
+    from pydicom.errors import InvalidDicomError
+
+    return (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, IndexError)
+
+
+def _new_series(ds: Any, uid: str) -> Series:
+    """A series' fields from the header of its first file (nothing identifying)."""
+    strength = _floats([_value(ds, "MagneticFieldStrength")]) if _value(ds, "MagneticFieldStrength") else None
+    number = _value(ds, "SeriesNumber")
+    return Series(
+        uid=uid,
+        description=plain_text(str(_value(ds, "SeriesDescription", "")), 64),
+        number=int(number) if number is not None else None,
+        modality=plain_text(str(_value(ds, "Modality", "")), 16),
+        image_type=tuple(plain_text(str(v), 32) for v in (_value(ds, "ImageType") or ())),
+        photometric=plain_text(str(_value(ds, "PhotometricInterpretation", "MONOCHROME2")), 32),
+        samples_per_pixel=int(_value(ds, "SamplesPerPixel", 1)),
+        manufacturer=plain_text(str(_value(ds, "Manufacturer", "")), 64),
+        field_strength=strength[0] if strength else None,
+    )
+
+
+def shown_name(path: Path) -> str:
+    """A file's name for a message; a name that is a UID (some PACS name
+    files by their SOP Instance UID, which identifies) is replaced by its key."""
+    if _UID_NAME.fullmatch(path.name):
+        return f"<file named by a UID, key {series_key(path.name)}>"
+    return plain_text(path.name, 80)
+
+
 def _read_header(path: Path) -> Any:
     from pydicom import dcmread
 
@@ -276,7 +316,6 @@ def find_series(
         ImageError: no such path, too many files, no DICOM file at all, or
             damaged DICOM files (named).
     """
-    from pydicom.errors import InvalidDicomError
 
     source = Path(source)
     if not source.exists():
@@ -296,12 +335,11 @@ def find_series(
             )
         try:
             head = _read_header(source)
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as err:
-            raise ImageError(f"{source.name} is truncated or damaged ({type(err).__name__}: {err})") from None
-        if (
-            int(_value(head, "NumberOfFrames", 1) or 1) > 1
-            or str(_value(head, "SOPClassUID", "")) in ENHANCED_MR_CLASSES
-        ):
+            multi_frame = int(_value(head, "NumberOfFrames", 1) or 1) > 1
+        except _header_errors() as err:
+            text = plain_text(str(err), 120)
+            raise ImageError(f"{shown_name(source)} is truncated or damaged ({type(err).__name__}: {text})") from None
+        if multi_frame or str(_value(head, "SOPClassUID", "")) in ENHANCED_MR_CLASSES:
             files = [source]
         else:
             files = _list_files(source.parent, max_files)
@@ -324,23 +362,11 @@ def find_series(
             if only_uid is not None and uid != only_uid:
                 continue
             frames = _frames_of(ds, path)
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as err:
-            damaged.append(f"{path.name} ({type(err).__name__}: {plain_text(str(err), 120)})")
+            series = by_uid.get(uid) or _new_series(ds, uid)
+        except _header_errors() as err:
+            damaged.append(f"{shown_name(path)} ({type(err).__name__}: {plain_text(str(err), 120)})")
             continue
-        series = by_uid.get(uid)
-        if series is None:
-            field_strength = _floats([_value(ds, "MagneticFieldStrength")]) if "MagneticFieldStrength" in ds else None
-            series = by_uid[uid] = Series(
-                uid=uid,
-                description=plain_text(str(_value(ds, "SeriesDescription", "")), 64),
-                number=int(ds.SeriesNumber) if _value(ds, "SeriesNumber") is not None else None,
-                modality=plain_text(str(_value(ds, "Modality", "")), 16),
-                image_type=tuple(plain_text(str(v), 32) for v in (_value(ds, "ImageType") or ())),
-                photometric=str(_value(ds, "PhotometricInterpretation", "MONOCHROME2")),
-                samples_per_pixel=int(_value(ds, "SamplesPerPixel", 1)),
-                manufacturer=plain_text(str(_value(ds, "Manufacturer", "")), 64),
-                field_strength=field_strength[0] if field_strength else None,
-            )
+        by_uid[uid] = series
         series.enhanced |= str(_value(ds, "SOPClassUID", "")) in ENHANCED_MR_CLASSES or len(frames) > 1
         tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         series.transfer_syntaxes.add(str(tsyntax) if tsyntax else "")

@@ -56,12 +56,12 @@ def _check_uniform(frames: list[Frame], name: str) -> None:
             f"{name}: {len(lacking)} of {n} slice(s) have no Image Position / Image Orientation (Patient) or "
             "Pixel Spacing: their voxels have no place in space"
         )
+    if any(len(f.orientation) != 6 or len(f.position) != 3 or len(f.spacing) != 2 for f in frames):
+        raise ImageError(f"{name} has a malformed Image Position / Orientation or Pixel Spacing")
     sizes = sorted({(f.rows, f.columns) for f in frames})
     if len(sizes) > 1:
         counts = ", ".join(f"{r}x{c} ({sum((f.rows, f.columns) == (r, c) for f in frames)})" for r, c in sizes)
         raise ImageError(f"{name} mixes slice sizes: {counts}; one volume has one size")
-    if any(len(f.orientation) != 6 or len(f.position) != 3 or len(f.spacing) != 2 for f in frames):
-        raise ImageError(f"{name} has a malformed Image Position / Orientation or Pixel Spacing")
     orientations = _distinct([f.orientation for f in frames], 1e-4)
     if len(orientations) > 1:
         raise ImageError(
@@ -78,6 +78,8 @@ def _check_uniform(frames: list[Frame], name: str) -> None:
         or abs(row_dir @ col_dir) > 1e-3
     ):
         raise ImageError(f"{name}'s Image Orientation (Patient) is not two perpendicular unit vectors")
+    if min(sizes[0]) < 1:
+        raise ImageError(f"{name}'s slices are {sizes[0][0]}x{sizes[0][1]} pixels: they hold no image")
     if min(frames[0].spacing) <= 0:
         raise ImageError(f"{name} has a Pixel Spacing of {frames[0].spacing}; spacings are positive millimetres")
 

@@ -23,8 +23,9 @@ import numpy as np
 
 from ...errors import ImageError
 from ..scan_file import MAX_SCAN_VOXELS, to_canonical
-from .discover import Series
+from .discover import Series, shown_name
 from .geometry import stack_geometry
+from .text import plain_text
 
 __all__ = ["DicomVolume", "check_readable", "read_series", "series_name"]
 
@@ -98,8 +99,10 @@ def _pixels(path, name: str):
     try:
         return dcmread(path).pixel_array
     except Exception as err:  # pydicom and its decoders raise many types for a damaged file
-        text = " ".join(str(err).split())[:200]
-        raise ImageError(f"{name}: slice file {path.name} cannot be decoded ({type(err).__name__}: {text})") from None
+        text = plain_text(str(err), 200)
+        raise ImageError(
+            f"{name}: slice file {shown_name(path)} cannot be decoded ({type(err).__name__}: {text})"
+        ) from None
 
 
 def read_series(
@@ -144,7 +147,7 @@ def read_series(
         plane = pixels[frame.index] if frame.index is not None and pixels.ndim == 3 else pixels
         if plane.shape != (rows, columns):
             raise ImageError(
-                f"{name}: {frame.path.name} holds a {plane.shape} image where its header says {rows}x{columns}"
+                f"{name}: {shown_name(frame.path)} holds a {plane.shape} image where its header says {rows}x{columns}"
             )
         if stack is None:
             dtype = np.float32 if rescaled or plane.dtype.kind not in "iu" else plane.dtype
