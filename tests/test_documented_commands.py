@@ -74,6 +74,7 @@ BENCH_SMALL = {
     "bench_training.py": {"--subjects": "8", "--epochs": "2"},
     "bench_whatif.py": {"--moves": "3"},
     "bench_batch_predict.py": {"--sizes": "24", "--pool": "8", "--chunk-size": "8"},
+    "bench_dicom.py": {"--repeats": "1", "--files": "20000"},
 }
 
 
