@@ -195,6 +195,24 @@ def test_a_folder_of_several_series_is_refused_with_the_list_unless_one_is_named
     assert sagittal.key in err and "T1 SAG SYNTHETIC" in err and sagittal.uid not in err
 
 
+def test_a_cohort_row_naming_a_folder_of_several_series_is_refused_with_the_list(two_series, tmp_path, capsys):
+    row = pd.read_csv(sample_data_dir() / "subjects.csv").iloc[[0]].assign(IMAGE=str(two_series))
+    row.to_csv(tmp_path / "cohort.csv", index=False)
+    assert main(["predict", str(AD_MODEL), str(tmp_path / "cohort.csv"), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "row 1 (SYN_DEMO_01), column IMAGE" in err and "holds 2 DICOM series" in err
+    assert "name the folder of that series alone" in err and not (tmp_path / "p.csv").exists()
+
+
+def test_napari_opens_the_readable_series_of_a_study_and_says_why_it_skips_the_others(tmp_path):
+    data, affine = _sample()
+    write_series(data, affine, tmp_path / "study" / "t1", acquisition="axial", seed=1)
+    write_series(data[:, :, :10], affine, tmp_path / "study" / "scout", description="LOC", seed=2)
+    with pytest.warns(UserWarning, match=r"opened 1 series; skipped 1: LOC \[\w+\] has 10 slice\(s\)"):
+        layers = dicom_reader.read_dicom(str(tmp_path / "study"))
+    assert [kwargs["name"].split(" · ")[0] for _, kwargs, _ in layers] == ["T1 MPRAGE SYNTHETIC"]
+
+
 def test_a_single_file_opens_its_whole_series(series_pairs):
     _, folder = series_pairs["axial"]
     one_file = sorted(folder.iterdir())[17]

@@ -160,3 +160,20 @@ def test_no_identifier_reaches_anything_shown_or_written(
         (value, where) for value in _identifiers(series_folder) for where, text in everything.items() if value in text
     ]
     assert not leaks, leaks
+
+
+def test_every_synthetic_acquisition_lands_in_napari_where_its_nifti_does(make_napari_viewer, tmp_path):
+    from test_dicom import VARIANTS
+
+    viewer = make_napari_viewer()
+    data, affine = read_canonical(open_nifti(sample_data_dir() / "SYN_DEMO_01.nii.gz"), keep_integers=True)
+    for i, (name, (make, acquisition, enhanced)) in enumerate(VARIANTS.items()):
+        values, placed = make(data, affine)
+        nib.save(nib.Nifti1Image(values, placed), tmp_path / f"{name}.nii.gz")
+        write_series(values, placed, tmp_path / name, acquisition=acquisition, enhanced=enhanced, seed=i)
+        (from_nifti,) = viewer.open(str(tmp_path / f"{name}.nii.gz"), plugin=PLUGIN)
+        (from_dicom,) = viewer.open(str(tmp_path / name), plugin=PLUGIN)
+        np.testing.assert_array_equal(np.asarray(from_dicom.data), np.asarray(from_nifti.data))
+        corners = np.array(np.meshgrid(*[[0, s - 1] for s in from_nifti.data.shape])).reshape(3, -1).T
+        for ijk in corners:
+            np.testing.assert_allclose(from_dicom.data_to_world(ijk), from_nifti.data_to_world(ijk), atol=1e-5)

@@ -91,8 +91,8 @@ def choose_series(found: list[Series], wanted: str | None, source: str) -> Serie
     if len(found) == 1:
         return found[0]
     raise SeriesChoiceError(
-        f"{source} holds {len(found)} DICOM series; name one by its key (the first column) with --series, "
-        f"or give the folder of that series alone:\n{listing}",
+        f"{source} holds {len(found)} DICOM series; choose one by its key (the first column; "
+        f"`hyperfusion prepare --series KEY`), or name the folder of that series alone:\n{listing}",
         found,
     )
 
