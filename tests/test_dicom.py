@@ -515,3 +515,17 @@ def test_a_damaged_enhanced_file_gives_a_message_never_a_crash(tmp_path, seed):
         load_scan(path)
     except ImageError as err:
         assert str(err) and "\x1b" not in str(err)
+
+
+def test_positions_rounded_to_two_decimals_still_read(series_pairs, tmp_path):
+    """Some scanners write Image Position with two decimals: on an oblique
+    stack that scatters the slices by hundredths of a millimetre, which is
+    neither a tilt nor uneven spacing."""
+    nifti, folder = series_pairs["coronal_oblique"]
+    copy = tmp_path / "rounded"
+    shutil.copytree(folder, copy)
+    for path in copy.iterdir():
+        _edit(path, ImagePositionPatient=[f"{float(v):.2f}" for v in pydicom.dcmread(path).ImagePositionPatient])
+    rounded, exact = load_scan(copy), load_scan(nifti)
+    np.testing.assert_array_equal(rounded.data, exact.data)
+    np.testing.assert_allclose(rounded.affine, exact.affine, atol=0.01)

@@ -28,6 +28,10 @@ __all__ = ["MIN_SLICES", "MAX_SLICE_STEP_MM", "StackGeometry", "stack_geometry"]
 MIN_SLICES = 16  # fewer is a localiser or a 2D acquisition, not a 3D T1
 MAX_SLICE_STEP_MM = 3.0  # thicker slices are a 2D acquisition the models were not made for
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# positions written with two decimals (some scanners do) scatter by up to about 0.02 mm on an oblique
+# stack: the tolerances sit well above that and far below a missing slice or a tilt of a tenth of a degree
+SPACING_TOLERANCE_MM = 0.05
+TILT_DRIFT_MM = 0.1
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ def stack_geometry(frames: list[Frame], name: str = "series") -> StackGeometry:
     # gantry tilt: the slices' corners step sideways as well as along the normal
     lateral = positions - positions[0] - np.outer(along - along[0], normal)
     drift = float(np.linalg.norm(lateral, axis=1).max())
-    if drift > max(0.02, 0.01 * pixel):
+    if drift > TILT_DRIFT_MM:
         span = float(along[-1] - along[0])
         angle = np.degrees(np.arctan2(float(np.linalg.norm(lateral[-1])), span))
         raise ImageError(
@@ -135,7 +139,7 @@ def stack_geometry(frames: list[Frame], name: str = "series") -> StackGeometry:
             "first (dcm2niix corrects gantry tilt)"
         )
     step = float(np.median(steps))
-    tol = max(0.005, 0.01 * step)
+    tol = max(SPACING_TOLERANCE_MM, 0.02 * step)
     uneven = np.flatnonzero(np.abs(steps - step) > tol)
     if uneven.size:
         k = int(uneven[0])
