@@ -164,14 +164,13 @@ def _cmd_make_cohort(args: argparse.Namespace) -> None:
 def _cmd_make_dicom(args: argparse.Namespace) -> None:
     from .data.scan_file import open_nifti, read_canonical
     from .resources import sample_data_dir
-    from .samples import SUBJECTS
     from .synth.dicom_series import write_series
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         # a series is every DICOM file of its folder: writing among other files would mix them
         raise CLIError(f"{out} exists and is not an empty folder; choose a new folder")
-    data, affine = read_canonical(open_nifti(sample_data_dir() / SUBJECTS[args.subject][0]), keep_integers=True)
+    data, affine = read_canonical(open_nifti(sample_data_dir() / f"{args.subject}.nii.gz"), keep_integers=True)
     description = f"T1 {args.acquisition.upper()} SYNTHETIC {args.subject}"
     files = write_series(data, affine, out, args.acquisition, description=description, enhanced=args.enhanced)
     print(
