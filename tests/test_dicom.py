@@ -529,3 +529,27 @@ def test_positions_rounded_to_two_decimals_still_read(series_pairs, tmp_path):
     rounded, exact = load_scan(copy), load_scan(nifti)
     np.testing.assert_array_equal(rounded.data, exact.data)
     np.testing.assert_allclose(rounded.affine, exact.affine, atol=0.01)
+
+
+def test_make_dicom_and_list_series_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["make-dicom", "SYN_DEMO_02", "--out", str(out / "sag"), "--acquisition", "sagittal"]) == 0
+    assert main(["make-dicom", "SYN_DEMO_02", "--out", str(out / "enh"), "--enhanced"]) == 0
+    assert "SYNTHETIC subject SYN_DEMO_02 as a sagittal DICOM series (80 file(s))" in capsys.readouterr().out
+    (out / "ct").mkdir()
+    write_series(*_sample("SYN_DEMO_03"), out / "ct", description="HEAD CT", seed=4)
+    for path in (out / "ct").iterdir():
+        _edit(path, Modality="CT")
+    assert main(["list-series", str(out)]) == 0
+    listing = capsys.readouterr().out
+    assert "3 DICOM series in demo:" in listing
+    assert "T1 SAGITTAL SYNTHETIC SYN_DEMO_02  80 slice(s)  sagittal  MR  [readable]" in listing
+    assert "T1 AXIAL SYNTHETIC SYN_DEMO_02  80 slice(s)  axial  MR  [readable]" in listing
+    assert "HEAD CT  80 slice(s)  axial  CT  [refused: HEAD CT [" in listing and "is a CT series" in listing
+    np.testing.assert_array_equal(load_scan(out / "enh").data, load_scan(out / "sag").data)
+    # a folder that holds anything already is refused: the new files would join another series' folder
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("my notes")
+    assert main(["make-dicom", "SYN_DEMO_02", "--out", str(tmp_path / "mine")]) == 2
+    assert "is not an empty folder" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
