@@ -439,14 +439,15 @@ def _scan_stem(path: Path, series: str | None = None) -> str:
     """Output names for a scan: a NIfTI file's name without its suffix, a
     DICOM folder's name (or the folder of a DICOM file or DICOMDIR), with
     the chosen series' key where ``--series`` chose one of several."""
-    from .data.dicom import series_key
+    from .data.dicom import scrub_uids, series_key
     from .data.scan_file import is_nifti_path, nifti_stem
 
     if is_nifti_path(path):
         return nifti_stem(path)
     folder = path if path.is_dir() else path.resolve().parent
-    stem = folder.name or "dicom"
+    stem = scrub_uids(folder.name) or "dicom"  # archives name series folders by their UID
     if series:  # a key as the list gives it, or a full UID (never written out: its hash is)
+        series = series.strip()
         stem += "_" + (series.lower() if len(series) == 6 else series_key(series))
     return stem
 

@@ -82,13 +82,21 @@ def open_demo(viewer, subject: str = "SYN_DEMO_01", scan: str | None = None):
 
 
 def _open_scan(viewer, scan: str) -> None:
-    """Open a NIfTI file or a DICOM series with the plugin's readers."""
+    """Open a NIfTI file or a DICOM series (folder, slice file, DICOMDIR)
+    with the plugin's readers; DICOM is read directly, since napari matches
+    readers by file name and a DICOMDIR or an extensionless slice has none."""
     from pathlib import Path
 
+    from .data.scan_file import is_nifti_path
     from .errors import ImageError
+    from .io.dicom import read_dicom
 
     if not Path(scan).exists():
         raise ImageError(f"{scan}: no such file or folder")
+    if not is_nifti_path(scan):
+        for data, kwargs, _ in read_dicom(scan):
+            viewer.add_image(data, **kwargs)
+        return
     try:
         viewer.open(scan, plugin="napari-hyperfusion")
     except Exception as err:  # napari wraps a reader's error in its own; the cause says what is wrong

@@ -336,6 +336,35 @@ def _thick_slices(folder):
         os.remove(path)
 
 
+def _mixed_spacing(folder):
+    _edit(_by_position(folder)[10], PixelSpacing=[1.5, 1.5])
+
+
+def _inverted(folder):
+    for path in folder.iterdir():
+        _edit(path, PhotometricInterpretation="MONOCHROME1")
+
+
+def _one_word_localiser(folder):  # a single-valued Image Type is one word, not its letters
+    for path in folder.iterdir():
+        _edit(path, ImageType="LOCALIZER")
+
+
+def _zero_slope(folder):
+    _edit(_by_position(folder)[5], RescaleSlope="0")
+
+
+def _broken_deflate(folder):  # a deflated file whose compressed stream is damaged
+    path = _by_position(folder)[12]
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    ds.save_as(path)
+    raw = bytearray(path.read_bytes())
+    middle = max(len(raw) // 2, 600)  # past the file meta header, inside the compressed stream
+    raw[middle : middle + 64] = bytes(64)
+    path.write_bytes(bytes(raw))
+
+
 def _no_dicom(folder):
     shutil.rmtree(folder)
     folder.mkdir()
@@ -363,6 +392,11 @@ REFUSALS = {
     "thick slices": (_thick_slices, r"slices are 7.6 mm apart: a 2D acquisition"),
     "no DICOM": (_no_dicom, r"holds no DICOM file \(2 file\(s\) looked at"),
     "colour": (_colour, r"holds RGB colour pixels"),
+    "mixed spacings": (_mixed_spacing, r"mixes pixel spacings \(1.9105 x 1.9105 mm, 1.5 x 1.5 mm\)"),
+    "inverted grey": (_inverted, r"inverted grey values \(MONOCHROME1\)"),
+    "one-word localiser": (_one_word_localiser, r"is a localiser \(Image Type LOCALIZER\)"),
+    "zero slope": (_zero_slope, r"slice 6 of 80 has Rescale Slope 0"),
+    "damaged deflate": (_broken_deflate, r"IM\d+ cannot be decoded|truncated or damaged: IM\d+"),
 }
 
 
@@ -396,7 +430,7 @@ def test_a_hundred_thousand_files_are_refused_before_any_is_read(tmp_path, monke
         raise AssertionError("a header was read before the folder was refused")
 
     monkeypatch.setattr(dicom.discover, "is_dicom_file", never)
-    monkeypatch.setattr(dicom.discover, "_read_header", never)
+    monkeypatch.setattr(dicom.discover, "read_header", never)
     with pytest.raises(ImageError, match=r"holds more than 20,000 files; that is a study archive"):
         find_series(folder)
 
@@ -553,3 +587,103 @@ def test_make_dicom_and_list_series_from_the_command_line(tmp_path, capsys):
     assert main(["make-dicom", "SYN_DEMO_02", "--out", str(tmp_path / "mine")]) == 2
     assert "is not an empty folder" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_the_affine_follows_the_standard_not_the_writer(tmp_path):
+    """A sagittal series built by hand: rows along the patient's anterior
+    (+y LPS is posterior, so -y), columns downward, 0.8 mm between columns
+    and 0.5 mm between rows, slices 2 mm apart towards the left. Each pixel's
+    value encodes its (slice, row, column); wherever the reader puts it, its
+    world position must be the one DICOM's equation gives."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    rows, columns, n = 6, 7, 16
+    row_dir, col_dir = np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, -1.0])  # LPS
+    spacing = (0.5, 0.8)  # between rows, between columns
+    folder = tmp_path / "hand"
+    folder.mkdir()
+    for k in range(n):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+        ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.3.4.5.{k}"
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = (
+            "1.2.840.10008.5.1.4.1.1.4",
+            f"1.2.3.4.5.{k}",
+            "1.2.3.4",
+        )
+        ds.Modality, ds.Rows, ds.Columns = "MR", rows, columns
+        ds.ImagePositionPatient = [10.0 + 2 * k, -20.0, 30.0]
+        ds.ImageOrientationPatient = [*row_dir, *col_dir]
+        ds.PixelSpacing = list(spacing)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        code = k * 100 + np.arange(rows)[:, None] * 10 + np.arange(columns)[None, :]
+        ds.PixelData = code.astype("<u2").tobytes()
+        ds.save_as(folder / f"{(k * 7) % n:02d}.dcm", enforce_file_format=True)
+    volume = open_dicom(folder)
+    inverse = np.linalg.inv(volume.affine)
+    for k, r, c in [(0, 0, 0), (3, 5, 6), (15, 2, 4), (9, 1, 0)]:
+        lps = np.array([10.0 + 2 * k, -20.0, 30.0]) + c * spacing[1] * row_dir + r * spacing[0] * col_dir
+        ras = lps * [-1, -1, 1]
+        ijk = np.round(inverse @ np.r_[ras, 1.0])[:3].astype(int)
+        assert volume.data[tuple(ijk)] == k * 100 + r * 10 + c
+    # canonical RAS: the axes run Right, Anterior, Superior with the spacings of their DICOM directions
+    np.testing.assert_allclose(np.diag(volume.affine)[:3], [2.0, 0.8, 0.5])
+
+
+def test_each_slice_takes_its_own_rescale(good_series):
+    before = load_scan(good_series).data
+    path = _by_position(good_series)[30]
+    ds = pydicom.dcmread(path)
+    _edit(path, RescaleSlope=str(2 * float(ds.RescaleSlope)), RescaleIntercept="-3")
+    after = load_scan(good_series).data
+    assert after.dtype == np.float32
+    changed = np.flatnonzero([not np.array_equal(after[:, :, z], before[:, :, z]) for z in range(after.shape[2])])
+    assert len(changed) == 1
+    z = int(changed[0])
+    np.testing.assert_allclose(after[:, :, z], 2 * before[:, :, z] - 3, rtol=1e-6)
+
+
+def test_uids_in_folder_and_file_names_are_replaced_by_their_key(good_series, tmp_path, capsys):
+    uid_folder = tmp_path / "1.2.840.113619.2.55.3.604688119.969.1268071029.320"
+    shutil.copytree(good_series, uid_folder)
+    victim = _by_position(uid_folder)[20]
+    named = victim.with_name("1.2.840.113619.2.55.3.604688119.969.1268071029.321.dcm")
+    victim.rename(named)
+    _, kwargs, _ = dicom_reader.read_dicom(str(uid_folder))[0]
+    assert "1.2.840.113619" not in kwargs["metadata"]["source_path"] and "uid-" in kwargs["metadata"]["source_path"]
+    named.write_bytes(named.read_bytes()[:-1000])
+    with pytest.raises(ImageError) as refused:
+        load_scan(uid_folder)
+    assert "1.2.840.113619" not in str(refused.value) and "uid-" in str(refused.value)
+    assert main(["prepare", str(uid_folder), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "1.2.840.113619" not in capsys.readouterr().err
+
+
+def test_selecting_every_slice_file_in_napari_opens_the_series_once(good_series, make_napari_viewer):
+    viewer = make_napari_viewer()
+    for path in good_series.iterdir():  # napari offers this reader for .dcm files (and folders)
+        path.rename(path.with_suffix(".dcm"))
+    files = sorted(str(p) for p in good_series.iterdir())
+    dicom_reader._OPENED.clear()
+    layers = viewer.open(files[:12], plugin="napari-hyperfusion")
+    assert len(layers) == 1 and len(viewer.layers) == 1
+
+
+def test_the_launcher_opens_a_dicomdir_and_a_folder(series_pairs, tmp_path, make_napari_viewer):
+    from pydicom.fileset import FileSet
+
+    from napari_hyperfusion.launch import _open_scan
+
+    _, folder = series_pairs["axial"]
+    fileset = FileSet()
+    for path in sorted(folder.iterdir()):
+        fileset.add(pydicom.dcmread(path))
+    fileset.write(tmp_path / "media")
+    viewer = make_napari_viewer()
+    _open_scan(viewer, str(tmp_path / "media" / "DICOMDIR"))
+    (layer,) = viewer.open(str(tmp_path / "media"), plugin="napari-hyperfusion")  # File > Open Folder
+    np.testing.assert_array_equal(np.asarray(viewer.layers[0].data), np.asarray(layer.data))
+    np.testing.assert_array_equal(np.asarray(layer.data, np.float32), load_scan(folder).data)

@@ -106,7 +106,7 @@ def _text_of(path: Path) -> str:
 
 
 def test_no_identifier_reaches_anything_shown_or_written(
-    make_napari_viewer, qtbot, errors, series_folder, tmp_path, monkeypatch
+    make_napari_viewer, qtbot, errors, series_folder, tmp_path, monkeypatch, capsys, recwarn
 ):
     from matplotlib.figure import Figure
     from matplotlib.text import Text
@@ -150,12 +150,21 @@ def test_no_identifier_reaches_anything_shown_or_written(
     assert (
         main(["predict", str(AD_MODEL), str(tmp_path / "cohort.csv"), "--out", str(out / "pred.csv"), "--quiet"]) == 0
     )
+    assert main(["list-series", str(series_folder)]) == 0
+    printed = capsys.readouterr()
+    assert "T1 MPRAGE SYNTHETIC" in printed.out  # what the terminal showed, searched below
     written = {str(p.relative_to(out)): _text_of(p) for p in sorted(out.rglob("*")) if p.is_file()}
     assert {"whatif.csv", "slide.pdf", "slide.png", "pred.csv"} <= set(written)
     assert any(name.endswith("_mni.nii.gz") for name in written) and any(name.endswith(".json") for name in written)
     assert nib.load(next(out.rglob("*_mni.nii.gz"))).shape  # a real NIfTI, scanned decompressed
     assert drawn and any("SYN_DEMO" in t or "T1 MPRAGE" in t for t in drawn)  # the slide names its scan
-    everything = {**written, "panel": "\n".join(shown), "slide text": "\n".join(drawn)}
+    everything = {
+        **written,
+        "panel": "\n".join(shown),
+        "slide text": "\n".join(drawn),
+        "terminal": printed.out + printed.err,
+        "warnings": "\n".join(str(w.message) for w in recwarn),
+    }
     leaks = [
         (value, where) for value in _identifiers(series_folder) for where, text in everything.items() if value in text
     ]

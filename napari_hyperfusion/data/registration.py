@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HyperFusionError, ImageError
+from .dicom import scrub_uids
 from .input_qc import COVERAGE_REFUSE, NCC_REFUSE, NCC_WARN, template_agreement
 from .preprocess import Scan, scan_from_array
 from .template import load_template
@@ -372,7 +373,8 @@ def write_prepared(prepared: PreparedScan, out_dir: str | os.PathLike, stem: str
     nib.save(img, str(paths["scan"]))
     sitk.WriteTransform(prepared.transform, str(paths["transform"]))
     info = {
-        "source": str(prepared.native.path) if prepared.native.path else None,
+        # the user's own path, with any DICOM UID in it (archives name folders by UID) replaced by its key
+        "source": scrub_uids(str(prepared.native.path)) if prepared.native.path else None,
         "native_shape": list(prepared.native.data.shape),
         "native_voxel_mm": [float(v) for v in prepared.native.voxel_size],
         "stages": list(prepared.stages),

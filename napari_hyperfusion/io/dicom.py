@@ -16,19 +16,23 @@ name, an ID, a date, an institution or a UID.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data.dicom import Series, find_series, is_dicom_file, read_series, safe_metadata
+from ..data.dicom import Series, find_series, is_dicom_file, read_series, safe_metadata, scrub_uids
+from ..data.dicom.discover import read_header  # the UID of a slice file, no pixels
 from ..errors import ImageError
 from .nifti import layer_kwargs_for
 
 __all__ = ["get_reader", "read_dicom", "layer_name", "describe_series"]
 
 LayerData = tuple[Any, dict[str, Any], str]
+SIBLING_WINDOW_S = 30.0  # a multiple selection's files arrive within this of each other
+_OPENED: dict[str, tuple[float, Path]] = {}  # series UID -> (when, the slice file that opened it); memory only
 PEEK_FILES = 64  # how many files of a folder get_reader looks at to recognise a DICOM folder
 
 
@@ -56,7 +60,7 @@ def _layer(series: Series, source: Path) -> LayerData:
     metadata = {
         "affine": volume.affine.tolist(),
         "dicom": safe_metadata(series, volume.affine),
-        "source_path": str(source),
+        "source_path": scrub_uids(str(source)),  # archives name folders by study and series UID
         "space": "scanner RAS (mm), canonical orientation",
     }
     kwargs = {
@@ -81,18 +85,48 @@ def read_dicom(path: str | os.PathLike | list) -> list[LayerData]:
     paths = path if isinstance(path, list) else [path]
     layers: list[LayerData] = []
     refused: list[str] = []
+    skipped = 0
     for p in paths:
         source = Path(p)
+        if _sibling_of_an_opened_series(source):
+            skipped += 1
+            continue
         for series in find_series(source):
             try:
                 layers.append(_layer(series, source))
             except ImageError as err:
                 refused.append(str(err))
+    if not layers and skipped and not refused:
+        return [(None,)]  # napari's "nothing to add": the series is open already
     if not layers:
         raise ImageError("no DICOM series here can be read as a T1 volume: " + " | ".join(refused))
     if refused:
         warnings.warn(f"opened {len(layers)} series; skipped {len(refused)}: " + " | ".join(refused), stacklevel=2)
     return layers
+
+
+def _sibling_of_an_opened_series(source: Path) -> bool:
+    """Whether ``source`` is one slice file of a series that another slice
+    file opened moments ago. napari hands a reader each file of a multiple
+    selection in turn, and one slice file opens its whole series: without
+    this, selecting 176 slices would read the series 176 times."""
+    if source.is_dir() or source.name.upper() == "DICOMDIR" or not is_dicom_file(source):
+        return False
+    try:
+        head = read_header(source)
+        uid = str(head.get("SeriesInstanceUID", ""))
+        single = int(head.get("NumberOfFrames", 1) or 1) == 1
+    except Exception:  # a damaged file: find_series says why
+        return False
+    now = time.monotonic()
+    for key in [k for k, (when, _) in _OPENED.items() if now - when > SIBLING_WINDOW_S]:
+        del _OPENED[key]
+    opened = _OPENED.get(uid)
+    if single and opened is not None and opened[1] != source:
+        return True
+    if single:
+        _OPENED[uid] = (now, source)
+    return False
 
 
 def _looks_like_dicom_folder(folder: Path) -> bool:
@@ -110,8 +144,16 @@ def _looks_like_dicom_folder(folder: Path) -> bool:
 
 
 def get_reader(path: str | list) -> Any:
-    """npe2 reader hook: :func:`read_dicom` for a DICOM folder, file or
-    DICOMDIR, ``None`` for anything else (decided without parsing)."""
+    """npe2 reader hook.
+
+    Args:
+        path: what napari was asked to open: a path or a list of paths.
+
+    Returns:
+        :func:`read_dicom` for a DICOM folder, file or DICOMDIR, ``None``
+        for anything else (decided without parsing, so napari can offer
+        another reader).
+    """
     paths = path if isinstance(path, list) else [path]
     for p in paths:
         if not isinstance(p, (str, os.PathLike)):

@@ -302,7 +302,7 @@ def save_model(path: str | os.PathLike, net: FusionNet, info: ModelInfo, dtype: 
     return path
 
 
-def _read_header(path: Path) -> dict[str, Any]:
+def read_header(path: Path) -> dict[str, Any]:
     """Parse and check a safetensors header without reading the tensors."""
     if not path.exists():
         raise ModelFileError(f"{path}: no such file", "not_found")
@@ -393,7 +393,7 @@ def _tensor_end(name: str, key: str, entry: Any) -> int:
 def read_info(path: str | os.PathLike) -> ModelInfo:
     """A model file's metadata, without loading any weights."""
     path = Path(path)
-    header = _read_header(path)
+    header = read_header(path)
     meta = header.get("__metadata__") or {}
     if METADATA_KEY not in meta:
         raise ModelFileError(

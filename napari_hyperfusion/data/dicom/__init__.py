@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ImageError
-from .discover import MAX_FILES, Frame, Series, find_series, is_dicom_file, series_key
+from .discover import MAX_FILES, Frame, Series, find_series, is_dicom_file, scrub_uids, series_key, shown_name
 from .geometry import MIN_SLICES, stack_geometry
 from .text import plain_text
 from .volume import DicomVolume, check_readable, read_series, series_name
@@ -47,7 +47,9 @@ __all__ = [
     "plain_text",
     "read_series",
     "safe_metadata",
+    "scrub_uids",
     "series_key",
+    "shown_name",
     "series_name",
     "stack_geometry",
 ]
@@ -64,8 +66,16 @@ class SeriesChoiceError(ImageError):
 
 
 def is_dicom_source(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a DICOM file, a DICOMDIR or a folder (which
-    :func:`find_series` then searches); decided without parsing."""
+    """Whether ``path`` is for the DICOM reader, decided without parsing.
+
+    Args:
+        path: any path.
+
+    Returns:
+        True for a folder (which :func:`find_series` then searches), a
+        DICOMDIR, a ``.dcm`` / ``.dicom`` / ``.ima`` file or a file with the
+        DICOM signature.
+    """
     path = Path(path)
     if path.is_dir():
         return True
@@ -73,8 +83,16 @@ def is_dicom_source(path: str | os.PathLike) -> bool:
 
 
 def choose_series(found: list[Series], wanted: str | None, source: str) -> Series:
-    """The series to read: the one ``wanted`` names (its key, or its full
-    UID), or the only one there is.
+    """The series to read: the one ``wanted`` names, or the only one there is.
+
+    Args:
+        found: what :func:`find_series` returned.
+        wanted: a series' key (six hex digits, as the list shows) or its
+            full UID; ``None`` when the source should hold one series.
+        source: how messages name the folder.
+
+    Returns:
+        The chosen :class:`Series`.
 
     Raises:
         SeriesChoiceError: several series and none named, or no series
@@ -117,13 +135,23 @@ def open_dicom(
         ImageError: every refusal of discovery, choice, geometry and reading.
     """
     source = Path(source)
-    chosen = choose_series(find_series(source), series, source.name or str(source))
+    chosen = choose_series(find_series(source), series, shown_name(source))
     return read_series(chosen, progress=progress)
 
 
 def safe_metadata(series: Series, affine: Any = None) -> dict[str, Any]:
     """What the tool keeps of a series' headers: nothing that identifies
-    the patient, the visit or the institution (see the module's docstring)."""
+    the patient, the visit or the institution (see the module's docstring).
+
+    Args:
+        series: the series read.
+        affine: its voxel -> world matrix ``[4, 4]``, for the voxel size (mm).
+
+    Returns:
+        A JSON-friendly dict: key, description, modality, manufacturer,
+        slices, orientation, enhanced or not, field strength (T), voxel
+        size (mm), transfer syntax name.
+    """
     import numpy as np
 
     out: dict[str, Any] = {

@@ -28,9 +28,19 @@ import numpy as np
 from ...errors import ImageError
 from .text import plain_text
 
-__all__ = ["MAX_FILES", "Frame", "Series", "find_series", "is_dicom_file", "series_key", "shown_name"]
+__all__ = [
+    "MAX_FILES",
+    "Frame",
+    "Series",
+    "find_series",
+    "is_dicom_file",
+    "read_header",
+    "scrub_uids",
+    "series_key",
+    "shown_name",
+]
 
-_UID_NAME = re.compile(r"[0-9]+(\.[0-9]+){4,}(\.dcm|\.DCM)?")
+_UID = re.compile(r"[0-9]+(?:\.[0-9]+){4,}")
 MAX_FRAMES = 4096  # frames in one enhanced file: a 0.25 mm whole-head stack is under 1000
 MAX_FILES = 20_000  # a 0.5 mm whole-head series is under 600 slices; a study folder a few thousand
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -129,7 +139,14 @@ class Series:
 
 
 def series_key(uid: str) -> str:
-    """Six hex digits of the UID's SHA-256: names a series without its UID."""
+    """A name for a series (or any UID) that does not disclose it.
+
+    Args:
+        uid: a Series Instance UID (any text).
+
+    Returns:
+        The first six hex digits of its SHA-256.
+    """
     return hashlib.sha256(uid.encode()).hexdigest()[:6]
 
 
@@ -143,11 +160,14 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _list_files(folder: Path, max_files: int) -> list[Path]:
-    """Every file under ``folder`` (symbolic links not followed), refused as
-    soon as the count passes ``max_files``: nothing is parsed before."""
+def _list_files(folder: Path, max_files: int, recursive: bool = True) -> list[Path]:
+    """Every file under ``folder`` (symbolic links not followed; only the
+    folder itself unless ``recursive``), refused as soon as the count passes
+    ``max_files``: nothing is parsed before."""
     found: list[Path] = []
     for root, dirs, files in os.walk(folder):
+        if not recursive:
+            dirs.clear()
         dirs.sort()
         for name in sorted(files):
             found.append(Path(root) / name)
@@ -159,15 +179,20 @@ def _list_files(folder: Path, max_files: int) -> list[Path]:
     return found
 
 
-def _dicomdir_files(path: Path) -> list[Path]:
-    """The image files a DICOMDIR lists, resolved beside it."""
+def _dicomdir_files(path: Path, max_files: int) -> list[Path]:
+    """The image files a DICOMDIR lists, resolved beside it (at most ``max_files``)."""
     from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
 
     try:
         ds = dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as err:
-        raise ImageError(f"{path.name} cannot be read as a DICOMDIR ({type(err).__name__}: {err})") from None
+    except Exception as err:  # pydicom and zlib raise many types for a damaged file
+        text = plain_text(str(err), 120)
+        raise ImageError(f"{shown_name(path)} cannot be read as a DICOMDIR ({type(err).__name__}: {text})") from None
+    if len(ds.get("DirectoryRecordSequence", [])) > max_files:
+        raise ImageError(
+            f"{shown_name(path)} lists more than {max_files:,} files; that is an archive, not a series. "
+            "Open the folder of one series"
+        )
     out = []
     for record in ds.get("DirectoryRecordSequence", []):
         ref = record.get("ReferencedFileID")
@@ -253,11 +278,18 @@ def _frames_of(ds: Any, path: Path) -> list[Frame]:
 
 
 def _header_errors() -> tuple[type[BaseException], ...]:
-    """What pydicom raises on a damaged or truncated header, and what our
-    conversions of its values raise on nonsense (``int("abc")``)."""
-    from pydicom.errors import InvalidDicomError
+    """What reading a damaged or truncated header can raise: pydicom's own
+    errors, zlib's for a broken deflated file, and our conversions of
+    nonsense values (``int("abc")``); a damaged file is a refusal, never a crash."""
+    return (Exception,)
 
-    return (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, IndexError)
+
+def _words(value: Any) -> tuple[str, ...]:
+    """A multi-valued string element as its values (a single value is one word, not its letters)."""
+    if value is None or value == "":
+        return ()
+    values = [value] if isinstance(value, str) else list(value)
+    return tuple(plain_text(str(v), 32) for v in values)
 
 
 def _new_series(ds: Any, uid: str) -> Series:
@@ -269,7 +301,7 @@ def _new_series(ds: Any, uid: str) -> Series:
         description=plain_text(str(_value(ds, "SeriesDescription", "")), 64),
         number=int(number) if number is not None else None,
         modality=plain_text(str(_value(ds, "Modality", "")), 16),
-        image_type=tuple(plain_text(str(v), 32) for v in (_value(ds, "ImageType") or ())),
+        image_type=_words(_value(ds, "ImageType")),
         photometric=plain_text(str(_value(ds, "PhotometricInterpretation", "MONOCHROME2")), 32),
         samples_per_pixel=int(_value(ds, "SamplesPerPixel", 1)),
         manufacturer=plain_text(str(_value(ds, "Manufacturer", "")), 64),
@@ -277,15 +309,21 @@ def _new_series(ds: Any, uid: str) -> Series:
     )
 
 
+def scrub_uids(text: str) -> str:
+    """``text`` with every DICOM UID in it (five or more dot-separated
+    numbers, as PACS and archives name files and folders) replaced by
+    ``uid-<key>``: UIDs identify a patient's study."""
+    return _UID.sub(lambda m: f"uid-{series_key(m.group())}", text)
+
+
 def shown_name(path: Path) -> str:
-    """A file's name for a message; a name that is a UID (some PACS name
-    files by their SOP Instance UID, which identifies) is replaced by its key."""
-    if _UID_NAME.fullmatch(path.name):
-        return f"<file named by a UID, key {series_key(path.name)}>"
-    return plain_text(path.name, 80)
+    """A file or folder's name for a message: plain text, UIDs replaced by their key."""
+    return plain_text(scrub_uids(path.name or str(path)), 80)
 
 
-def _read_header(path: Path) -> Any:
+def read_header(path: Path) -> Any:
+    """The header fields this reader uses (no pixels, no identifying field),
+    as a pydicom ``Dataset``; raises what pydicom raises."""
     from pydicom import dcmread
 
     return dcmread(path, stop_before_pixels=True, defer_size="4 KB", specific_tags=_HEADER_TAGS)
@@ -325,16 +363,16 @@ def find_series(
         files = _list_files(source, max_files)
         where = source
     elif source.name.upper() == "DICOMDIR":
-        files = _dicomdir_files(source)
+        files = _dicomdir_files(source, max_files)
         where = source.parent
     else:
         if not is_dicom_file(source):
             raise ImageError(
-                f"{source.name} is not a DICOM file (no 'DICM' signature after the 128-byte preamble); "
+                f"{shown_name(source)} is not a DICOM file (no 'DICM' signature after the 128-byte preamble); "
                 "files written without the DICOM Part 10 header can be converted with dcmconv or gdcmconv"
             )
         try:
-            head = _read_header(source)
+            head = read_header(source)
             multi_frame = int(_value(head, "NumberOfFrames", 1) or 1) > 1
         except _header_errors() as err:
             text = plain_text(str(err), 120)
@@ -342,7 +380,7 @@ def find_series(
         if multi_frame or str(_value(head, "SOPClassUID", "")) in ENHANCED_MR_CLASSES:
             files = [source]
         else:
-            files = _list_files(source.parent, max_files)
+            files = _list_files(source.parent, max_files, recursive=False)
             only_uid = str(_value(head, "SeriesInstanceUID", ""))
         where = source.parent
     by_uid: dict[str, Series] = {}
@@ -355,7 +393,7 @@ def find_series(
             continue
         n_dicom += 1
         try:
-            ds = _read_header(path)
+            ds = read_header(path)
             if str(_value(ds, "SOPClassUID", "")) == DICOMDIR_CLASS:
                 continue  # a DICOMDIR inside the folder: its files are in the folder too
             uid = str(_value(ds, "SeriesInstanceUID", ""))
@@ -375,12 +413,12 @@ def find_series(
         progress(len(files), len(files))
     if damaged:
         shown = "; ".join(damaged[:3]) + (f"; and {len(damaged) - 3} more" if len(damaged) > 3 else "")
-        raise ImageError(f"{len(damaged)} DICOM file(s) in {where.name or where} are truncated or damaged: {shown}")
+        raise ImageError(f"{len(damaged)} DICOM file(s) in {shown_name(where)} are truncated or damaged: {shown}")
     if not by_uid:
         if n_dicom:
-            raise ImageError(f"{where.name or where} holds {n_dicom} DICOM file(s) but no image series")
+            raise ImageError(f"{shown_name(where)} holds {n_dicom} DICOM file(s) but no image series")
         raise ImageError(
-            f"{source.name or source} holds no DICOM file ({len(files)} file(s) looked at, none with the DICOM "
+            f"{shown_name(source)} holds no DICOM file ({len(files)} file(s) looked at, none with the DICOM "
             "signature); open the folder that holds the series' .dcm files"
         )
     return sorted(by_uid.values(), key=lambda s: (-s.n_slices, s.number if s.number is not None else 1 << 30))

@@ -43,7 +43,7 @@ class DicomVolume:
 
 
 def series_name(series: Series) -> str:
-    """How messages and layers name a series: its description and key."""
+    """How messages name a series: ``<description> [<key>]`` (no identifier)."""
     return f"{series.description or 'DICOM series'} [{series.key}]"
 
 
@@ -58,7 +58,7 @@ def _decoder_problem(uid: str) -> str | None:
     try:
         decoder = get_decoder(UID(uid))
     except NotImplementedError:
-        return f"pydicom has no decoder at all for transfer syntax {uid}"
+        return f"pydicom has no decoder at all for transfer syntax {plain_text(uid, 64)}"
     if decoder.is_available:
         return None
     options = "; or ".join(str(m).replace(" - requires ", ": pip install ") for m in decoder.missing_dependencies)
@@ -67,7 +67,16 @@ def _decoder_problem(uid: str) -> str | None:
 
 def check_readable(series: Series) -> None:
     """Refuse, from the headers alone, a series this tool cannot read as a
-    T1 volume. Raises :class:`ImageError` naming the series and the reason."""
+    T1 volume.
+
+    Args:
+        series: from :func:`.discover.find_series`.
+
+    Raises:
+        ImageError: not MR, a localiser, colour or inverted grey pixels, a
+            transfer syntax without an installed decoder (what to install is
+            named), or more voxels than a scan may have.
+    """
     name = series_name(series)
     if series.modality != MR:
         what = f"a {series.modality} series" if series.modality else "a series with no Modality"
@@ -132,6 +141,12 @@ def read_series(
     geometry = stack_geometry(series.frames, name)
     frames = [series.frames[i] for i in geometry.order]
     rows, columns = frames[0].rows, frames[0].columns
+    bad = next((k for k, f in enumerate(frames) if f.slope == 0 or not np.isfinite([f.slope, f.intercept]).all()), None)
+    if bad is not None:
+        raise ImageError(
+            f"{name}: slice {bad + 1} of {len(frames)} has Rescale Slope {frames[bad].slope:g} and Intercept "
+            f"{frames[bad].intercept:g}, which turn its pixels into no usable values"
+        )
     rescaled = any(f.slope != 1.0 or f.intercept != 0.0 for f in frames)
     stack: np.ndarray | None = None
     cache: dict = {}  # an enhanced file is decoded once for all its frames
@@ -152,6 +167,12 @@ def read_series(
         if stack is None:
             dtype = np.float32 if rescaled or plane.dtype.kind not in "iu" else plane.dtype
             stack = np.empty((len(frames), rows, columns), dtype=dtype)
+            first_dtype = plane.dtype
+        elif not rescaled and plane.dtype != first_dtype:  # a cast would wrap values around: refuse
+            raise ImageError(
+                f"{name} mixes pixel formats ({first_dtype} and {plane.dtype} in {shown_name(frame.path)}); "
+                "one volume has one format"
+            )
         if rescaled:  # float64 before the cast: the same numbers nibabel gives for a scaled NIfTI
             stack[k] = (plane.astype(np.float64) * frame.slope + frame.intercept).astype(np.float32)
         else:
