@@ -21,12 +21,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..data.dicom import Series, find_series, is_dicom_file, read_series, safe_metadata, scrub_uids
 from ..data.dicom.discover import read_header  # the UID of a slice file, no pixels
 from ..errors import ImageError
-from .nifti import layer_kwargs_for
+from .nifti import scan_layer
 
 __all__ = ["get_reader", "read_dicom", "layer_name", "describe_series"]
 
@@ -54,23 +52,10 @@ def describe_series(metadata: dict[str, Any]) -> str:
 
 def _layer(series: Series, source: Path) -> LayerData:
     volume = read_series(series)
-    data = volume.data
-    finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
-    low, high = np.percentile(finite, [0.5, 99.8]) if finite.size else (0.0, 1.0)
-    metadata = {
-        "affine": volume.affine.tolist(),
-        "dicom": safe_metadata(series, volume.affine),
-        "source_path": scrub_uids(str(source)),  # archives name folders by study and series UID
-        "space": "scanner RAS (mm), canonical orientation",
-    }
-    kwargs = {
-        "name": layer_name(series),
-        "metadata": metadata,
-        "colormap": "gray",
-        "contrast_limits": (float(low), float(high) if high > low else float(low) + 1.0),
-        **layer_kwargs_for(volume.affine),
-    }
-    return data, kwargs, "image"
+    # archives name folders by study and series UID: the source keeps their keys instead
+    source_path = scrub_uids(str(source))
+    metadata = {"dicom": safe_metadata(series, volume.affine)}
+    return scan_layer(volume.data, volume.affine, layer_name(series), source_path, metadata)
 
 
 def read_dicom(path: str | os.PathLike | list) -> list[LayerData]:

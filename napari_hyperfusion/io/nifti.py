@@ -31,6 +31,7 @@ __all__ = [
     "get_reader",
     "read_nifti",
     "layer_kwargs_for",
+    "scan_layer",
     "layer_affine",
     "write_nifti",
 ]
@@ -89,27 +90,40 @@ def read_nifti(path: str | os.PathLike | list) -> list[LayerData]:
             warnings.warn(f"{p.name} has {img.shape[3]} volumes; showing the first one", stacklevel=2)
             note = f"volume 1 of {img.shape[3]}"
         data, affine = read_canonical(img, name=p.name, keep_integers=True)
-        header = img.header
-        name = nifti_stem(p)
-        finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
-        low, high = np.percentile(finite, [0.5, 99.8]) if finite.size else (0.0, 1.0)
-        metadata = {
-            "affine": affine.tolist(),
-            "nifti_header": _header_summary(header),
-            "source_path": str(p),
-            "space": "scanner RAS (mm), canonical orientation",
-        }
-        if note:
-            metadata["note"] = note
-        kwargs = {
-            "name": name,
-            "metadata": metadata,
-            "colormap": "gray",
-            "contrast_limits": (float(low), float(high) if high > low else float(low) + 1.0),
-            **layer_kwargs_for(affine),
-        }
-        layers.append((data, kwargs, "image"))
+        metadata = {"nifti_header": _header_summary(img.header), **({"note": note} if note else {})}
+        layers.append(scan_layer(data, affine, nifti_stem(p), str(p), metadata))
     return layers
+
+
+def scan_layer(data: np.ndarray, affine: np.ndarray, name: str, source: str, metadata: dict) -> LayerData:
+    """A scan as napari image layer data, placed in world space.
+
+    Args:
+        data: ``[X, Y, Z]`` voxels in canonical RAS.
+        affine: ``[4, 4]`` voxel -> world (RAS mm).
+        name: the layer's name.
+        source: where it was read from (kept as ``source_path``).
+        metadata: what the reader adds (its header summary).
+
+    Returns:
+        ``(data, kwargs, "image")``: grey, with contrast limits at the 0.5th
+        and 99.8th percentiles of the finite voxels.
+    """
+    finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
+    low, high = np.percentile(finite, [0.5, 99.8]) if finite.size else (0.0, 1.0)
+    kwargs = {
+        "name": name,
+        "metadata": {
+            "affine": affine.tolist(),
+            **metadata,
+            "source_path": source,
+            "space": "scanner RAS (mm), canonical orientation",
+        },
+        "colormap": "gray",
+        "contrast_limits": (float(low), float(high) if high > low else float(low) + 1.0),
+        **layer_kwargs_for(affine),
+    }
+    return data, kwargs, "image"
 
 
 def get_reader(path: str | list) -> Any:
