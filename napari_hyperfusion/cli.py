@@ -142,6 +142,13 @@ def _cmd_make_cohort(args: argparse.Namespace) -> None:
         raise CLIError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
     if args.n < 1:
         raise CLIError(f"--n must be at least 1, got {args.n}")
+    anatomy = None
+    if args.anatomy == "varied":
+        from .synth.anatomy import AnatomyVariation
+
+        if not 0 < args.anatomy_mm <= 6:
+            raise CLIError(f"--anatomy-mm must be in (0, 6] mm, got {args.anatomy_mm:g}")
+        anatomy = AnatomyVariation(amplitude_mm=args.anatomy_mm)
     try:
         from tqdm import tqdm
     except ImportError:  # progress bar is a nicety
@@ -155,6 +162,7 @@ def _cmd_make_cohort(args: argparse.Namespace) -> None:
         out,
         jobs=args.jobs,
         progress=(lambda done, total: bar.update(1)) if bar is not None else None,
+        anatomy=anatomy,
     )
     if bar is not None:
         bar.close()
@@ -691,6 +699,16 @@ def build_parser() -> argparse.ArgumentParser:
     cohort.add_argument("--jobs", type=_at_least(1), default=os.cpu_count() or 1, help="worker processes")
     cohort.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     cohort.add_argument("--quiet", action="store_true", help="no progress bar")
+    cohort.add_argument(
+        "--anatomy",
+        choices=("template", "varied"),
+        default="template",
+        help="'varied': every brain also gets its own smooth shape (volume-keeping); the records, poses and "
+        "nuisance stay those of the same seed with 'template' (default)",
+    )
+    cohort.add_argument(
+        "--anatomy-mm", type=float, default=2.5, help="RMS displacement of the varied shape, mm (default 2.5)"
+    )
     cohort.set_defaults(func=_cmd_make_cohort)
     limit = sub.add_parser(
         "bayes-limit",

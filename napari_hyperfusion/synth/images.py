@@ -43,6 +43,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..data.template import Template, load_template
+from .anatomy import AnatomyVariation, shape_displacement
 
 __all__ = ["synthesize_scan", "scan_to_nifti", "REFERENCE", "deformation_scales"]
 
@@ -152,18 +153,38 @@ def _bias_field(shape: tuple[int, int, int], rng: np.random.Generator) -> np.nda
     return np.exp(sum(c * t for c, t in zip(coeffs, terms)))
 
 
-def synthesize_scan(record: Mapping[str, Any], rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
+def synthesize_scan(
+    record: Mapping[str, Any],
+    rng: np.random.Generator,
+    anatomy: AnatomyVariation | None = None,
+    anatomy_rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, dict[str, float]]:
     """One subject's scan on the template grid.
 
-    ``record`` needs BRAIN_PERMILLE, HIPPOCAMPUS_PERMILLE, VENTRICLES_PERMILLE,
-    ENTORHINAL_MM3 and ICV_L. Returns ``(uint8 [80, 96, 80], realised)``,
-    where ``realised`` holds the volumes (ml, in the subject's world space)
-    of the deformed template regions: the ground truth of this scan.
+    Args:
+        record: needs BRAIN_PERMILLE, HIPPOCAMPUS_PERMILLE, VENTRICLES_PERMILLE,
+            ENTORHINAL_MM3 and ICV_L.
+        rng: the subject's generator (scaling asymmetry, pose, nuisance).
+        anatomy: ``None`` for the template's anatomy; otherwise the brain's
+            shape also varies (:mod:`~napari_hyperfusion.synth.anatomy`).
+        anatomy_rng: the generator of that shape, separate from ``rng`` so
+            that the same subject with and without it differs only in shape.
+    Returns:
+        ``(uint8 [80, 96, 80], realised)``, where ``realised`` holds the
+        volumes (ml, in the subject's world space) of the deformed template
+        regions: the ground truth of this scan.
     """
     tpl = load_template()
     scales = deformation_scales(record, rng)
     grid = _grid(tpl.shape)
     u = _displacement(tpl, scales, _gains(), grid)
+    if anatomy is not None:
+        if anatomy_rng is None:
+            raise ValueError("a varied anatomy needs its own generator (anatomy_rng)")
+        # the shape acts on the template, after the regional scaling: the two
+        # compose and their Jacobians multiply, so the volumes stay the record's
+        scaled = grid + u
+        u += shape_displacement(scaled, tpl.shape, float(abs(tpl.affine[0, 0])), anatomy, anatomy_rng)
     rot, shift = _rigid(rng)
     centre = _centres()["intracranial"]
     coords = np.einsum("ij,jxyz->ixyz", rot, grid + u - centre) + (centre + shift[:, None, None, None])
