@@ -86,3 +86,35 @@ def test_cli_makes_a_varied_cohort_and_refuses_a_bad_amplitude(tmp_path, capsys)
                          "--anatomy-mm", bad, "--quiet"])  # fmt: skip
         assert code == 2
         assert "--anatomy-mm must be in (0, 6] mm" in capsys.readouterr().err
+
+
+def _script(*args, cwd):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "anatomy_shift.py"
+    return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_the_anatomy_shift_report_pairs_subjects_and_refuses_unpaired_tables(tmp_path):
+    from napari_hyperfusion.resources import models_dir
+
+    template = make_cohort("ad", 6, seed=21, out=tmp_path / "t")
+    varied = make_cohort("ad", 6, seed=21, out=tmp_path / "v", anatomy=AnatomyVariation())
+    other = make_cohort("ad", 6, seed=22, out=tmp_path / "o", anatomy=AnatomyVariation())
+    model = models_dir() / "ad_hyperfusion.safetensors"
+    done = _script("--template", template, "--varied", varied, "--model", model, "--out", tmp_path / "r",
+                   "--bootstrap", "20", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = (tmp_path / "r" / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| ad_hyperfusion"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "balanced accuracy" and cells[2] == "6"
+    template_score, varied_score = float(cells[3].split()[0]), float(cells[4].split()[0])
+    assert float(cells[5].split()[0]) == pytest.approx(varied_score - template_score, abs=1e-3)
+    assert len(list((tmp_path / "r").glob("ad_hyperfusion__*.csv"))) == 2  # both tables predicted, kept
+    for bad_varied, why in ((other, "do not hold the same subjects"), (template, "no ANATOMY column")):
+        refused = _script("--template", template, "--varied", bad_varied, "--model", model, "--out",
+                          tmp_path / "x", cwd=tmp_path)  # fmt: skip
+        assert refused.returncode != 0 and why in refused.stderr and "Traceback" not in refused.stderr

@@ -127,6 +127,13 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
         # one size of the sandbox's small cohort, one epoch, the network and the logistic regression
         argv = _set_option(_set_option(argv, "--sizes", "40"), "--methods", "hyperfusion,logistic")
         return argv + TRAIN_SMALL
+    if tool in ("python", "python3") and args[:1] == ["scripts/anatomy_shift.py"]:
+        # the varied twin of the sandbox's small test cohort (16 subjects, seed 6), then the report
+        varied = sandbox / "data" / "ad_test1000_varied"
+        twin = ["hyperfusion", "make-cohort", "--task", "ad", "--n", "16", "--seed", "6", "--anatomy", "varied",
+                "--out", str(varied), "--overwrite", "--quiet", "--jobs", "1"]  # fmt: skip
+        report = _set_option(_set_option(argv, "--varied", str(varied / "cohort.csv")), "--bootstrap", "50")
+        return ["bash", "-c", f"{shlex.join(twin)} && {shlex.join(report)}"]
     if tool == "hyperfusion" and args[:1] == ["explain-report"]:  # one subject, one method, few IG steps
         return _set_option(_set_option(_set_option(argv, "--n", "1"), "--ig-steps", "2"), "--methods", "saliency")
     if tool in ("python", "python3") and args[:1] == ["scripts/add_weight_map.py"]:
@@ -236,6 +243,7 @@ SLOW = (
     r"--prepare\b",  # registration, 20 s
     r"\bevaluate-merge\b",  # merges the reports the (slow) evaluate commands before it wrote
     r"learning_curve\.py",  # trains a network and predicts the test subjects
+    r"anatomy_shift\.py",  # makes a varied cohort and predicts both with every model named
 )
 
 
