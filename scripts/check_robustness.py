@@ -76,14 +76,24 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated shipped model names")
     parser.add_argument("--models-dir", default=str(models_dir()), help="where the model files are")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model-file",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="score this file in NAME's place (e.g. a model trained with other settings); repeatable",
+    )
     args = parser.parse_args()
+    if any("=" not in item for item in args.model_file):
+        parser.error("--model-file takes NAME=PATH")
+    files = dict(item.split("=", 1) for item in args.model_file)
     started = time.perf_counter()
     cohorts = {"ad": Path(args.ad_cohort), "brain_age": Path(args.age_cohort)}
     names = [m for m in args.models.split(",") if m]
     table: dict[str, dict[str, list[float]]] = {}
     units = {}
     for name in names:
-        model = load_model(Path(args.models_dir) / f"{name}.safetensors", "cpu")
+        model = load_model(Path(files.get(name) or Path(args.models_dir) / f"{name}.safetensors"), "cpu")
         task = COHORT_TASK[MODELS[name]]
         cohort = read_cohort(cohorts[task], TASK_SPECS[task], model.info.schema, need_target=False)
         units[name] = "years" if model.info.task == "brain_age" else "points"

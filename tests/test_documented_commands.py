@@ -78,6 +78,11 @@ BENCH_SMALL = {
 }
 
 
+def command_of(argv: list[str], option: str) -> str:
+    """The value given to ``option`` (empty when absent)."""
+    return argv[argv.index(option) + 1] if option in argv[:-1] else ""
+
+
 def _small(argv: list[str], sandbox: Path) -> list[str]:
     """The same command at a size a test can afford."""
     tool = Path(argv[0]).name
@@ -128,11 +133,15 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
         argv = _set_option(_set_option(argv, "--sizes", "40"), "--methods", "hyperfusion,logistic")
         return argv + TRAIN_SMALL
     if tool in ("python", "python3") and args[:1] == ["scripts/anatomy_shift.py"]:
-        # the varied twin of the sandbox's small test cohort (16 subjects, seed 6), then the report
-        varied = sandbox / "data" / "ad_test1000_varied"
-        twin = ["hyperfusion", "make-cohort", "--task", "ad", "--n", "16", "--seed", "6", "--anatomy", "varied",
+        # the varied twin of the sandbox's small test cohort (the fixtures' task, size and seed), then the report
+        brain_age = "participants" in command_of(argv, "--template")
+        task, n, seed, table = (
+            ("brain_age", "24", "5", "participants.tsv") if brain_age else ("ad", "16", "6", "cohort.csv")
+        )
+        varied = sandbox / "data" / f"{task}_varied"
+        twin = ["hyperfusion", "make-cohort", "--task", task, "--n", n, "--seed", seed, "--anatomy", "varied",
                 "--out", str(varied), "--overwrite", "--quiet", "--jobs", "1"]  # fmt: skip
-        report = _set_option(_set_option(argv, "--varied", str(varied / "cohort.csv")), "--bootstrap", "50")
+        report = _set_option(_set_option(argv, "--varied", str(varied / table)), "--bootstrap", "50")
         return ["bash", "-c", f"{shlex.join(twin)} && {shlex.join(report)}"]
     if tool == "hyperfusion" and args[:1] == ["explain-report"]:  # one subject, one method, few IG steps
         return _set_option(_set_option(_set_option(argv, "--n", "1"), "--ig-steps", "2"), "--methods", "saliency")
@@ -244,6 +253,7 @@ SLOW = (
     r"\bevaluate-merge\b",  # merges the reports the (slow) evaluate commands before it wrote
     r"learning_curve\.py",  # trains a network and predicts the test subjects
     r"anatomy_shift\.py",  # makes a varied cohort and predicts both with every model named
+    r"brain_age_plain",  # trains a brain-age model the next two commands read (one session, in order)
 )
 
 
