@@ -34,9 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["AnatomyVariation", "shape_displacement", "ANATOMIES"]
-
-ANATOMIES = ("template", "varied")
+__all__ = ["AnatomyVariation", "shape_displacement"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +43,8 @@ class AnatomyVariation:
 
     Args:
         amplitude_mm: root mean square displacement over the grid, in mm.
-        smoothness_mm: spacing of the potential's random control points, in
-            mm (the deformation's wavelength is about twice this).
+        smoothness_mm: twice the SD of the Gaussian that smooths the random
+            potential, in mm: points much closer than this move together.
     """
 
     amplitude_mm: float = 2.5
