@@ -143,12 +143,15 @@ def _cmd_make_cohort(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise CLIError(f"--n must be at least 1, got {args.n}")
     anatomy = None
+    if args.anatomy_mm is not None and args.anatomy != "varied":
+        raise CLIError("--anatomy-mm sets how much a varied shape varies: give it with --anatomy varied")
     if args.anatomy == "varied":
         from .synth.anatomy import AnatomyVariation
 
-        if not 0 < args.anatomy_mm <= 6:
-            raise CLIError(f"--anatomy-mm must be in (0, 6] mm, got {args.anatomy_mm:g}")
-        anatomy = AnatomyVariation(amplitude_mm=args.anatomy_mm)
+        amplitude = AnatomyVariation().amplitude_mm if args.anatomy_mm is None else args.anatomy_mm
+        if not 0 < amplitude <= 6:
+            raise CLIError(f"--anatomy-mm must be in (0, 6] mm, got {amplitude:g}")
+        anatomy = AnatomyVariation(amplitude_mm=amplitude)
     try:
         from tqdm import tqdm
     except ImportError:  # progress bar is a nicety
@@ -707,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
         "nuisance stay those of the same seed with 'template' (default)",
     )
     cohort.add_argument(
-        "--anatomy-mm", type=float, default=2.5, help="RMS displacement of the varied shape, mm (default 2.5)"
+        "--anatomy-mm", type=float, default=None, help="RMS displacement of the varied shape, mm (default 2.5)"
     )
     cohort.set_defaults(func=_cmd_make_cohort)
     limit = sub.add_parser(

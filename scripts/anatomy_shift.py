@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_hyperfusion.data.dataset import TASK_SPECS
+from napari_hyperfusion.data.dataset import TASK_SPECS, read_cohort
+from napari_hyperfusion.errors import HyperFusionError
 from napari_hyperfusion.infer.batch import predict_to_csv
 from napari_hyperfusion.io.atomic import write_text_atomically
 from napari_hyperfusion.io.model_file import load_model
@@ -39,17 +40,25 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
 
 
-def check_pairs(template: pd.DataFrame, varied: pd.DataFrame) -> None:
-    """The two tables must hold the same subjects with the same records;
-    only the anatomy and the realised volumes may differ."""
+def _varied(table: pd.DataFrame) -> bool:
+    return "ANATOMY" in table or "anatomy" in table
+
+
+def check_pairs(template: pd.DataFrame, varied: pd.DataFrame) -> str | None:
+    """Why the two tables cannot be compared (``None`` when they can): they
+    must hold the same subjects with the same records, the first with the
+    template anatomy and the second varied."""
     same = [c for c in template.columns if not c.upper().startswith(("REALISED_", "ANATOMY"))]
     if len(template) != len(varied) or not template[same].equals(varied.reindex(columns=same)):
-        raise SystemExit(
+        return (
             "the two tables do not hold the same subjects and records: make both with the same "
             "--task, --n and --seed, one of them with --anatomy varied"
         )
-    if "ANATOMY" not in varied and "anatomy" not in varied:
-        raise SystemExit("--varied is not a table made with --anatomy varied (it has no ANATOMY column)")
+    if _varied(template):
+        return "--template was made with --anatomy varied; give the table of the same seed without it"
+    if not _varied(varied):
+        return "--varied is not a table made with --anatomy varied (it has no ANATOMY column)"
+    return None
 
 
 def _predict(model_path: Path, table: Path, out: Path, resume: bool) -> pd.DataFrame:
@@ -73,25 +82,30 @@ def compare(model_path: Path, template: Path, varied: Path, out: Path, resume: b
     """One model's row of the report (see the module docstring)."""
     model = load_model(model_path, device="cpu")
     info = model.info
-    task = "brain_age" if info.kind == "regression" else "ad"
+    task = {"ad_classification": "ad", "brain_age": "brain_age"}.get(info.task)
+    if task is None:
+        raise HyperFusionError(
+            f"{model_path.name} is a {info.task} model: the generator's labels exist for AD and brain age"
+        )
     spec = TASK_SPECS[task]
-    table = _read(template)
+    if info.is_classifier and list(info.outputs) != list(spec.classes):
+        raise HyperFusionError(f"{model_path.name} has outputs {info.outputs}, not {spec.classes}")
+    y = read_cohort(template, spec, info.schema, need_target=True, need_images=False).y  # checked, aliases mapped
     preds = [_predict(model_path, t, out, resume) for t in (template, varied)]
     if info.is_classifier:
         kind = "classification"
-        y = table[spec.target_column].map({c: i for i, c in enumerate(spec.classes)}).to_numpy()
         values = [p[[f"prob_{c}" for c in info.outputs]].to_numpy(float) for p in preds]
-        changed = float(np.mean(values[0].argmax(1) != values[1].argmax(1)))
-        shift = float(np.abs(values[0] - values[1]).max(1).mean())
     else:
         kind = "regression"
-        y = table[spec.target_column].to_numpy(float)
-        column = [c for c in preds[0].columns if c.startswith("predicted_")][0]
+        column = next(c for c in preds[0].columns if c.startswith("predicted_"))
         values = [p[[column]].to_numpy(float) for p in preds]
+    rows = np.flatnonzero(np.isfinite(values[0]).all(1) & np.isfinite(values[1]).all(1))  # the gate refused none
+    if info.is_classifier:
+        changed = float(np.mean(values[0][rows].argmax(1) != values[1][rows].argmax(1)))
+        shift = float(np.abs(values[0][rows] - values[1][rows]).max(1).mean())
+    else:
         changed = float("nan")
-        shift = float(np.abs(values[0] - values[1]).mean())
-    ok = np.isfinite(values[0]).all(1) & np.isfinite(values[1]).all(1)
-    rows = np.flatnonzero(ok)
+        shift = float(np.abs(values[0][rows] - values[1][rows]).mean())
     rng = np.random.default_rng(0)
     boot = np.empty((n_boot, 2))
     for b in range(n_boot):
@@ -102,7 +116,7 @@ def compare(model_path: Path, template: Path, varied: Path, out: Path, resume: b
     flagged = [float(p["ood_flags"].fillna("").astype(str).str.contains("image", case=False).mean()) for p in preds]
     typical = [float(np.nanmedian(p["image_typicality_pct"].to_numpy(float))) for p in preds]
     return {
-        "model": model_path.name,
+        "model": str(model_path),
         "metric": "balanced accuracy" if kind == "classification" else "MAE (years)",
         "n": len(rows),
         "template": point[0],
@@ -125,7 +139,8 @@ def render(rows: list[dict], command: str) -> str:
         f"Command: `{command}`",
         "",
         "| model | metric | subjects | template anatomy | varied anatomy | varied minus template (paired) "
-        "| answers changed | mean change of the output | image flagged: template / varied "
+        "| answers changed | mean change of the output (largest class probability, or years) "
+        "| image flagged: template / varied "
         "| median image typicality percentile: template / varied |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -151,13 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="reuse predictions of the same model and table")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     args = parser.parse_args(argv)
+    if args.bootstrap < 1:
+        parser.error("--bootstrap must be at least 1")
     for path in (args.template, args.varied, *args.model):
         if not path.is_file():
             print(f"error: {path} does not exist", file=sys.stderr)
             return 2
-    check_pairs(_read(args.template), _read(args.varied))
+    why = check_pairs(_read(args.template), _read(args.varied))
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [compare(m, args.template, args.varied, args.out, args.resume, args.bootstrap) for m in args.model]
+    try:
+        rows = [compare(m, args.template, args.varied, args.out, args.resume, args.bootstrap) for m in args.model]
+    except HyperFusionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     text = render(rows, "python scripts/anatomy_shift.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     write_text_atomically(args.out / "report.md", text)
     print(text)

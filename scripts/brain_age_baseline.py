@@ -24,6 +24,7 @@ import numpy as np
 
 from napari_hyperfusion.data.dataset import load_images, read_cohort
 from napari_hyperfusion.data.preprocess import ModelGrid
+from napari_hyperfusion.errors import HyperFusionError
 from napari_hyperfusion.infer.cohort import predict_views
 from napari_hyperfusion.io.model_file import load_model
 from napari_hyperfusion.train.loop import (
@@ -68,6 +69,16 @@ def _summary(name: str, y: np.ndarray, pred: np.ndarray) -> str:
     return f"| {name} | {np.abs(pred - y).mean():.2f} | {slope:.2f} |"
 
 
+def _model_rows(cfg: TrainConfig, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` rows exactly as ``hyperfusion train`` splits
+    them (a test part, when the config has one, is left out of both)."""
+    if cfg.test_fraction > 0:
+        _, val_idx, train_idx = split_indices(y, [cfg.test_fraction, cfg.val_fraction], cfg.seed, False)
+    else:
+        val_idx, train_idx = split_indices(y, [cfg.val_fraction], cfg.seed, False)
+    return train_idx, val_idx
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="the brain-age model's training config (its cohort, grid and split)")
@@ -80,15 +91,22 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).is_file():
             print(f"error: {path} does not exist", file=sys.stderr)
             return 2
-    raw = load_config_file(args.config)
-    cfg = TrainConfig.from_dict(raw)
+    try:
+        return _run(args)
+    except HyperFusionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = TrainConfig.from_dict(load_config_file(args.config))
     if cfg.task != "brain_age":
         print(f"error: {args.config} is a {cfg.task} config, not a brain-age one", file=sys.stderr)
         return 2
     schema = base_schema("brain_age")
     train_all = read_cohort(cfg.cohort, cfg.spec, schema, need_target=True, need_images=True)
     test = read_cohort(args.test_cohort, cfg.spec, schema, need_target=True, need_images=True)
-    val_idx, train_idx = split_indices(train_all.y, [cfg.val_fraction], cfg.seed, False)
+    train_idx, val_idx = _model_rows(cfg, train_all.y)
     grid = grid_for(cfg)
     views, test_views = load_images(train_all, grid, jobs=cfg.jobs), load_images(test, grid, jobs=cfg.jobs)
     x = _features(views, _sex(train_all))
@@ -105,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for path in args.model:
         model = load_model(path, device="cpu")
+        if model.info.task != "brain_age":
+            raise HyperFusionError(f"{path} is a {model.info.task} model, not a brain-age one")
         own = load_images(test, ModelGrid.from_dict(model.info.image), jobs=cfg.jobs)  # the file's preprocessing
         tabular = model.info.schema.encode_frame(test.table)
         pred = predict_views(model.net, own, tabular, "regression", device=model.device).values[:, 0]
         lines.append(_summary(path, test.y, pred))
+    if penalty in (PENALTIES[0], PENALTIES[-1]):
+        lines += ["", f"The penalty chosen ({penalty:g}) is at an end of the grid searched: widen PENALTIES."]
     print("\n".join(lines))
     return 0
 

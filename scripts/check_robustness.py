@@ -87,6 +87,11 @@ def main() -> None:
     if any("=" not in item for item in args.model_file):
         parser.error("--model-file takes NAME=PATH")
     files = dict(item.split("=", 1) for item in args.model_file)
+    for name, path in files.items():
+        if name not in args.models.split(","):
+            parser.error(f"--model-file {name}=...: {name} is not one of --models ({args.models})")
+        if not Path(path).is_file():
+            parser.error(f"--model-file {name}={path}: no such file")
     started = time.perf_counter()
     cohorts = {"ad": Path(args.ad_cohort), "brain_age": Path(args.age_cohort)}
     names = [m for m in args.models.split(",") if m]
@@ -109,7 +114,8 @@ def main() -> None:
             # the same brain stored at two resolutions: the pair the issue names, not each against the original
             rows.setdefault(PAIR, []).append(change(model, seen["1 mm voxels"], seen["2 mm voxels"]))
     labels = [PAIR, *perturbations(0)]
-    print(f"| perturbation | {' | '.join(f'{n} ({units[n]})' for n in names)} |")
+    shown = {n: f"{n} from {files[n]}" if n in files else n for n in names}  # a replaced file says so
+    print(f"| perturbation | {' | '.join(f'{shown[n]} ({units[n]})' for n in names)} |")
     print(f"|---|{'---|' * len(names)}")
     for label in labels:
         cells = []

@@ -64,37 +64,55 @@ def test_a_varied_cohort_keeps_records_pose_and_nuisance_and_says_so(tmp_path):
     path = make_cohort("ad", 3, seed=8, out=tmp_path / "varied", anatomy=AnatomyVariation())
     varied = pd.read_csv(path)
     again = make_cohort("ad", 3, seed=8, out=tmp_path / "again", anatomy=AnatomyVariation(), jobs=2)
+    # a shape that hardly varies: everything else (pose, contrast, bias, noise) must be the template cohort's
+    faint = make_cohort("ad", 3, seed=8, out=tmp_path / "faint", anatomy=AnatomyVariation(amplitude_mm=1e-3))
     record_columns = [c for c in plain.columns if not c.startswith("REALISED_")]
     pd.testing.assert_frame_equal(plain[record_columns], varied[record_columns])
     assert set(varied.ANATOMY) == {"varied (2.5 mm RMS, 24 mm smooth)"}
     assert "shape: varied" in (path.parent / "README.txt").read_text()
     assert "shape: template" in (tmp_path / "plain" / "README.txt").read_text()
     for image in varied.IMAGE:
-        a = np.asarray(nib.load(tmp_path / "plain" / image).dataobj)
-        b = np.asarray(nib.load(path.parent / image).dataobj)
+        a = np.asarray(nib.load(tmp_path / "plain" / image).dataobj).astype(int)
+        b = np.asarray(nib.load(path.parent / image).dataobj).astype(int)
+        c = np.asarray(nib.load(faint.parent / image).dataobj).astype(int)
         assert not np.array_equal(a, b)
+        # rounding, and a few voxels on the brain mask's edge: the same noise, bias and pose
+        assert np.mean(np.abs(a - c) > 1) < 1e-3 and np.abs(a - c).mean() < 0.05
         assert (path.parent / image).read_bytes() == (again.parent / image).read_bytes()
 
 
+def _cli(text: str, *paths) -> int:
+    return cli_main([*text.split(), *map(str, paths)])
+
+
 def test_cli_makes_a_varied_cohort_and_refuses_a_bad_amplitude(tmp_path, capsys):
-    assert cli_main(["make-cohort", "--task", "brain_age", "--n", "2", "--seed", "3", "--out", str(tmp_path / "a"),
-                     "--anatomy", "varied", "--anatomy-mm", "3", "--quiet", "--jobs", "1"]) == 0  # fmt: skip
+    made = _cli(
+        "make-cohort --task brain_age --n 2 --seed 3 --anatomy varied --anatomy-mm 3 --quiet --jobs 1 --out",
+        tmp_path / "a",
+    )
+    assert made == 0
     table = pd.read_csv(tmp_path / "a" / "participants.tsv", sep="\t")
     assert set(table.anatomy) == {"varied (3 mm RMS, 24 mm smooth)"}
     for bad in ("0", "-1", "nan", "7"):
-        code = cli_main(["make-cohort", "--n", "2", "--out", str(tmp_path / f"b{bad}"), "--anatomy", "varied",
-                         "--anatomy-mm", bad, "--quiet"])  # fmt: skip
-        assert code == 2
+        assert _cli(f"make-cohort --n 2 --anatomy varied --anatomy-mm {bad} --quiet --out", tmp_path / bad) == 2
         assert "--anatomy-mm must be in (0, 6] mm" in capsys.readouterr().err
+    assert _cli("make-cohort --n 2 --anatomy-mm 3 --quiet --out", tmp_path / "plain") == 2
+    assert "give it with --anatomy varied" in capsys.readouterr().err
+    assert not (tmp_path / "plain").exists() or not any((tmp_path / "plain").iterdir())
 
 
-def _script(*args, cwd):
+def _script(name: str, *args, cwd):
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "anatomy_shift.py"
+    script = Path(__file__).resolve().parents[1] / "scripts" / name
     return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True)
+
+
+def _row(report: str, model: str) -> list[str]:
+    line = next(line for line in report.splitlines() if line.startswith("|") and model in line)
+    return [c.strip() for c in line.strip("|").split("|")]
 
 
 def test_the_anatomy_shift_report_pairs_subjects_and_refuses_unpaired_tables(tmp_path):
@@ -104,17 +122,84 @@ def test_the_anatomy_shift_report_pairs_subjects_and_refuses_unpaired_tables(tmp
     varied = make_cohort("ad", 6, seed=21, out=tmp_path / "v", anatomy=AnatomyVariation())
     other = make_cohort("ad", 6, seed=22, out=tmp_path / "o", anatomy=AnatomyVariation())
     model = models_dir() / "ad_hyperfusion.safetensors"
-    done = _script("--template", template, "--varied", varied, "--model", model, "--out", tmp_path / "r",
-                   "--bootstrap", "20", cwd=tmp_path)  # fmt: skip
+    common = ("--model", model, "--bootstrap", "20")
+    done = _script(
+        "anatomy_shift.py", "--template", template, "--varied", varied, "--out", tmp_path / "r", *common, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    report = (tmp_path / "r" / "report.md").read_text()
-    row = next(line for line in report.splitlines() if line.startswith("| ad_hyperfusion"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    cells = _row((tmp_path / "r" / "report.md").read_text(), "ad_hyperfusion")
     assert cells[1] == "balanced accuracy" and cells[2] == "6"
     template_score, varied_score = float(cells[3].split()[0]), float(cells[4].split()[0])
     assert float(cells[5].split()[0]) == pytest.approx(varied_score - template_score, abs=1e-3)
     assert len(list((tmp_path / "r").glob("ad_hyperfusion__*.csv"))) == 2  # both tables predicted, kept
-    for bad_varied, why in ((other, "do not hold the same subjects"), (template, "no ANATOMY column")):
-        refused = _script("--template", template, "--varied", bad_varied, "--model", model, "--out",
-                          tmp_path / "x", cwd=tmp_path)  # fmt: skip
-        assert refused.returncode != 0 and why in refused.stderr and "Traceback" not in refused.stderr
+    for first, second, why in (
+        (template, other, "do not hold the same subjects"),
+        (template, template, "no ANATOMY column"),
+        (varied, varied, "--template was made with --anatomy varied"),
+    ):
+        refused = _script(
+            "anatomy_shift.py", "--template", first, "--varied", second, "--out", tmp_path / "x", *common, cwd=tmp_path
+        )
+        assert refused.returncode == 2 and why in refused.stderr and "Traceback" not in refused.stderr
+    risk = _script(
+        "anatomy_shift.py",
+        "--template",
+        template,
+        "--varied",
+        varied,
+        "--out",
+        tmp_path / "x",
+        "--model",
+        models_dir() / "risk_hyperfusion.safetensors",
+        cwd=tmp_path,
+    )
+    assert risk.returncode == 2 and "labels exist for AD and brain age" in risk.stderr, risk.stderr[-1000:]
+
+
+def test_the_anatomy_shift_report_scores_brain_age_in_years(tmp_path):
+    from napari_hyperfusion.resources import models_dir
+
+    template = make_cohort("brain_age", 5, seed=23, out=tmp_path / "t")
+    varied = make_cohort("brain_age", 5, seed=23, out=tmp_path / "v", anatomy=AnatomyVariation())
+    model = models_dir() / "brain_age_hyperfusion.safetensors"
+    done = _script(
+        "anatomy_shift.py",
+        "--template",
+        template,
+        "--varied",
+        varied,
+        "--out",
+        tmp_path / "r",
+        "--model",
+        model,
+        "--bootstrap",
+        "20",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    cells = _row((tmp_path / "r" / "report.md").read_text(), "brain_age_hyperfusion")
+    assert cells[1] == "MAE (years)" and cells[2] == "5" and cells[6] == "-"
+    predictions = [pd.read_csv(p) for p in sorted((tmp_path / "r").glob("*.csv"))]
+    ages = pd.read_csv(template, sep="\t").age.to_numpy()
+    maes = sorted(float(np.abs(p.predicted_brain_age - ages).mean()) for p in predictions)
+    assert sorted([float(cells[3].split()[0]), float(cells[4].split()[0])]) == pytest.approx(maes, abs=1e-3)
+    assert float(cells[7]) > 0  # the same brain of another shape gets another age
+
+
+def test_the_robustness_check_says_which_file_it_scored(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "check_robustness.py"
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path)
+
+    for args, why in (
+        (("--models", "ad_hyperfusion", "--model-file", "brain_age_hyperfusion=x.safetensors"), "is not one of"),
+        (("--models", "ad_hyperfusion", "--model-file", "ad_hyperfusion=missing.safetensors"), "no such file"),
+        (("--models", "ad_hyperfusion", "--model-file", "ad_hyperfusion"), "takes NAME=PATH"),
+    ):
+        refused = run(*args)
+        assert refused.returncode == 2 and why in refused.stderr and "Traceback" not in refused.stderr

@@ -83,13 +83,29 @@ def command_of(argv: list[str], option: str) -> str:
     return argv[argv.index(option) + 1] if option in argv[:-1] else ""
 
 
+PLAIN_BRAIN_AGE = "runs/brain_age_plain"  # models.md trains it, then three commands read it
+
+
 def _small(argv: list[str], sandbox: Path) -> list[str]:
+    """The same command at a size a test can afford; a command that reads
+    the brain-age file models.md trains first gets it trained (one epoch)
+    when it runs without the training command before it (``-k``)."""
+    small = _shrink(argv, sandbox)
+    reads_plain = PLAIN_BRAIN_AGE in " ".join(argv) and argv[1:2] != ["train"]
+    if not reads_plain or (sandbox / PLAIN_BRAIN_AGE / "model.safetensors").exists():
+        return small
+    config = "models/configs/brain_age_hyperfusion.toml"
+    train = ["hyperfusion", "train", config, "--set", f"out={PLAIN_BRAIN_AGE}", "--set", "progress=false", *TRAIN_SMALL]
+    return ["bash", "-c", f"{shlex.join(train)} && {shlex.join(small)}"]
+
+
+def _shrink(argv: list[str], sandbox: Path) -> list[str]:
     """The same command at a size a test can afford."""
     tool = Path(argv[0]).name
     args = argv[1:]
     if tool == "torchrun":
         k = next(i for i, a in enumerate(args) if Path(a).name == "hyperfusion" or a.endswith("cli"))
-        return [argv[0], *args[:k], *_small(args[k:], sandbox)]
+        return [argv[0], *args[:k], *_shrink(args[k:], sandbox)]
     if tool.endswith("cli"):  # python -m napari_hyperfusion.cli is the hyperfusion command
         tool = "hyperfusion"
     if tool == "hyperfusion" and args[:1] == ["make-cohort"]:
@@ -139,8 +155,10 @@ def _small(argv: list[str], sandbox: Path) -> list[str]:
             ("brain_age", "24", "5", "participants.tsv") if brain_age else ("ad", "16", "6", "cohort.csv")
         )
         varied = sandbox / "data" / f"{task}_varied"
-        twin = ["hyperfusion", "make-cohort", "--task", task, "--n", n, "--seed", seed, "--anatomy", "varied",
-                "--out", str(varied), "--overwrite", "--quiet", "--jobs", "1"]  # fmt: skip
+        twin = (
+            f"hyperfusion make-cohort --task {task} --n {n} --seed {seed} --anatomy varied --overwrite --quiet".split()
+        )
+        twin += ["--jobs", "1", "--out", str(varied)]
         report = _set_option(_set_option(argv, "--varied", str(varied / table)), "--bootstrap", "50")
         return ["bash", "-c", f"{shlex.join(twin)} && {shlex.join(report)}"]
     if tool == "hyperfusion" and args[:1] == ["explain-report"]:  # one subject, one method, few IG steps
