@@ -110,6 +110,11 @@ def _script(name: str, *args, cwd):
     return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True)
 
 
+def _shift(template, varied, out, *extra):
+    """``scripts/anatomy_shift.py`` on two tables, its report into ``out``."""
+    return _script("anatomy_shift.py", "--template", template, "--varied", varied, "--out", out, *extra, cwd=out.parent)
+
+
 def _row(report: str, model: str) -> list[str]:
     line = next(line for line in report.splitlines() if line.startswith("|") and model in line)
     return [c.strip() for c in line.strip("|").split("|")]
@@ -123,9 +128,7 @@ def test_the_anatomy_shift_report_pairs_subjects_and_refuses_unpaired_tables(tmp
     other = make_cohort("ad", 6, seed=22, out=tmp_path / "o", anatomy=AnatomyVariation())
     model = models_dir() / "ad_hyperfusion.safetensors"
     common = ("--model", model, "--bootstrap", "20")
-    done = _script(
-        "anatomy_shift.py", "--template", template, "--varied", varied, "--out", tmp_path / "r", *common, cwd=tmp_path
-    )
+    done = _shift(template, varied, tmp_path / "r", *common)
     assert done.returncode == 0, done.stderr[-2000:]
     cells = _row((tmp_path / "r" / "report.md").read_text(), "ad_hyperfusion")
     assert cells[1] == "balanced accuracy" and cells[2] == "6"
@@ -137,22 +140,9 @@ def test_the_anatomy_shift_report_pairs_subjects_and_refuses_unpaired_tables(tmp
         (template, template, "no ANATOMY column"),
         (varied, varied, "--template was made with --anatomy varied"),
     ):
-        refused = _script(
-            "anatomy_shift.py", "--template", first, "--varied", second, "--out", tmp_path / "x", *common, cwd=tmp_path
-        )
+        refused = _shift(first, second, tmp_path / "x", *common)
         assert refused.returncode == 2 and why in refused.stderr and "Traceback" not in refused.stderr
-    risk = _script(
-        "anatomy_shift.py",
-        "--template",
-        template,
-        "--varied",
-        varied,
-        "--out",
-        tmp_path / "x",
-        "--model",
-        models_dir() / "risk_hyperfusion.safetensors",
-        cwd=tmp_path,
-    )
+    risk = _shift(template, varied, tmp_path / "x", "--model", models_dir() / "risk_hyperfusion.safetensors")
     assert risk.returncode == 2 and "labels exist for AD and brain age" in risk.stderr, risk.stderr[-1000:]
 
 
@@ -162,20 +152,7 @@ def test_the_anatomy_shift_report_scores_brain_age_in_years(tmp_path):
     template = make_cohort("brain_age", 5, seed=23, out=tmp_path / "t")
     varied = make_cohort("brain_age", 5, seed=23, out=tmp_path / "v", anatomy=AnatomyVariation())
     model = models_dir() / "brain_age_hyperfusion.safetensors"
-    done = _script(
-        "anatomy_shift.py",
-        "--template",
-        template,
-        "--varied",
-        varied,
-        "--out",
-        tmp_path / "r",
-        "--model",
-        model,
-        "--bootstrap",
-        "20",
-        cwd=tmp_path,
-    )
+    done = _shift(template, varied, tmp_path / "r", "--model", model, "--bootstrap", "20")
     assert done.returncode == 0, done.stderr[-2000:]
     cells = _row((tmp_path / "r" / "report.md").read_text(), "brain_age_hyperfusion")
     assert cells[1] == "MAE (years)" and cells[2] == "5" and cells[6] == "-"
@@ -187,19 +164,10 @@ def test_the_anatomy_shift_report_scores_brain_age_in_years(tmp_path):
 
 
 def test_the_robustness_check_says_which_file_it_scored(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "check_robustness.py"
-
-    def run(*args):
-        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path)
-
     for args, why in (
         (("--models", "ad_hyperfusion", "--model-file", "brain_age_hyperfusion=x.safetensors"), "is not one of"),
         (("--models", "ad_hyperfusion", "--model-file", "ad_hyperfusion=missing.safetensors"), "no such file"),
         (("--models", "ad_hyperfusion", "--model-file", "ad_hyperfusion"), "takes NAME=PATH"),
     ):
-        refused = run(*args)
+        refused = _script("check_robustness.py", *args, cwd=tmp_path)
         assert refused.returncode == 2 and why in refused.stderr and "Traceback" not in refused.stderr
