@@ -125,7 +125,8 @@ def _run(args: argparse.Namespace) -> int:
         model = load_model(path, device="cpu")
         if model.info.task != "brain_age":
             raise HyperFusionError(f"{path} is a {model.info.task} model, not a brain-age one")
-        own = load_images(test, ModelGrid.from_dict(model.info.image), jobs=cfg.jobs)  # the file's preprocessing
+        own_grid = ModelGrid.from_dict(model.info.image)  # the file's own preprocessing
+        own = test_views if own_grid == grid else load_images(test, own_grid, jobs=cfg.jobs)
         tabular = model.info.schema.encode_frame(test.table)
         pred = predict_views(model.net, own, tabular, "regression", device=model.device).values[:, 0]
         lines.append(_summary(path, test.y, pred))
