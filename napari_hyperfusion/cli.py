@@ -354,8 +354,12 @@ def _write_report(out: Path, result, title: str, report: str, splits: dict | Non
     write_text_atomically(out / "evaluation.csv", to_csv_text(result.rows))
     write_text_atomically(out / "summary.csv", to_csv_text(summary))
     write_text_atomically(out / "evaluation.json", json.dumps(result_meta(result, title, splits), indent=1))
+    kept = ""
+    if result.predictions is not None:
+        write_text_atomically(out / "test_predictions.csv", to_csv_text(result.predictions))
+        kept = ", test_predictions.csv (the fold ensembles' test predictions)"
     print(report)
-    print(f"wrote {out / 'evaluation.md'}, {out / 'evaluation.csv'}, {out / 'summary.csv'} and evaluation.json")
+    print(f"wrote {out / 'evaluation.md'}, {out / 'evaluation.csv'}, {out / 'summary.csv'}{kept} and evaluation.json")
 
 
 def _cmd_evaluate_merge(args: argparse.Namespace) -> None:

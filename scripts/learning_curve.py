@@ -41,6 +41,7 @@ from napari_hyperfusion.io.atomic import write_text_atomically
 from napari_hyperfusion.io.csv_text import to_csv_text
 from napari_hyperfusion.io.model_file import load_model
 from napari_hyperfusion.synth.truth import limits_for
+from napari_hyperfusion.train.bootstrap import main_score, paired_bootstrap
 from napari_hyperfusion.train.evaluate import LOGISTIC, parse_method
 from napari_hyperfusion.train.logistic import select_logistic
 from napari_hyperfusion.train.loop import (
@@ -55,35 +56,10 @@ from napari_hyperfusion.train.loop import (
 from napari_hyperfusion.train.run import network_config, prepare_data, train_and_save
 
 
-def paired_bootstrap(y: np.ndarray, preds: list[np.ndarray], score, n: int = 1000, seed: int = 0) -> np.ndarray:
-    """Scores of each prediction on ``n`` resamples of the same test rows:
-    ``[n, len(preds)]`` (a difference of two columns is a paired difference)."""
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, len(preds)))
-    for b in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        out[b] = [score(y[idx], p[idx]) for p in preds]
-    return out
-
-
-def _score_fn(cfg: TrainConfig):
-    """The main metric as a fast function (the bootstrap calls it thousands
-    of times): balanced accuracy of the argmax, or the MAE."""
-    from sklearn.metrics import balanced_accuracy_score
-
-    spec = cfg.spec
-    main = selection_metric(spec)
-    if main == "balanced_accuracy":
-        return main, (lambda y, p: balanced_accuracy_score(y, np.asarray(p).argmax(1)))
-    if main == "mae":
-        return main, (lambda y, p: float(np.abs(np.asarray(p)[:, 0] - y).mean()))
-    return main, (lambda y, p: task_scores(spec, y, p)[main])
-
-
 def report(out: Path, cfg: TrainConfig, y_test: np.ndarray, limits: dict[str, np.ndarray], command: str) -> str:
     """The Markdown table of every finished row, with bootstrap intervals."""
     rows = pd.read_csv(out / "rows.csv")
-    main, score = _score_fn(cfg)
+    main, score = main_score(cfg.spec)
     preds = list(limits.values()) + [
         np.load(out / "predictions" / f"{r.method}_{r.size}.npy") for r in rows.itertuples()
     ]

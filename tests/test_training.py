@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import tiny_train_settings, write_toml
+from sklearn.metrics import balanced_accuracy_score
 
 from napari_hyperfusion import cli
 from napari_hyperfusion.data.schema import TabularSchema
@@ -161,6 +162,22 @@ def test_evaluate_cli_writes_tables(ad_cohort, tmp_path):
     # the Bayes rows are computed from the generator, not trained: the same for both seeds
     bayes = rows[(rows.fusion == limits[0]) & (rows.ensemble == "entropy")].balanced_accuracy
     assert bayes.nunique() == 1 and 0 <= bayes.iloc[0] <= 1
+    # the fold ensembles' test predictions are kept, and they are the predictions that were scored
+    kept = pd.read_csv(out / "test_predictions.csv")
+    n_test = json.loads((out / "evaluation.json").read_text())["n_test"]
+    assert len(kept) == 4 * 2 * n_test and {"y_0", "out_0", "out_1", "out_2"} <= set(kept.columns)
+    scored = rows[rows.ensemble == "entropy"].set_index(["fusion", "seed"]).balanced_accuracy
+    for (method, seed), part in kept.groupby(["fusion", "seed"]):
+        again = balanced_accuracy_score(part.y_0, part[["out_0", "out_1", "out_2"]].to_numpy().argmax(1))
+        assert again == pytest.approx(scored[(method, seed)], abs=1e-6)  # the CSV keeps 6 decimals
+    # HyperFusion's paired advantage per seed is the difference of the two ensembles' scores
+    paired = next(line for line in report.splitlines() if line.startswith("| concat | ") and "[" in line)
+    cells = [c.strip() for c in paired.strip("|").split("|")][1:]
+    assert "| baseline | seed 0 | seed 1 | mean over seeds |" in report and len(cells) == 3
+    for seed, cell in zip((0, 1), cells):
+        expected = scored[("hyperfusion", seed)] - scored[("concat", seed)]
+        low, high = (float(v) for v in cell.split("[")[1].rstrip("]").split(","))
+        assert cell.startswith(f"{expected:+.3f} [") and low <= expected + 1e-9 and expected - 1e-9 <= high
 
 
 def test_evaluate_on_a_separate_test_cohort(ad_cohort, tmp_path):
@@ -206,6 +223,25 @@ def test_evaluate_on_a_separate_test_cohort(ad_cohort, tmp_path):
     assert cli.main(["evaluate-merge", str(out), str(other), "--out", str(merged)]) == 0
     assert cli.main(["evaluate", str(config), "--fusions", "logistic:lr=1", "--out", str(out)]) == 2
     assert cli.main(["evaluate", str(config), "--folds", "2", "--max-folds", "3", "--out", str(out)]) == 2
+
+
+def test_paired_advantage_counts_a_lower_error_as_positive():
+    from napari_hyperfusion.train.evaluate import EvalResult, paired_differences, prediction_frame
+
+    rng = np.random.default_rng(0)
+    age = rng.uniform(40, 80, 200)
+    good, bad = age + rng.normal(0, 2, 200), age + rng.normal(0, 8, 200)
+    kept = pd.concat([prediction_frame("hyperfusion", 0, age, good[:, None]),
+                      prediction_frame("concat", 0, age, bad[:, None])])  # fmt: skip
+    result = EvalResult(pd.DataFrame(), ["mae"], ["hyperfusion", "concat"], 200, 0, task="brain_age", predictions=kept)
+    row = paired_differences(result, n=200).iloc[0]
+    expected = np.abs(bad - age).mean() - np.abs(good - age).mean()
+    assert row.baseline == "concat" and row.seed == 0 and row.advantage == pytest.approx(expected)
+    assert 0 < row.low < expected < row.high
+    # the other way round the advantage is negative
+    swapped = EvalResult(pd.DataFrame(), ["mae"], ["concat", "hyperfusion"], 200, 0, reference="concat",
+                         task="brain_age", predictions=kept)  # fmt: skip
+    assert paired_differences(swapped, n=200).iloc[0].advantage == pytest.approx(-expected)
 
 
 def test_mann_whitney_direction(ad_cohort):

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.dataset import load_images, read_cohort
+from ..data.dataset import TASK_SPECS, load_images, read_cohort
 from ..infer.cohort import predict_views
 from ..nn.build import build_model
 from ..nn.devices import resolve_device
@@ -101,6 +101,10 @@ class EvalResult:
     headline: list[str] | None = None  # metrics of the main table (all when None)
     limits: list[str] = field(default_factory=list)  # names of limit rows, best first
     test_source: str = ""
+    # the fold ensembles' (1/entropy) test predictions, one row per (method, seed, test
+    # row): fusion, seed, row, y_0.., out_0..; None for reports written before they were kept
+    predictions: pd.DataFrame | None = None
+    task: str = ""  # the config's task ("ad", "brain_age", "risk"); "" in older reports
 
 
 def parse_method(method: str, cfg: TrainConfig) -> TrainConfig:
@@ -175,6 +179,7 @@ def cross_validate(
     assert tests.y is not None
     rows = []
     y_test = tests.y[test_idx]
+    kept: list[pd.DataFrame] = []
     limit_rows = []
     for name, limit in (limits or {}).items():
         scores = task_scores(spec, y_test, limit(tests.table.iloc[test_idx].reset_index(drop=True)))
@@ -237,6 +242,7 @@ def cross_validate(
             for kind, probs in ens.items():
                 scores = task_scores(spec, y_test, probs, cuts)
                 rows.append({"fusion": fusion, "seed": seed, "ensemble": kind, **scores})
+            kept.append(prediction_frame(fusion, seed, y_test, ens["entropy"]))
             for single in singles[fusion]:
                 rows.append({"fusion": fusion, "seed": seed, "ensemble": "single", **single})
     frame = pd.DataFrame(rows)
@@ -244,10 +250,107 @@ def cross_validate(
     reference = "medfusion" if spec.is_multilabel and "medfusion" in fusions else "hyperfusion"
     headline = MULTILABEL_HEADLINE if spec.is_multilabel else None
     names = [*(limits or {}), *fusions]
+    predictions = pd.concat(kept, ignore_index=True) if kept else None
     return EvalResult(
         frame, metrics, names, len(test_idx), len(rest_idx), is_synthetic(cohort), reference, headline,
-        limits=list(limits or {}), test_source=test_source,
+        limits=list(limits or {}), test_source=test_source, predictions=predictions, task=cfg.task,
     )  # fmt: skip
+
+
+def prediction_frame(fusion: str, seed: int, y: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
+    """One fold ensemble's test predictions in long form.
+
+    Args:
+        fusion: the method's name.
+        seed: the split seed.
+        y: the test targets ``[N]`` (class index or value) or ``[N, L]``.
+        pred: the ensemble's predictions ``[N, K]`` (probabilities or values).
+
+    Returns:
+        ``N`` rows: ``fusion, seed, row, y_0.., out_0..``.
+    """
+    y2 = np.asarray(y).reshape(len(y), -1)
+    p2 = np.asarray(pred).reshape(len(pred), -1)
+    frame = pd.DataFrame({"fusion": fusion, "seed": seed, "row": np.arange(len(y2))})
+    for j in range(y2.shape[1]):
+        frame[f"y_{j}"] = y2[:, j]
+    for j in range(p2.shape[1]):
+        frame[f"out_{j}"] = p2[:, j]
+    return frame
+
+
+def prediction_arrays(result: EvalResult) -> tuple[np.ndarray, dict[tuple[str, int], np.ndarray]]:
+    """The test targets and each (method, seed)'s ensemble predictions back
+    from :attr:`EvalResult.predictions`.
+
+    Returns:
+        ``(y, {(fusion, seed): pred})``: ``y`` ``[N]`` (``[N, L]`` multilabel),
+        each ``pred`` ``[N, K]``.
+
+    Raises:
+        ValueError: when the result kept no predictions, or their methods
+            disagree on the test targets (they were not tested on the same rows).
+    """
+    frame = result.predictions
+    if frame is None or frame.empty or result.task not in TASK_SPECS:
+        raise ValueError("this report kept no test predictions (it was written before they were kept)")
+    y_cols = [c for c in frame.columns if c.startswith("y_")]
+    out_cols = [c for c in frame.columns if c.startswith("out_")]
+    preds, y = {}, None
+    for (fusion, seed), part in frame.groupby(["fusion", "seed"], sort=False):
+        part = part.sort_values("row")
+        mine = part[y_cols].to_numpy()
+        if y is None:
+            y = mine
+        elif mine.shape != y.shape or not np.allclose(mine, y):
+            raise ValueError(f"{fusion} (seed {seed}) was tested on other targets than the other methods")
+        preds[(str(fusion), int(seed))] = part[out_cols].dropna(axis=1, how="all").to_numpy(dtype=float)
+    assert y is not None
+    y = y[:, 0] if y.shape[1] == 1 else y
+    return (y.astype(float) if TASK_SPECS[result.task].kind == "regression" else y.astype(int)), preds
+
+
+def paired_differences(result: EvalResult, n: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """The reference method's advantage over each baseline in the main
+    metric, fold ensemble against fold ensemble on the same test subjects,
+    with a 95 % paired bootstrap interval; per split seed and averaged over
+    the seeds (every seed's ensembles scored on the same resamples).
+
+    Args:
+        result: an evaluation with :attr:`~EvalResult.predictions`.
+        n: bootstrap resamples of the test subjects.
+        seed: the resampling seed.
+
+    Returns:
+        ``baseline, seed, advantage, low, high`` (``seed`` is ``"mean"`` for
+        the average over seeds); the advantage is positive when the reference
+        is better (higher score, or lower error).
+    """
+    from .bootstrap import interval, main_score, paired_bootstrap
+
+    y, preds = prediction_arrays(result)
+    main, score = main_score(TASK_SPECS[result.task])
+    keys = list(preds)
+    boot = paired_bootstrap(y, [preds[k] for k in keys], score, n=n, seed=seed)
+    point = np.array([score(y, preds[k]) for k in keys])
+    sign = 1.0 if higher_is_better(main) else -1.0
+    seeds = sorted({s for f, s in keys if f == result.reference})
+    out = []
+    for baseline in [f for f in result.fusions if f != result.reference and f not in result.limits]:
+        both = [s for s in seeds if (baseline, s) in preds]
+        if not both:
+            continue
+        ref_cols = [keys.index((result.reference, s)) for s in both]
+        base_cols = [keys.index((baseline, s)) for s in both]
+        groups = [(s, [r], [b]) for s, r, b in zip(both, ref_cols, base_cols)]
+        if len(both) > 1:  # every seed's ensemble on the same resamples: the mean's interval is paired too
+            groups.append(("mean", ref_cols, base_cols))
+        for label, r, b in groups:
+            diff = sign * (boot[:, r].mean(1) - boot[:, b].mean(1))
+            low, high = interval(diff)
+            advantage = sign * (point[r].mean() - point[b].mean())
+            out.append({"baseline": baseline, "seed": label, "advantage": advantage, "low": low, "high": high})
+    return pd.DataFrame(out, columns=["baseline", "seed", "advantage", "low", "high"])
 
 
 MULTILABEL_HEADLINE = ["auc_macro", "ap_macro", "f1_macro", "f1_micro", "hamming_loss", "subset_accuracy"]
@@ -339,9 +442,10 @@ def _p_table(result: EvalResult, summary: pd.DataFrame) -> list[str]:
 
 def to_markdown(result: EvalResult, title: str = "") -> str:
     """A Markdown report: the fold ensembles (1/entropy-weighted, mean +- sd
-    over seeds), the single fold models (mean +- sd over seeds x folds) and
-    the one-sided Mann-Whitney p-values of HyperFusion against each baseline
-    for both."""
+    over seeds), the single fold models (mean +- sd over seeds x folds), the
+    one-sided Mann-Whitney p-values of HyperFusion against each baseline for
+    both and, where the test predictions were kept, HyperFusion's paired
+    advantage over each baseline on the same test subjects."""
     ens, single = summarise(result, "entropy"), summarise(result, "single")
     n_seeds = int(ens["n"].max()) if len(ens) else 0
     n_models = int(single["n"].max()) if len(single) else 0
@@ -376,7 +480,32 @@ def to_markdown(result: EvalResult, title: str = "") -> str:
         if n_models:
             lines += ["", f"... and over the single fold models (n = {n_models} per method):", ""]
             lines += p_single
+    lines += _paired_table(result)
     return "\n".join(lines).strip() + "\n"
+
+
+def _paired_table(result: EvalResult) -> list[str]:
+    """The paired bootstrap of the reference's fold ensemble against each
+    baseline's, one column per split seed (and their mean)."""
+    try:
+        diffs = paired_differences(result)
+    except ValueError:  # an older report without predictions: nothing to pair
+        return []
+    if diffs.empty:
+        return []
+    main = result.metrics[0]
+    columns = list(dict.fromkeys(diffs.seed))
+    better = "higher" if higher_is_better(main) else "lower"
+    lines = ["", f"{result.reference}'s advantage over each baseline in {main}, fold ensemble against fold "
+             f"ensemble on the same {result.n_test} test subjects ({better} {main} counts as positive), with a 95 % "
+             "paired bootstrap interval (1,000 resamples of the test subjects); an interval that excludes 0 is a "
+             "difference these test subjects establish for that split, the spread between seeds is the training's:",
+             "", "| baseline | " + " | ".join(f"seed {c}" if c != "mean" else "mean over seeds" for c in columns)
+             + " |", "|---" * (len(columns) + 1) + "|"]  # fmt: skip
+    for baseline, part in diffs.groupby("baseline", sort=False):
+        cells = {r.seed: f"{r.advantage:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" for r in part.itertuples()}
+        lines.append(f"| {baseline} | " + " | ".join(cells.get(c, "-") for c in columns) + " |")
+    return lines
 
 
 def _min_p(n: int) -> float:
@@ -401,7 +530,7 @@ def result_meta(result: EvalResult, title: str = "", splits: dict | None = None)
         "title": title, "metrics": result.metrics, "fusions": result.fusions, "n_test": result.n_test,
         "n_trainval": result.n_trainval, "synthetic": result.synthetic, "reference": result.reference,
         "headline": result.headline, "limits": result.limits, "test_source": result.test_source,
-        "splits": splits or {},
+        "task": result.task, "splits": splits or {},
     }  # fmt: skip
 
 
@@ -445,7 +574,9 @@ def result_from_report(folder: Path) -> tuple[EvalResult, str, dict]:
         }  # fmt: skip
     splits = meta.pop("splits", {}) or {}
     title = meta.pop("title", "")
-    return EvalResult(rows=rows, **meta), title, splits
+    kept = folder / "test_predictions.csv"
+    predictions = pd.read_csv(kept) if kept.exists() else None
+    return EvalResult(rows=rows, predictions=predictions, **meta), title, splits
 
 
 def merge_results(results: Sequence[EvalResult], splits: Sequence[dict] | None = None) -> EvalResult:
@@ -460,7 +591,8 @@ def merge_results(results: Sequence[EvalResult], splits: Sequence[dict] | None =
 
     Returns:
         The merged result: the limits (from the reports that have them; they
-        must agree), then every method in order.
+        must agree), then every method in order; the test predictions when
+        every report kept them.
     """
     first = results[0]
     known = [s for s in (splits or []) if s]
@@ -483,9 +615,13 @@ def merge_results(results: Sequence[EvalResult], splits: Sequence[dict] | None =
     if with_limits:
         source = with_limits[0]
         rows.insert(0, source.rows[source.rows.fusion.isin(limits)])
+    kept = [r.predictions for r in results]
+    tasks = {r.task for r in results}
     return replace(
         first, rows=pd.concat(rows, ignore_index=True), fusions=[*limits, *methods], limits=list(limits),
         synthetic=all(r.synthetic for r in results),
+        predictions=pd.concat(kept, ignore_index=True) if all(k is not None for k in kept) else None,
+        task=tasks.pop() if len(tasks) == 1 else "",
     )  # fmt: skip
 
 
