@@ -381,7 +381,9 @@ def _cmd_evaluate_merge(args: argparse.Namespace) -> None:
     report = to_markdown(merged, title=title)
     command = " ".join(["hyperfusion", *sys.argv[1:]]) if sys.argv[1:2] == ["evaluate-merge"] else ""
     report += f"\nMerged from {', '.join(args.reports)}" + (f" by `{command}`" if command else "") + ".\n"
-    _write_report(Path(args.out), merged, title, report, loaded[0][2])
+    known = next((s for _, _, s in loaded if s), {})  # an older report records no splits
+    splits = {**known, "seeds": sorted({int(s) for s in merged.rows.seed})} if known else {}
+    _write_report(Path(args.out), merged, title, report, splits)
 
 
 def _limit_scores(test_cohort: str, result) -> dict:
@@ -767,7 +769,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="folder for evaluation.md / .csv")
     evaluate.set_defaults(func=_cmd_evaluate)
     merge = sub.add_parser(
-        "evaluate-merge", help="one report from evaluate runs of different methods on the same splits and test set"
+        "evaluate-merge",
+        help="one report from evaluate runs on the same folds and test set: other methods on the same split seeds, "
+        "or other split seeds",
     )
     merge.add_argument("reports", nargs="+", help="report folders written by hyperfusion evaluate")
     merge.add_argument("--out", required=True, help="folder for the merged evaluation.md / .csv")

@@ -221,6 +221,23 @@ def test_evaluate_on_a_separate_test_cohort(ad_cohort, tmp_path):
     (other / "evaluation.json").write_text(json.dumps(meta))
     (out / "evaluation.json").unlink()  # a report from before evaluation.json: read from evaluation.md
     assert cli.main(["evaluate-merge", str(out), str(other), "--out", str(merged)]) == 0
+    # a second split seed, run later, joins the first one's report: each method then has both seeds
+    seed1 = tmp_path / "seed1"
+    assert cli.main(["evaluate", str(config), "--fusions", "logistic,tabular", "--folds", "2", "--seeds", "1",
+                     "--test-cohort", str(test_table), "--max-folds", "1", "--out", str(seed1)]) == 0  # fmt: skip
+    both = tmp_path / "both"
+    assert cli.main(["evaluate-merge", str(merged), str(seed1), "--out", str(both)]) == 0
+    rows = pd.read_csv(both / "evaluation.csv")
+    assert set(rows[rows.fusion == "tabular"].seed) == {0, 1} and set(
+        rows[rows.fusion == "tabular:select_on=loss"].seed
+    ) == {0}
+    assert set(rows[rows.fusion.isin(limits)].seed) == {0, 1}  # each seed's limit rows
+    assert json.loads((both / "evaluation.json").read_text())["splits"]["seeds"] == [0, 1]
+    assert "mean +- sd over 2 seed(s)" in (both / "evaluation.md").read_text()
+    kept = pd.read_csv(both / "test_predictions.csv")
+    assert set(kept[kept.fusion == "logistic"].seed) == {0, 1} and len(kept) == 5 * 12
+    # seeds that overlap without being the same are refused: merge each seed's reports first
+    assert cli.main(["evaluate-merge", str(both), str(seed1), "--out", str(tmp_path / "x")]) == 2
     assert cli.main(["evaluate", str(config), "--fusions", "logistic:lr=1", "--out", str(out)]) == 2
     assert cli.main(["evaluate", str(config), "--folds", "2", "--max-folds", "3", "--out", str(out)]) == 2
 

@@ -580,10 +580,13 @@ def result_from_report(folder: Path) -> tuple[EvalResult, str, dict]:
 
 
 def merge_results(results: Sequence[EvalResult], splits: Sequence[dict] | None = None) -> EvalResult:
-    """One report from runs of different methods on the same splits and test
-    set (e.g. two processes run side by side). Refuses runs that were not
-    tested on the same subjects, cross-validated on the same cohort size or
-    (where the reports record them) split with other seeds, folds or tables.
+    """One report from runs on the same folds and test set: of different
+    methods on the same split seeds (e.g. two processes run side by side),
+    or of other split seeds (e.g. a second seed run in a later session; a
+    method may then appear in several reports, once per seed). Refuses runs
+    that were not tested on the same subjects, cross-validated on the same
+    cohort size or (where the reports record them) split with other folds or
+    tables, and runs whose seeds overlap without being the same.
 
     Args:
         results: two or more :class:`EvalResult`.
@@ -595,9 +598,9 @@ def merge_results(results: Sequence[EvalResult], splits: Sequence[dict] | None =
         every report kept them.
     """
     first = results[0]
-    known = [s for s in (splits or []) if s]
+    known = [{k: v for k, v in s.items() if k != "seeds"} for s in (splits or []) if s]
     if any(s != known[0] for s in known):
-        raise ValueError("these reports were split differently (seeds, folds or tables); they cannot be merged")
+        raise ValueError("these reports were split differently (folds or tables); they cannot be merged")
     for other in results[1:]:
         same = (other.test_source, other.n_test, other.n_trainval, other.metrics) == (
             first.test_source, first.n_test, first.n_trainval, first.metrics,
@@ -607,19 +610,24 @@ def merge_results(results: Sequence[EvalResult], splits: Sequence[dict] | None =
     with_limits = [r for r in results if r.limits]
     if any(r.limits != with_limits[0].limits for r in with_limits):
         raise ValueError("these reports carry different limits; they cannot be merged")
+    seeds = [frozenset(int(s) for s in r.rows.seed.unique()) for r in results]
+    by_seed = any(s != seeds[0] for s in seeds)
+    if by_seed and sum(map(len, seeds)) != len(frozenset().union(*seeds)):
+        raise ValueError("these reports share some split seeds but not all: merge the reports of each seed "
+                         "first (other methods), then the merged reports (other seeds)")  # fmt: skip
     methods = [f for r in results for f in r.fusions if f not in r.limits]
-    if len(set(methods)) != len(methods):
-        raise ValueError("a method appears in more than one report")
+    if not by_seed and len(set(methods)) != len(methods):
+        raise ValueError("a method appears in more than one report of the same split seeds")
     limits = with_limits[0].limits if with_limits else []
     rows = [r.rows[~r.rows.fusion.isin(r.limits)] for r in results]
-    if with_limits:
-        source = with_limits[0]
+    # a limit's rows are per seed: from the first report that has them, or from every one when the seeds differ
+    for source in with_limits if by_seed else with_limits[:1]:
         rows.insert(0, source.rows[source.rows.fusion.isin(limits)])
     kept = [r.predictions for r in results]
     tasks = {r.task for r in results}
     return replace(
-        first, rows=pd.concat(rows, ignore_index=True), fusions=[*limits, *methods], limits=list(limits),
-        synthetic=all(r.synthetic for r in results),
+        first, rows=pd.concat(rows, ignore_index=True), fusions=[*limits, *dict.fromkeys(methods)],
+        limits=list(limits), synthetic=all(r.synthetic for r in results),
         predictions=pd.concat(kept, ignore_index=True) if all(k is not None for k in kept) else None,
         task=tasks.pop() if len(tasks) == 1 else "",
     )  # fmt: skip
