@@ -202,3 +202,25 @@ def test_ground_truth_curve_for_a_synthetic_subject(panel, tmp_path):
     panel.viewer.add_image(layer.data * 1.0, name="edited copy", affine=layer.affine)
     panel.patient.layer_combo.setCurrentText("edited copy")
     assert not whatif.truth_box.isEnabled() and not whatif.truth_box.isChecked()
+
+
+def test_a_tau_beyond_what_its_ptau_allows_is_shaded_and_told(panel):
+    """SYN_DEMO_03's p-tau is 19 pg/ml: the training data put its tau near
+    170 +- 70, so the top of the tau slider's range is a record they hardly
+    hold. The curve shades it, and a what-if there says so."""
+    whatif = panel.whatif
+    whatif.curve_field.setCurrentIndex(whatif.curve_field.findData("TAU"))
+    whatif.show_response_curve()
+    ax = whatif.whatif_figure.axes[0]
+    bands = [p for p in ax.patches if p.get_label().startswith("outside the training data")]
+    assert len(bands) == 1  # one band, at the top of the range
+    left = bands[0].get_x() if hasattr(bands[0], "get_x") else bands[0].get_xy()[:, 0].min()
+    assert 210 < left < max(whatif.last_curve.values)
+    assert "outside the training data" in [t.get_text() for t in ax.get_legend().get_texts()]
+    whatif.set_whatif_value("TAU", 600)
+    whatif.update_whatif()
+    text = whatif.whatif_label.text()
+    assert "Outside the training data as a whole: with CSF p-tau181 at 19 pg/ml" in text
+    whatif.set_whatif_value("TAU", 230)
+    whatif.update_whatif()
+    assert "as a whole" not in whatif.whatif_label.text()

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 from ..analysis.case import Case
 from ..analysis.narration import change_bar, change_words, narrate
 from ..analysis.overlays import OVERLAY_KEY, overlay_layers
+from ..analysis.support import curve_outside
 from ..analysis.whatif import WhatIfSession, field_grid
 from ..data.notes import encoder_loaded
 from ..data.schema import TabularSchema
@@ -551,7 +552,8 @@ class WhatIfSection(QWidget):
         fig.subplots_adjust(left=0.16, right=0.85, top=0.94, bottom=0.1, hspace=0.6)  # room for the colour bar's label
         ax = fig.add_subplot(211)
         if curve is not None:
-            field = self.model.info.schema[curve.field]
+            field_schema = self.model.info.schema
+            field = field_schema[curve.field]
             numeric = not isinstance(curve.values[0], str)
             x = curve.values if numeric else list(range(len(curve.values)))
             # a field with a few levels (APOE4: 0, 1, 2; sex) has no values between them: points, not a line
@@ -563,6 +565,8 @@ class WhatIfSection(QWidget):
                 for k, name in enumerate(curve.output_names):
                     ax.plot(x, self.last_truth[:, k], linestyle="--", linewidth=1, color=lines[k].get_color(),
                             label=f"{name}, ground truth")  # fmt: skip
+            if numeric:
+                self._shade_outside(ax, np.asarray(x, dtype=float), curve_outside(field_schema, record, curve.field, x))
             if not numeric:
                 ax.set_xticks(x, curve.values)
             if curve.patient_value is not None:  # the record does not know it: no patient mark
@@ -612,6 +616,18 @@ class WhatIfSection(QWidget):
             ax2.set_axis_off()
         # a full draw now; slider ticks then blit only the two changing artists
         self.whatif_canvas.draw_idle()
+
+    @staticmethod
+    def _shade_outside(ax, x: np.ndarray, outside: np.ndarray) -> None:
+        """Grey bands where the curve leaves the training data given the
+        other fields (:mod:`~napari_hyperfusion.analysis.support`)."""
+        if not outside.any():
+            return
+        step = (x[1] - x[0]) / 2 if len(x) > 1 else 0.0
+        edges = np.flatnonzero(np.diff(np.r_[0, outside.astype(int), 0]))  # starts and ends of the runs
+        for n, (start, stop) in enumerate(zip(edges[::2], edges[1::2])):
+            label = "outside the training data" if n == 0 else None  # given the other fields: the docs say how
+            ax.axvspan(x[start] - step, x[stop - 1] + step, color="0.85", zorder=0, linewidth=0, label=label)
 
     def _on_whatif_drawn(self, event: Any = None) -> None:
         """After any full draw (first layout, resize): keep the static
@@ -869,6 +885,8 @@ class WhatIfSection(QWidget):
                 line = ax2.plot(xs, c.outputs[:, k], label=n, color=CLASS_COLOURS[k % len(CLASS_COLOURS)], **style)[0]
                 if self.last_truth is not None:
                     ax2.plot(xs, self.last_truth[:, k], "--", color=line.get_color(), label=f"{n}, ground truth")
+            if numeric:
+                self._shade_outside(ax2, np.asarray(xs, dtype=float), curve_outside(info.schema, record, c.field, xs))
             if numeric and isinstance(c.patient_value, (int, float)):
                 ax2.axvline(float(c.patient_value), color="k", linestyle=":", label="patient's value")
             if numeric and isinstance(record.get(c.field), (int, float)):

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..data.schema import TabularSchema
+from .support import SUPPORT_Z, check_support
 
 __all__ = ["narrate", "AD_EXPECTATIONS", "change_words", "change_bar"]
 
@@ -150,7 +151,9 @@ def narrate(
         sentence += f"; the generated network moved {map_ratio:.2f} typical inter-subject distances"
     lines = [sentence + "."]
     lines += _expectation_flags(schema, outputs, patient, whatif, base, values, changed, kind)
-    lines += _range_flags(schema, whatif, changed, ranges or {})
+    range_flags = _range_flags(schema, whatif, changed, ranges or {})
+    lines += range_flags
+    lines += _support_flags(schema, whatif, changed, already=" ".join(range_flags))
     return lines
 
 
@@ -178,6 +181,34 @@ def _expectation_flags(schema, outputs, patient, whatif, base, values, changed, 
                "not as medicine.")
         ]  # fmt: skip
     return []
+
+
+def _support_flags(schema, whatif, changed, already: str = "") -> list[str]:
+    """A changed value that is in its own range but, given the record's
+    other fields, forms a record the training data do not hold
+    (:mod:`.support`); not repeated for a field already flagged out of range."""
+    flags = []
+    for name in changed:
+        field = schema[name]
+        if field.display_name in already:
+            continue
+        check = check_support(schema, whatif, name)
+        if check is None or not check.outside or not check.partners:
+            continue
+        unit = f" {field.unit}" if field.unit else ""
+        given = " and ".join(
+            f"{schema[p].display_name} at {_fmt(whatif[p])}{' ' + schema[p].unit if schema[p].unit else ''} "
+            f"(correlation {r:+.2f} with it in the training rows)"
+            for p, r in check.partners[:2]
+        )
+        flags.append(
+            f"Outside the training data as a whole: with {given}, the training data put "
+            f"{field.display_name} near {_fmt(check.expected)} +- {_fmt(check.sd)}{unit}; {_fmt(check.value)} is "
+            f"{abs(check.z):.1f} SD away (beyond {SUPPORT_Z:g}), a combination the training data hardly hold (fewer "
+            "than 1 in 100 records lie this far). The model extrapolates here and need not say what the data say; the ground truth, where the panel offers it, "
+            "shows the difference."
+        )
+    return flags
 
 
 def _range_flags(schema, whatif, changed, ranges) -> list[str]:
