@@ -566,7 +566,7 @@ def _cmd_whatif_fidelity(args: argparse.Namespace) -> None:
     from .io.csv_text import to_csv_text
     from .io.model_file import load_model
     from .synth.coverage import REGION_OF_VOLUME, seen_volumes
-    from .synth.fidelity import fidelity_summary, to_markdown, whatif_curves
+    from .synth.fidelity import fidelity_summary, support_markdown, support_summary, to_markdown, whatif_curves
 
     model = load_model(args.model, device=args.device)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
@@ -592,6 +592,13 @@ def _cmd_whatif_fidelity(args: argparse.Namespace) -> None:
         text += "\nAgainst the truth that knows every true volume:\n\n" + to_markdown(
             fidelity_summary(pairs, against="all"), regression
         )
+    support = support_summary(pairs, against="view")
+    if support.outside.max() > 0:
+        text += (
+            "\nWhere the sliders leave the training data (a value beyond 3 SDs of what the record's other fields "
+            "lead the training rows to expect: the panel's grey band), against the truth the model can reach:\n\n"
+            + support_markdown(support, regression)
+        )
     if command:
         text += f"\nProduced by `{command}` in {time.perf_counter() - start:.0f} s.\n"
     print(text)
@@ -602,7 +609,8 @@ def _cmd_whatif_fidelity(args: argparse.Namespace) -> None:
         import pandas as pd
 
         rows = [
-            {"subject": p.subject, "field": p.field, "value": v, "known": p.known, **{
+            {"subject": p.subject, "field": p.field, "value": v, "known": p.known,
+             "outside_the_data": bool(p.outside[j]) if p.outside is not None else False, **{
                 f"{kind}_{name}": float(arr[j, k])
                 for kind, arr in (("model", p.model), ("truth", p.truth), ("truth_all_volumes", p.against("all")))
                 for k, name in enumerate(model.info.outputs)}}

@@ -14,7 +14,7 @@ from napari_hyperfusion.infer.age_bias import AgeBias, fit_age_bias
 from napari_hyperfusion.io.model_file import load_model, read_info
 from napari_hyperfusion.resources import models_dir, sample_data_dir
 from napari_hyperfusion.synth.coverage import seen_volumes
-from napari_hyperfusion.synth.fidelity import CurvePair, fidelity_summary, whatif_curves
+from napari_hyperfusion.synth.fidelity import CurvePair, fidelity_summary, support_summary, whatif_curves
 from napari_hyperfusion.synth.truth import ad_truth_curve
 
 
@@ -35,6 +35,20 @@ def test_summary_of_a_perfect_a_reversed_and_an_exaggerating_model():
     steep[:, 0] = 1 - steep[:, 1] - steep[:, 2]
     row = fidelity_summary([_pair(steep, truth)]).set_index("field").loc["all"]
     assert row.effect_ratio == pytest.approx(3.0) and row.meets == "no"
+
+
+def test_the_support_split_counts_inside_and_outside_apart():
+    """A curve right inside the data and reversed in its last, outside point:
+    the whole curve slopes the wrong way, its part inside does not."""
+    truth = np.array([[0.6, 0.3, 0.1], [0.5, 0.3, 0.2], [0.4, 0.3, 0.3], [0.3, 0.3, 0.4]])
+    model = truth.copy()
+    model[-1] = [0.9, 0.1, 0.0]
+    pair = _pair(model, truth, field="TAU")
+    pair.outside = np.array([False, False, False, True])
+    row = support_summary([pair]).set_index("field").loc["TAU"]
+    assert row.outside == 0.25 and row.diff_inside == 0 and row.diff_outside == pytest.approx(np.mean([0.6, 0.2, 0.4]))
+    assert (row.moves, row.wrong_sign, row.moves_inside, row.wrong_inside) == (1, 1, 1, 0)
+    assert fidelity_summary([pair]).set_index("field").loc["TAU"].wrong_sign == 1  # the main table is unchanged
 
 
 def test_curves_are_the_panels_curve_and_the_truth_with_unknowns_unknown(ad_cohort, tmp_path):
@@ -78,6 +92,16 @@ def test_whatif_fidelity_command(ad_cohort, brain_age_cohort, tmp_path, capsys):
     assert "views hold: hippocampi, entorhinal cortices" in text and "knows every true volume" in text
     table = pd.read_csv(curves)
     assert {"subject", "field", "value", "model_AD", "truth_AD", "truth_all_volumes_AD"} <= set(table.columns)
+    # each point says whether it leaves the training data, as the panel's grey band does
+    from napari_hyperfusion.analysis.support import curve_outside
+
+    model = read_info(models_dir() / "ad_hyperfusion.safetensors")
+    record = model.schema.parse(pd.read_csv(ad_cohort).iloc[0])
+    first = table[(table.subject == "SYN_S_0000") & (table.field == "TAU")]
+    expected = curve_outside(model.schema, record, "TAU", list(first.value))
+    assert list(first.outside_the_data) == list(expected)
+    assert table.outside_the_data.any()  # the top of the tau or p-tau range, with the other held
+    assert "Where the sliders leave the training data" in text
     assert main(["whatif-fidelity", str(models_dir() / "brain_age_hyperfusion.safetensors"), str(brain_age_cohort),
                  "--n", "2", "--quiet"]) == 0  # fmt: skip
     assert "| PTGENDER | 2 |" in capsys.readouterr().out

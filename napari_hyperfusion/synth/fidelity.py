@@ -30,6 +30,12 @@ Per field, over all subjects (AD task; probabilities of CN / MCI / AD):
 
 Brain age (the output is years, the only field is sex): the same with years
 for probabilities and the change between the sexes as the effect; no ECE.
+
+:func:`support_summary` splits the same curves where the slider leaves the
+training data given the rest of the record (:mod:`~napari_hyperfusion.analysis.support`,
+the grey band of the panel's curve): how much of each sweep lies outside,
+the mean difference inside and outside, and the wrong signs counted over the
+part of each curve that lies inside.
 """
 
 from __future__ import annotations
@@ -41,13 +47,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..analysis.support import curve_outside
 from ..analysis.whatif import WhatIfSession, field_grid
 from ..errors import CohortError, HyperFusionError
 from ..io.model_file import LoadedModel
 from .coverage import seen_volumes
 from .truth import EHR_FIELDS, VOLUME_FIELDS, ad_truth_curve, brain_age_estimate, has_ground_truth
 
-__all__ = ["FIDELITY_FIELDS", "FidelityGoals", "CurvePair", "whatif_curves", "fidelity_summary", "to_markdown"]
+__all__ = [
+    "FIDELITY_FIELDS", "FidelityGoals", "CurvePair", "whatif_curves", "fidelity_summary", "to_markdown",
+    "support_summary", "support_markdown",
+]  # fmt: skip
 
 FIDELITY_FIELDS = ("AGE", "APOE4", "ABETA", "TAU", "PTAU")  # the issue's fields: what a lecture moves
 
@@ -71,7 +81,9 @@ class CurvePair:
     ``model``, ``truth`` and ``truth_all`` are ``[n_values, K]``
     (probabilities, or years for brain age): ``truth`` conditions on the
     volumes the model's views hold, ``truth_all`` on every true volume;
-    ``known`` says whether the record knew the field."""
+    ``known`` says whether the record knew the field; ``outside`` (``bool
+    [n_values]``) where the value leaves the training data given the rest
+    of the record."""
 
     subject: str
     field: str
@@ -80,6 +92,7 @@ class CurvePair:
     truth: np.ndarray
     known: bool
     truth_all: np.ndarray | None = None
+    outside: np.ndarray | None = None
 
     def against(self, which: str) -> np.ndarray:
         """The truth named ``which``: ``"view"`` or ``"all"``."""
@@ -163,7 +176,8 @@ def whatif_curves(
                 swept = pd.DataFrame([{**truth_row, name: v} for v in values])
                 truth = truth_all = brain_age_estimate(swept)[:, None]
             known = record[name] is not None
-            pairs.append(CurvePair(cohort.ids[i], name, values, curve.outputs, truth, known, truth_all))
+            outside = curve_outside(info.schema, record, name, values)
+            pairs.append(CurvePair(cohort.ids[i], name, values, curve.outputs, truth, known, truth_all, outside))
         if progress:
             progress(i + 1, count)
     return pairs
@@ -248,3 +262,75 @@ def to_markdown(summary: pd.DataFrame, regression: bool = False, goals: Fidelity
             f"{ratio} | {r.truth_moves} | {r.wrong_sign} | {ece} | {r.meets} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def support_summary(
+    pairs: Sequence[CurvePair], goals: FidelityGoals = FidelityGoals(), against: str = "view"
+) -> pd.DataFrame:
+    """The curves split where the slider leaves the training data.
+
+    Args:
+        pairs: from :func:`whatif_curves` (with ``outside``).
+        goals: for the size of a true change that has a sign to get right.
+        against: which truth (see :func:`fidelity_summary`).
+
+    Returns:
+        One row per field and ``all``: ``curves``, ``outside`` (share of the
+        grid points outside), ``diff_inside`` / ``diff_outside`` (mean
+        ``|model - truth|`` there; NaN where there are none), ``moves`` /
+        ``wrong_sign`` over whole curves (as :func:`fidelity_summary`) and
+        ``moves_inside`` / ``wrong_inside``: the same over the part of each
+        curve that lies inside (its first to its last inside point).
+    """
+    regression = pairs and pairs[0].model.shape[1] == 1
+    k = 0 if regression else -1
+    threshold = goals.moves_years if regression else goals.moves
+    groups = {name: [p for p in pairs if p.field == name] for name in dict.fromkeys(p.field for p in pairs)}
+    groups["all"] = list(pairs)
+    rows = []
+    for name, group in groups.items():
+        inside_diffs, outside_diffs, counts = [], [], np.zeros(4, dtype=int)
+        points = outside_points = 0
+        for p in group:
+            truth = p.against(against)
+            out = p.outside if p.outside is not None else np.zeros(len(p.values), dtype=bool)
+            diff = np.abs(p.model - truth)
+            inside_diffs.append(diff[~out].ravel())
+            outside_diffs.append(diff[out].ravel())
+            points, outside_points = points + len(out), outside_points + int(out.sum())
+            for j, idx in enumerate((np.arange(len(out)), np.flatnonzero(~out))):
+                if len(idx) < 2:
+                    continue
+                d_model, d_truth = p.model[idx[-1], k] - p.model[idx[0], k], truth[idx[-1], k] - truth[idx[0], k]
+                if abs(d_truth) >= threshold:
+                    counts[2 * j] += 1
+                    counts[2 * j + 1] += int(np.sign(d_model) != np.sign(d_truth))
+        inside, outside = np.concatenate(inside_diffs), np.concatenate(outside_diffs)
+        rows.append({
+            "field": name, "curves": len(group), "outside": outside_points / max(points, 1),
+            "diff_inside": float(inside.mean()) if inside.size else float("nan"),
+            "diff_outside": float(outside.mean()) if outside.size else float("nan"),
+            "moves": int(counts[0]), "wrong_sign": int(counts[1]),
+            "moves_inside": int(counts[2]), "wrong_inside": int(counts[3]),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def support_markdown(summary: pd.DataFrame, regression: bool = False) -> str:
+    """:func:`support_summary` as a Markdown table."""
+    unit = "years" if regression else "P"
+
+    def cell(v: float) -> str:
+        return "-" if np.isnan(v) else f"{v:.3f}"
+
+    lines = [
+        f"| field | curves | grid points outside the data | mean abs. difference ({unit}) inside / outside | "
+        "wrong sign: whole curves (of those whose truth moves) | wrong sign: the part inside the data |",
+        "|" + "---|" * 6,
+    ]
+    for r in summary.itertuples():
+        lines.append(
+            f"| {r.field} | {r.curves} | {r.outside:.0%} | {cell(r.diff_inside)} / {cell(r.diff_outside)} | "
+            f"{r.wrong_sign} of {r.moves} | {r.wrong_inside} of {r.moves_inside} |"
+        )
+    return "\n".join(lines).replace("%", " %") + "\n"
