@@ -358,6 +358,8 @@ def _write_report(out: Path, result, title: str, report: str, splits: dict | Non
     if result.predictions is not None:
         write_text_atomically(out / "test_predictions.csv", to_csv_text(result.predictions))
         kept = ", test_predictions.csv (the fold ensembles' test predictions)"
+    else:  # an earlier report's predictions in this folder are not this one's
+        (out / "test_predictions.csv").unlink(missing_ok=True)
     print(report)
     print(f"wrote {out / 'evaluation.md'}, {out / 'evaluation.csv'}, {out / 'summary.csv'}{kept} and evaluation.json")
 

@@ -35,9 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"support_rate: error: {err}", file=sys.stderr)
         return 2
     fields = [f.name for f in schema.fields if f.kind == "number"]
+    if not schema.joint_mean or not fields:
+        print(f"support_rate: error: {args.model} carries no joint moments of numeric EHR fields", file=sys.stderr)
+        return 2
     print(f"{len(records)} records of {args.cohort}; beyond {SUPPORT_Z:g} conditional SDs of the training rows'")
     print("expectation given each record's other known fields:\n")
-    print("| field | records that know it | beyond | 99th percentile of abs(z) |")
+    print(f"| field | records that know it | beyond {SUPPORT_Z:g} SD | 99th percentile of abs(z) |")
     print("|---|---|---|---|")
     for name in fields:
         z = np.array([c.z for r in records if (c := check_support(schema, r, name)) is not None])

@@ -261,6 +261,42 @@ def test_paired_advantage_counts_a_lower_error_as_positive():
     assert paired_differences(swapped, n=200).iloc[0].advantage == pytest.approx(-expected)
 
 
+def test_reports_of_two_seeds_merge_into_one_paired_comparison():
+    from napari_hyperfusion.train import evaluate
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+
+    def run(seed: int, hits: dict[str, float], task: str = "ad") -> evaluate.EvalResult:
+        kept, rows = [], []
+        for fusion, rate in hits.items():
+            right = rng.random(len(y)) < rate
+            pred = np.full((len(y), 3), 0.1)
+            pred[np.arange(len(y)), np.where(right, y, (y + 1) % 3)] = 0.8
+            kept.append(evaluate.prediction_frame(fusion, seed, y, pred))
+            rows.append({"fusion": fusion, "seed": seed, "ensemble": "entropy", "balanced_accuracy": rate})
+        return evaluate.EvalResult(pd.DataFrame(rows), ["balanced_accuracy"], list(hits), len(y), 40, task=task,
+                                   predictions=pd.concat(kept))  # fmt: skip
+
+    first, second = run(0, {"hyperfusion": 0.8, "concat": 0.6}), run(1, {"hyperfusion": 0.7, "concat": 0.7})
+    merged = evaluate.merge_results([second, first], [{"folds": 3, "seeds": [1]}, {"folds": 3, "seeds": [0]}])
+    diffs = evaluate.paired_differences(merged, n=300).set_index("seed")
+    assert list(diffs.index) == [0, 1, "mean"]
+    assert diffs.loc["mean", "advantage"] == pytest.approx((diffs.loc[0, "advantage"] + diffs.loc[1, "advantage"]) / 2)
+    assert diffs.loc[0, "low"] > 0.05 and diffs.loc[1, "low"] < 0 < diffs.loc[1, "high"]
+    # the report's columns run seed 0, seed 1, mean, whatever order the reports came in
+    assert "| baseline | seed 0 | seed 1 | mean over seeds |" in evaluate.to_markdown(merged)
+    # an older report without a task keeps the other's; two tasks are refused
+    older = run(2, {"hyperfusion": 0.7, "concat": 0.7}, task="")
+    assert evaluate.merge_results([first, older]).task == "ad"
+    with pytest.raises(ValueError, match="different tasks"):
+        evaluate.merge_results([first, run(3, {"hyperfusion": 0.7}, task="brain_age")])
+    # predictions that do not belong to the same test rows are said, not hidden
+    wrong = run(4, {"hyperfusion": 0.7, "concat": 0.7})
+    wrong.predictions.loc[wrong.predictions.fusion == "concat", "y_0"] = (y + 1) % 3
+    assert "No paired comparison: concat (seed 4) was tested on other targets" in evaluate.to_markdown(wrong)
+
+
 def test_mann_whitney_direction(ad_cohort):
     from napari_hyperfusion.train.evaluate import EvalResult
 

@@ -206,7 +206,7 @@ def test_ground_truth_curve_for_a_synthetic_subject(panel, tmp_path):
 
 def test_a_tau_beyond_what_its_ptau_allows_is_shaded_and_told(panel):
     """SYN_DEMO_03's p-tau is 19 pg/ml: the training data put its tau near
-    170 +- 70, so the top of the tau slider's range is a record they hardly
+    216 +- 70, so the top of the tau slider's range is a record they hardly
     hold. The curve shades it, and a what-if there says so."""
     whatif = panel.whatif
     whatif.curve_field.setCurrentIndex(whatif.curve_field.findData("TAU"))
@@ -217,6 +217,13 @@ def test_a_tau_beyond_what_its_ptau_allows_is_shaded_and_told(panel):
     left = bands[0].get_x() if hasattr(bands[0], "get_x") else bands[0].get_xy()[:, 0].min()
     assert 210 < left < max(whatif.last_curve.values)
     assert "outside the training data" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # with a high p-tau, swept again, the band moves to the low taus; a later slider move does not redraw it
+    whatif.set_whatif_value("PTAU", 60)
+    whatif.show_response_curve()
+    low = [p for p in whatif.whatif_figure.axes[0].patches if p.get_label().startswith("outside")]
+    assert len(low) == 1 and low[0].get_x() < min(whatif.last_curve.values) + 1
+    assert low[0].get_x() + low[0].get_width() < 400
+    whatif.set_whatif_value("PTAU", 19)
     whatif.set_whatif_value("TAU", 600)
     whatif.update_whatif()
     text = whatif.whatif_label.text()

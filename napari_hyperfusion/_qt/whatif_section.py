@@ -566,7 +566,10 @@ class WhatIfSection(QWidget):
                     ax.plot(x, self.last_truth[:, k], linestyle="--", linewidth=1, color=lines[k].get_color(),
                             label=f"{name}, ground truth")  # fmt: skip
             if numeric:
-                self._shade_outside(ax, np.asarray(x, dtype=float), curve_outside(field_schema, record, curve.field, x))
+                # the record the curve was swept at (a slider may have moved since)
+                self._shade_outside(
+                    ax, np.asarray(x, dtype=float), curve_outside(field_schema, curve.held, curve.field, x)
+                )
             if not numeric:
                 ax.set_xticks(x, curve.values)
             if curve.patient_value is not None:  # the record does not know it: no patient mark
@@ -620,7 +623,13 @@ class WhatIfSection(QWidget):
     @staticmethod
     def _shade_outside(ax, x: np.ndarray, outside: np.ndarray) -> None:
         """Grey bands where the curve leaves the training data given the
-        other fields (:mod:`~napari_hyperfusion.analysis.support`)."""
+        other fields (:mod:`~napari_hyperfusion.analysis.support`).
+
+        Args:
+            ax: the curve's matplotlib axes.
+            x: the curve's values of the swept field, ``[n]`` (evenly spaced).
+            outside: ``bool [n]``, from :func:`~napari_hyperfusion.analysis.support.curve_outside`.
+        """
         if not outside.any():
             return
         step = (x[1] - x[0]) / 2 if len(x) > 1 else 0.0
@@ -886,7 +895,7 @@ class WhatIfSection(QWidget):
                 if self.last_truth is not None:
                     ax2.plot(xs, self.last_truth[:, k], "--", color=line.get_color(), label=f"{n}, ground truth")
             if numeric:
-                self._shade_outside(ax2, np.asarray(xs, dtype=float), curve_outside(info.schema, record, c.field, xs))
+                self._shade_outside(ax2, np.asarray(xs, dtype=float), curve_outside(info.schema, c.held, c.field, xs))
             if numeric and isinstance(c.patient_value, (int, float)):
                 ax2.axvline(float(c.patient_value), color="k", linestyle=":", label="patient's value")
             if numeric and isinstance(record.get(c.field), (int, float)):

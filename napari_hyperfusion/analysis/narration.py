@@ -151,9 +151,9 @@ def narrate(
         sentence += f"; the generated network moved {map_ratio:.2f} typical inter-subject distances"
     lines = [sentence + "."]
     lines += _expectation_flags(schema, outputs, patient, whatif, base, values, changed, kind)
-    range_flags = _range_flags(schema, whatif, changed, ranges or {})
-    lines += range_flags
-    lines += _support_flags(schema, whatif, changed, already=" ".join(range_flags))
+    flagged = _range_flags(schema, whatif, changed, ranges or {})
+    lines += list(flagged.values())
+    lines += _support_flags(schema, whatif, [n for n in changed if n not in flagged])
     return lines
 
 
@@ -183,15 +183,22 @@ def _expectation_flags(schema, outputs, patient, whatif, base, values, changed, 
     return []
 
 
-def _support_flags(schema, whatif, changed, already: str = "") -> list[str]:
-    """A changed value that is in its own range but, given the record's
-    other fields, forms a record the training data do not hold
-    (:mod:`.support`); not repeated for a field already flagged out of range."""
+def _support_flags(schema, whatif, changed) -> list[str]:
+    """A flag for each changed value that is in its own range but, given the
+    record's other fields, forms a record the training data do not hold
+    (:mod:`.support`).
+
+    Args:
+        schema: the fitted schema (its joint moments of the training rows).
+        whatif: the what-if values.
+        changed: the fields to check (those the range flags did not already flag).
+
+    Returns:
+        One sentence per such field.
+    """
     flags = []
     for name in changed:
         field = schema[name]
-        if field.display_name in already:
-            continue
         check = check_support(schema, whatif, name)
         if check is None or not check.outside or not check.partners:
             continue
@@ -211,8 +218,10 @@ def _support_flags(schema, whatif, changed, already: str = "") -> list[str]:
     return flags
 
 
-def _range_flags(schema, whatif, changed, ranges) -> list[str]:
-    flags = []
+def _range_flags(schema, whatif, changed, ranges) -> dict[str, str]:
+    """``{field: flag}`` for each changed value outside the training rows'
+    levels or 1st-99th percentiles (``ranges``: ``input_stats["ehr"]``)."""
+    flags = {}
     for name in changed:
         stats = ranges.get(name) or {}
         value = whatif[name]
@@ -221,12 +230,12 @@ def _range_flags(schema, whatif, changed, ranges) -> list[str]:
             continue
         if "levels" in stats:
             if str(value) not in [str(level) for level in stats["levels"]]:
-                flags.append(f"{field.display_name} = {_fmt(value)} never occurs in the training data.")
+                flags[name] = f"{field.display_name} = {_fmt(value)} never occurs in the training data."
         elif "p1" in stats and not isinstance(value, str):
             low, high = float(stats["p1"]), float(stats["p99"])
             if not low <= float(value) <= high:
                 unit = f" {field.unit}" if field.unit else ""
-                flags.append(
+                flags[name] = (
                     f"Outside the training data: {field.display_name} {_fmt(value)}{unit} is beyond the training "
                     f"rows' 1st-99th percentiles ({_fmt(low)} to {_fmt(high)}); the model extrapolates here."
                 )

@@ -2,10 +2,11 @@
 
 A slider moves one field and holds the others. Each value can lie inside its
 own training range and still form a record no training subject had: total
-tau and p-tau rise together (correlation about 0.85 in the AD training
-rows), so a high tau with the patient's normal p-tau is far from every
-training record, and there a model only extrapolates (the what-if fidelity
-report finds most of its wrong-sign tau curves there).
+tau and p-tau rise together (correlation 0.84 in the shipped AD model's
+training rows), so a high tau with the patient's normal p-tau is far from
+every training record, and there a model only extrapolates (the what-if
+fidelity report finds the model's curves 1.4-1.8 times further from the
+truth there, and every wrong-sign p-tau curve).
 
 The check uses what every model file already carries: the joint mean and
 covariance of the numeric EHR fields on its training rows
@@ -38,9 +39,11 @@ SUPPORT_Z = 3.0  # conditional SDs; fresh subjects' own values pass at >= 99.1 %
 class SupportCheck:
     """One field's value against its conditional distribution.
 
-    ``expected`` and ``sd`` are in the field's unit; ``partners`` are the
-    known fields that move the expectation most, strongest first (each with
-    its correlation with the field in the training rows)."""
+    ``expected`` and ``sd`` are in the field's unit; ``z`` is
+    ``(value - expected) / sd`` in conditional SDs (positive above the
+    expectation); ``partners`` are the known fields that move the
+    expectation most, strongest first (each with its correlation with the
+    field in the training rows)."""
 
     field: str
     value: float

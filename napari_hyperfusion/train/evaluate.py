@@ -283,6 +283,9 @@ def prediction_arrays(result: EvalResult) -> tuple[np.ndarray, dict[tuple[str, i
     """The test targets and each (method, seed)'s ensemble predictions back
     from :attr:`EvalResult.predictions`.
 
+    Args:
+        result: an evaluation with predictions and a known task.
+
     Returns:
         ``(y, {(fusion, seed): pred})``: ``y`` ``[N]`` (``[N, L]`` multilabel),
         each ``pred`` ``[N, K]``.
@@ -310,7 +313,7 @@ def prediction_arrays(result: EvalResult) -> tuple[np.ndarray, dict[tuple[str, i
     return (y.astype(float) if TASK_SPECS[result.task].kind == "regression" else y.astype(int)), preds
 
 
-def paired_differences(result: EvalResult, n: int = 1000, seed: int = 0) -> pd.DataFrame:
+def paired_differences(result: EvalResult, n: int = 1000, resample_seed: int = 0) -> pd.DataFrame:
     """The reference method's advantage over each baseline in the main
     metric, fold ensemble against fold ensemble on the same test subjects,
     with a 95 % paired bootstrap interval; per split seed and averaged over
@@ -319,7 +322,7 @@ def paired_differences(result: EvalResult, n: int = 1000, seed: int = 0) -> pd.D
     Args:
         result: an evaluation with :attr:`~EvalResult.predictions`.
         n: bootstrap resamples of the test subjects.
-        seed: the resampling seed.
+        resample_seed: the bootstrap's seed (not a split seed).
 
     Returns:
         ``baseline, seed, advantage, low, high`` (``seed`` is ``"mean"`` for
@@ -331,7 +334,7 @@ def paired_differences(result: EvalResult, n: int = 1000, seed: int = 0) -> pd.D
     y, preds = prediction_arrays(result)
     main, score = main_score(TASK_SPECS[result.task])
     keys = list(preds)
-    boot = paired_bootstrap(y, [preds[k] for k in keys], score, n=n, seed=seed)
+    boot = paired_bootstrap(y, [preds[k] for k in keys], score, n=n, seed=resample_seed)
     point = np.array([score(y, preds[k]) for k in keys])
     sign = 1.0 if higher_is_better(main) else -1.0
     seeds = sorted({s for f, s in keys if f == result.reference})
@@ -486,20 +489,27 @@ def to_markdown(result: EvalResult, title: str = "") -> str:
 
 def _paired_table(result: EvalResult) -> list[str]:
     """The paired bootstrap of the reference's fold ensemble against each
-    baseline's, one column per split seed (and their mean)."""
+    baseline's, one column per split seed (and their mean); a line saying
+    why when the report cannot have it."""
+    from .bootstrap import main_score
+
+    if result.predictions is None or result.task not in TASK_SPECS:
+        return []  # an older report: it kept no predictions (its text says nothing of a paired test)
     try:
         diffs = paired_differences(result)
-    except ValueError:  # an older report without predictions: nothing to pair
-        return []
+    except ValueError as err:
+        return ["", f"No paired comparison: {err}."]
     if diffs.empty:
         return []
-    main = result.metrics[0]
-    columns = list(dict.fromkeys(diffs.seed))
+    main, _ = main_score(TASK_SPECS[result.task])
+    seeds = sorted({s for s in diffs.seed if s != "mean"})
+    columns = [*seeds, *(["mean"] if "mean" in set(diffs.seed) else [])]
     better = "higher" if higher_is_better(main) else "lower"
     lines = ["", f"{result.reference}'s advantage over each baseline in {main}, fold ensemble against fold "
              f"ensemble on the same {result.n_test} test subjects ({better} {main} counts as positive), with a 95 % "
-             "paired bootstrap interval (1,000 resamples of the test subjects); an interval that excludes 0 is a "
-             "difference these test subjects establish for that split, the spread between seeds is the training's:",
+             "paired bootstrap interval (1,000 resamples of the test subjects; the mean over the seeds both "
+             "methods have); an interval that excludes 0 is a difference these test subjects establish for that "
+             "split, the spread between seeds is the training's:",
              "", "| baseline | " + " | ".join(f"seed {c}" if c != "mean" else "mean over seeds" for c in columns)
              + " |", "|---" * (len(columns) + 1) + "|"]  # fmt: skip
     for baseline, part in diffs.groupby("baseline", sort=False):
@@ -576,6 +586,10 @@ def result_from_report(folder: Path) -> tuple[EvalResult, str, dict]:
     title = meta.pop("title", "")
     kept = folder / "test_predictions.csv"
     predictions = pd.read_csv(kept) if kept.exists() else None
+    if predictions is not None:
+        lacking = {"fusion", "seed", "row", "y_0", "out_0"} - set(predictions.columns)
+        if lacking:
+            raise ValueError(f"{kept.name} lacks the column(s) {', '.join(sorted(lacking))}")
     return EvalResult(rows=rows, predictions=predictions, **meta), title, splits
 
 
@@ -600,7 +614,9 @@ def merge_results(results: Sequence[EvalResult], splits: Sequence[dict] | None =
     first = results[0]
     known = [{k: v for k, v in s.items() if k != "seeds"} for s in (splits or []) if s]
     if any(s != known[0] for s in known):
-        raise ValueError("these reports were split differently (folds or tables); they cannot be merged")
+        raise ValueError(
+            "these reports were split differently (split seed, folds, test split or tables); they cannot be merged"
+        )
     for other in results[1:]:
         same = (other.test_source, other.n_test, other.n_trainval, other.metrics) == (
             first.test_source, first.n_test, first.n_trainval, first.metrics,
@@ -624,7 +640,9 @@ def merge_results(results: Sequence[EvalResult], splits: Sequence[dict] | None =
     for source in with_limits if by_seed else with_limits[:1]:
         rows.insert(0, source.rows[source.rows.fusion.isin(limits)])
     kept = [r.predictions for r in results]
-    tasks = {r.task for r in results}
+    tasks = {r.task for r in results if r.task}  # an older report records none
+    if len(tasks) > 1:
+        raise ValueError(f"these reports are of different tasks ({', '.join(sorted(tasks))}); they cannot be merged")
     return replace(
         first, rows=pd.concat(rows, ignore_index=True), fusions=[*limits, *dict.fromkeys(methods)],
         limits=list(limits), synthetic=all(r.synthetic for r in results),
