@@ -3,6 +3,7 @@ stepping through a shipped scenario in a real panel."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import dock_panel
 
@@ -114,6 +115,37 @@ def test_a_step_that_asks_about_the_truth_shows_it(make_napari_viewer, qtbot, er
     assert not errors
 
 
+def test_the_tau_lecture_says_what_the_model_and_the_truth_show(make_napari_viewer, qtbot, errors):
+    """'Tau without its p-tau' tells the class that outside the data the
+    model and the truth part and inside they agree: true of the shipped
+    model, the band and the sentence are on screen at that step."""
+    panel = dock_panel(make_napari_viewer(), "SYN_DEMO_01")
+    player = panel.lecture
+    assert player.load(next(p for p in shipped_scenarios() if p.stem == "tau_without_its_ptau"))
+    player.go(0)
+    qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
+    whatif = panel.whatif
+
+    def model_and_truth_at_the_whatif() -> tuple[int, int]:
+        session = whatif.whatif_session()
+        model = session.predict(whatif.whatif_record())
+        curve = whatif.last_curve
+        truth = whatif.last_truth[int(np.argmin(np.abs(np.asarray(curve.values) - whatif.whatif_record()["TAU"])))]
+        return int(np.argmax(model)), int(np.argmax(truth))
+
+    player.next()  # tau 600, p-tau 19: outside the data
+    assert whatif.last_curve.field == "TAU" and whatif.last_truth is not None
+    model, truth = model_and_truth_at_the_whatif()
+    assert model != truth  # "compare the model with the ground truth there"
+    assert any(line.startswith("Outside the training data as a whole") for line in whatif.last_story)
+    assert [p for p in whatif.whatif_figure.axes[0].patches if p.get_label().startswith("outside")]
+    player.next()  # p-tau 60: inside, and they agree
+    model, truth = model_and_truth_at_the_whatif()
+    assert model == truth
+    assert not any("as a whole" in line for line in whatif.last_story)
+    assert not errors
+
+
 def _lecture_state(panel) -> dict:
     """What the screen shows for a lecture step, compared between passes."""
     from napari_hyperfusion.analysis.overlays import OVERLAY_KEY
@@ -137,7 +169,7 @@ def _lecture_state(panel) -> dict:
 
 @pytest.mark.parametrize("path", shipped_scenarios(), ids=lambda p: p.stem)
 def test_back_shows_exactly_what_the_forward_pass_showed(path, make_napari_viewer, qtbot, errors):
-    """Both shipped scenarios, forward to the end and back to the start with
+    """Every shipped scenario, forward to the end and back to the start with
     PageDown / PageUp on the viewer's canvas: every step's view (subject,
     what-if values, curve, ground truth, maps, plane, text) equals the
     forward pass's, and the step's text stays in view on the tab it shows."""
