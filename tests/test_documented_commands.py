@@ -83,20 +83,27 @@ def command_of(argv: list[str], option: str) -> str:
     return argv[argv.index(option) + 1] if option in argv[:-1] else ""
 
 
-PLAIN_BRAIN_AGE = "runs/brain_age_plain"  # models.md trains it, then three commands read it
+# brain-age files models.md trains with other settings, then reads with other commands
+DOCS_TRAINED_BRAIN_AGE = ("runs/brain_age_plain", "runs/brain_age_aug")
 
 
 def _small(argv: list[str], sandbox: Path) -> list[str]:
-    """The same command at a size a test can afford; a command that reads
-    the brain-age file models.md trains first gets it trained (one epoch)
-    when it runs without the training command before it (``-k``)."""
+    """The same command at a size a test can afford; a command that reads a
+    brain-age file models.md trains first gets it trained (one epoch) when
+    it runs without the training command before it (``-k``)."""
     small = _shrink(argv, sandbox)
-    reads_plain = PLAIN_BRAIN_AGE in " ".join(argv) and argv[1:2] != ["train"]
-    if not reads_plain or (sandbox / PLAIN_BRAIN_AGE / "model.safetensors").exists():
+    if argv[1:2] == ["train"]:
+        return small
+    text = " ".join(argv)
+    missing = [p for p in DOCS_TRAINED_BRAIN_AGE if p in text and not (sandbox / p / "model.safetensors").exists()]
+    if not missing:
         return small
     config = "models/configs/brain_age_hyperfusion.toml"
-    train = ["hyperfusion", "train", config, "--set", f"out={PLAIN_BRAIN_AGE}", "--set", "progress=false", *TRAIN_SMALL]
-    return ["bash", "-c", f"{shlex.join(train)} && {shlex.join(small)}"]
+    trains = [
+        shlex.join(["hyperfusion", "train", config, "--set", f"out={p}", "--set", "progress=false", *TRAIN_SMALL])
+        for p in missing
+    ]
+    return ["bash", "-c", " && ".join([*trains, shlex.join(small)])]
 
 
 def _shrink(argv: list[str], sandbox: Path) -> list[str]:
@@ -271,7 +278,7 @@ SLOW = (
     r"\bevaluate-merge\b",  # merges the reports the (slow) evaluate commands before it wrote
     r"learning_curve\.py",  # trains a network and predicts the test subjects
     r"anatomy_shift\.py",  # makes a varied cohort and predicts both with every model named
-    r"brain_age_plain",  # trains a brain-age model the next two commands read (one session, in order)
+    r"brain_age_(plain|aug)",  # trains brain-age models the next commands read (one session, in order)
 )
 
 
