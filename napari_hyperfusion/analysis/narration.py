@@ -212,8 +212,8 @@ def _support_flags(schema, whatif, changed) -> list[str]:
             f"Outside the training data as a whole: with {given}, the training data put "
             f"{field.display_name} near {_fmt(check.expected)} +- {_fmt(check.sd)}{unit}; {_fmt(check.value)} is "
             f"{abs(check.z):.1f} SD away (beyond {SUPPORT_Z:g}), a combination the training data hardly hold (fewer "
-            "than 1 in 100 records lie this far). The model extrapolates here and need not say what the data say; the ground truth, where the panel offers it, "
-            "shows the difference."
+            "than 1 in 100 records lie this far). The model extrapolates here and need not say what the data say; "
+            "the ground truth, where the panel offers it, shows the difference."
         )
     return flags
 
