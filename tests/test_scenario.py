@@ -15,7 +15,7 @@ from napari_hyperfusion.samples import SUBJECTS
 
 def test_the_shipped_scenarios_load_and_fold_into_states():
     paths = {p.stem: p for p in shipped_scenarios()}
-    assert set(paths) == {"age_and_the_same_brain", "apoe4_with_and_without_csf"}
+    assert set(paths) == {"age_and_the_same_brain", "apoe4_with_and_without_csf", "tau_without_its_ptau"}
     for path in paths.values():
         scenario = load_scenario(path, subjects=tuple(SUBJECTS))
         for step in scenario.steps:
@@ -30,6 +30,9 @@ def test_the_shipped_scenarios_load_and_fold_into_states():
     apoe = load_scenario(paths["apoe4_with_and_without_csf"], subjects=tuple(SUBJECTS))
     assert state_at(apoe, 2).subject == "SYN_DEMO_04" and state_at(apoe, 2).values == {}  # a new patient starts plain
     assert [state_at(apoe, i).truth for i in range(4)] == [False, True, False, True]
+    tau = load_scenario(paths["tau_without_its_ptau"], subjects=tuple(SUBJECTS))
+    assert state_at(tau, 1).values == {"TAU": 600.0} and state_at(tau, 1).curve == "TAU" and state_at(tau, 1).truth
+    assert state_at(tau, 2).values == {"TAU": 600.0, "PTAU": 60.0}  # the step keeps the tau the step before set
 
 
 @pytest.mark.parametrize(
