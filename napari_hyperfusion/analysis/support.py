@@ -70,23 +70,17 @@ def check_support(schema: TabularSchema, record: Mapping[str, Any], field: str) 
         The check, or ``None`` when the schema has no joint moments, the
         field is not numeric or not known, or the conditional SD is zero.
     """
-    joint = [f for f in schema.fields if f.is_numeric]
+    joint = schema.joint_fields
     names = [f.name for f in joint]
     if not schema.joint_mean or field not in names or record.get(field) is None or schema[field].kind != "number":
         return None  # sex or a category has no "how far from expected" in SDs
-    mu = np.asarray(schema.joint_mean, dtype=np.float64)
     cov = np.asarray(schema.joint_cov, dtype=np.float64)
     i = names.index(field)
     known = [k for k, f in enumerate(joint) if k != i and record.get(f.name) is not None]
     value = joint[i].as_number(record[field])
-    expected, var = mu[i], cov[i, i]
-    weights = np.zeros(0)
-    if known:
-        x = np.array([joint[k].as_number(record[joint[k].name]) for k in known])
-        s_kk = cov[np.ix_(known, known)] + 1e-9 * np.eye(len(known))
-        weights = np.linalg.solve(s_kk, cov[known, i])
-        expected = expected + weights @ (x - mu[known])
-        var = var - cov[i, known] @ weights
+    x = np.array([joint[k].as_number(record[joint[k].name]) for k in known])
+    mean, variance, weights = schema.conditional_normal([i], known, x)
+    expected, var, weights = mean[0], variance[0, 0], weights[:, 0]
     if not var > 0:
         return None
     sd = float(np.sqrt(var))

@@ -243,7 +243,8 @@ class TabularSchema:
         raise KeyError(name)
 
     @property
-    def _joint_fields(self) -> list[Field]:
+    def joint_fields(self) -> list[Field]:
+        """The numeric fields, in the order of ``joint_mean`` / ``joint_cov``."""
         return [f for f in self.fields if f.is_numeric]
 
     # -- parsing and filling --------------------------------------------------
@@ -280,20 +281,42 @@ class TabularSchema:
     def _conditional_fill(self, parsed: Mapping[str, float | str | None], missing: set[str]) -> dict[str, float | str]:
         """Conditional mean of the joint normal for the missing
         ``"conditional"`` fields given every known numeric field."""
-        joint = self._joint_fields
+        joint = self.joint_fields
         targets = [i for i, f in enumerate(joint) if f.name in missing and f.fill == "conditional"]
         if not targets or not self.joint_mean:
             return {}
+        known = [i for i, f in enumerate(joint) if parsed[f.name] is not None]
+        x_known = np.array([joint[i].as_number(parsed[joint[i].name]) for i in known])  # type: ignore[arg-type]
+        estimate, _, _ = self.conditional_normal(targets, known, x_known)
+        return {joint[i].name: joint[i].from_number(v) for i, v in zip(targets, estimate)}
+
+    def conditional_normal(
+        self, targets: list[int], known: list[int], x_known: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The joint normal of the numeric fields (``joint_mean`` /
+        ``joint_cov``) conditioned on some of them.
+
+        Args:
+            targets: indices into :attr:`joint_fields` of the fields to predict, ``[T]``.
+            known: indices of the known fields, ``[K]`` (may be empty).
+            x_known: their values in the fields' units, ``[K]``.
+
+        Returns:
+            ``(mean [T], cov [T, T], weights [K, T])``: the conditional mean
+            and covariance, and the regression weights of the targets on the
+            known fields (the mean is ``mu_t + weights.T @ (x_known - mu_k)``).
+        """
         mu = np.asarray(self.joint_mean, dtype=np.float64)
         cov = np.asarray(self.joint_cov, dtype=np.float64)
-        known = [i for i, f in enumerate(joint) if parsed[f.name] is not None]
-        estimate = mu[targets].copy()
+        mean, out = mu[targets].copy(), cov[np.ix_(targets, targets)].copy()
+        weights = np.zeros((len(known), len(targets)))
         if known:
-            x_known = np.array([joint[i].as_number(parsed[joint[i].name]) for i in known])  # type: ignore[arg-type]
             s_kk = cov[np.ix_(known, known)] + 1e-9 * np.eye(len(known))
             s_tk = cov[np.ix_(targets, known)]
-            estimate += s_tk @ np.linalg.solve(s_kk, x_known - mu[known])
-        return {joint[i].name: joint[i].from_number(v) for i, v in zip(targets, estimate)}
+            mean += s_tk @ np.linalg.solve(s_kk, np.asarray(x_known, dtype=np.float64) - mu[known])
+            weights = np.linalg.solve(s_kk, s_tk.T)
+            out -= s_tk @ weights
+        return mean, out, weights
 
     # -- encoding ------------------------------------------------------------
     def encode(self, record: Mapping[str, Any]) -> np.ndarray:
