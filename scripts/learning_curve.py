@@ -41,7 +41,7 @@ from napari_hyperfusion.io.atomic import write_text_atomically
 from napari_hyperfusion.io.csv_text import to_csv_text
 from napari_hyperfusion.io.model_file import load_model
 from napari_hyperfusion.synth.truth import limits_for
-from napari_hyperfusion.train.bootstrap import main_score, paired_bootstrap
+from napari_hyperfusion.train.bootstrap import interval, main_score, paired_bootstrap
 from napari_hyperfusion.train.evaluate import LOGISTIC, parse_method
 from napari_hyperfusion.train.logistic import select_logistic
 from napari_hyperfusion.train.loop import (
@@ -72,10 +72,10 @@ def report(out: Path, cfg: TrainConfig, y_test: np.ndarray, limits: dict[str, np
         "|---|---|---|---|---|",
     ]
     for j, name in enumerate(limits):
-        low, high = np.percentile(boot[:, j], [2.5, 97.5])
+        low, high = interval(boot[:, j])
         lines.append(f"| {name} | - | {score(y_test, preds[j]):.3f} [{low:.3f}, {high:.3f}] | - | - |")
     for j, r in enumerate(rows.itertuples(), start=len(limits)):
-        low, high = np.percentile(boot[:, j], [2.5, 97.5])
+        low, high = interval(boot[:, j])
         epoch = "-" if pd.isna(r.best_epoch) else int(r.best_epoch)
         lines.append(
             f"| {r.method} | {r.size} | {score(y_test, preds[j]):.3f} [{low:.3f}, {high:.3f}] | {epoch} | "
@@ -94,7 +94,7 @@ def report(out: Path, cfg: TrainConfig, y_test: np.ndarray, limits: dict[str, np
                 if other in at:
                     d = boot[:, at[first]] - boot[:, at[other]]
                     point = score(y_test, preds[at[first]]) - score(y_test, preds[at[other]])
-                    low, high = np.percentile(d, [2.5, 97.5])
+                    low, high = interval(d)
                     lines.append(f"| {size} | {other} | {point:+.3f} [{low:+.3f}, {high:+.3f}] |")
     lines += ["", f"Produced by `{command}`."]
     text = "\n".join(lines) + "\n"
