@@ -122,7 +122,9 @@ def _shrink(argv: list[str], sandbox: Path) -> list[str]:
     if tool == "hyperfusion" and args[:1] == ["train"]:
         return argv + TRAIN_SMALL
     if tool == "hyperfusion" and args[:1] == ["evaluate"]:
-        return _set_option(_set_option(argv, "--folds", "2"), "--seeds", "0") + TRAIN_SMALL
+        # one seed: the first the command names (a later seed's report must merge with an earlier one's)
+        first_seed = (command_of(argv, "--seeds") or "0").split(",")[0]
+        return _set_option(_set_option(argv, "--folds", "2"), "--seeds", first_seed) + TRAIN_SMALL
     if tool == "hyperfusion" and args[:1] == ["bayes-limit"] and "--model" in args:
         # the limit on a model's own split needs the table it was trained on: train one on the
         # sandbox's small cohort with the same config, then ask for its limit
