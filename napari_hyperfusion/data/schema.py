@@ -313,6 +313,8 @@ class TabularSchema:
         if known:
             s_kk = cov[np.ix_(known, known)] + 1e-9 * np.eye(len(known))
             s_tk = cov[np.ix_(targets, known)]
+            # the mean keeps its own solve (not weights.T @ d): the conditional fill's values stay
+            # bit for bit what they were before the weights were returned too
             mean += s_tk @ np.linalg.solve(s_kk, np.asarray(x_known, dtype=np.float64) - mu[known])
             weights = np.linalg.solve(s_kk, s_tk.T)
             out -= s_tk @ weights
