@@ -882,6 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(stop.code or 0)
     try:
         args.func(args)
+        _leave_distributed()
     except BrokenPipeError:  # the reader stopped reading (`hyperfusion info MODEL | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit stays quiet
         return 0
@@ -893,6 +894,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hyperfusion {args.command}: interrupted{kept}", file=sys.stderr)
         return 130
     return 0
+
+
+def _leave_distributed() -> None:
+    """Under ``torchrun``, leave the process group before the interpreter
+    exits. Only after a command that ended well on this rank: its barrier
+    would wait for a rank that stopped on an error (a Ctrl+C) until the group
+    times out. Only where torch was imported: ``info`` and friends stay light."""
+    if "torch.distributed" in sys.modules:
+        from .nn.devices import leave_distributed
+
+        leave_distributed()
 
 
 if __name__ == "__main__":
