@@ -11,6 +11,10 @@ years and the slope of the prediction on age, beside the model's.
     python scripts/brain_age_baseline.py models/configs/brain_age_hyperfusion.toml \
         --test-cohort data/ba_test200/participants.tsv --model models/brain_age_hyperfusion.safetensors
 
+``--set KEY=VALUE`` changes the config as ``hyperfusion train --set`` does
+(``--set cohort=data/ba1500/participants.tsv``: the rows another model
+trained on).
+
 SYNTHETIC data only.
 """
 
@@ -29,13 +33,14 @@ from napari_hyperfusion.infer.cohort import predict_views
 from napari_hyperfusion.io.model_file import load_model
 from napari_hyperfusion.train.loop import (
     TrainConfig,
+    apply_overrides,
     base_schema,
     grid_for,
     load_config_file,
     split_indices,
 )
 
-PENALTIES = (1e1, 3e1, 1e2, 3e2, 1e3, 3e3, 1e4, 3e4)
+PENALTIES = (1e1, 3e1, 1e2, 3e2, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6)
 
 
 def _features(views: np.ndarray, sex: np.ndarray) -> np.ndarray:
@@ -86,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", action="append", default=[], help="a brain-age model file to score beside the baseline (repeatable)"
     )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="change the config (repeatable)"
+    )
     args = parser.parse_args(argv)
     for path in [args.config, args.test_cohort, *args.model]:
         if not Path(path).is_file():
@@ -99,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg = TrainConfig.from_dict(load_config_file(args.config))
+    cfg = TrainConfig.from_dict(apply_overrides(load_config_file(args.config), args.set))
     if cfg.task != "brain_age":
         print(f"error: {args.config} is a {cfg.task} config, not a brain-age one", file=sys.stderr)
         return 2

@@ -3,11 +3,11 @@ write it into the model file (``input_stats.age_bias``); with ``--test``,
 measure the model before and after on other fresh subjects.
 
     python scripts/fit_age_bias.py models/brain_age_hyperfusion.safetensors \\
-        --calibration data/ba_cal300/participants.tsv --test data/ba_test200/participants.tsv
+        --calibration data/ba_cal300_varied/participants.tsv --test data/ba_test200/participants.tsv
 
 The calibration table must hold subjects the model never trained on (the
-shipped model trained on ``make-cohort --seed 1``; ``data/ba_cal300`` is
-``--seed 2027``, ``data/ba_test200`` is ``--seed 2026``). The weights are not
+shipped model trained on ``make-cohort --seed 1 --anatomy varied``; ``data/ba_cal300_varied`` is
+``--seed 2027 --anatomy varied``, ``data/ba_test200`` is ``--seed 2026``). The weights are not
 touched; the file is rewritten atomically in the dtype it was stored in.
 ``--dry-run`` fits and measures without writing. See
 ``napari_hyperfusion/infer/age_bias.py`` for the correction and its caveat:

@@ -22,15 +22,19 @@ done
 [ -f data/ad600/cohort.csv ] || $hf make-cohort --task ad --n 600 --seed 0 --out data/ad600 --jobs 2
 # the HyperFusion AD model and its concatenation baseline train on 5,000 subjects (docs/models.md, learning curves)
 [ -f data/ad5000/cohort.csv ] || $hf make-cohort --task ad --n 5000 --seed 1 --out data/ad5000 --jobs 2
-[ -f data/ba1500/participants.tsv ] || $hf make-cohort --task brain_age --n 1500 --seed 1 --out data/ba1500 --jobs 2
+# brain age trains and calibrates on brains of many shapes (docs/models.md, "Brain age trained on brains of many shapes")
+[ -f data/ba1500_varied/participants.tsv ] ||
+  $hf make-cohort --task brain_age --n 1500 --seed 1 --anatomy varied --out data/ba1500_varied --jobs 2
 [ ${#names[@]} -gt 0 ] || names=(ad_hyperfusion ad_imaging ad_concat brain_age_hyperfusion risk_medfusion risk_hyperfusion)  # ad_film.toml: optional
 for name in "${names[@]}"; do
   echo "== $name"
   $hf train "models/configs/$name.toml" "${sets[@]}" --overwrite  # a rebuild replaces runs/$name
   cp "runs/$name/model.safetensors" "models/$name.safetensors"
   if [ "$name" = brain_age_hyperfusion ] && [ "$age_trend" = 1 ]; then  # its age trend, on 300 subjects it never saw (docs/models.md)
-    [ -f data/ba_cal300/participants.tsv ] || $hf make-cohort --task brain_age --n 300 --seed 2027 --out data/ba_cal300 --jobs 2
-    .venv/bin/python scripts/fit_age_bias.py models/brain_age_hyperfusion.safetensors --calibration data/ba_cal300/participants.tsv
+    [ -f data/ba_cal300_varied/participants.tsv ] ||
+      $hf make-cohort --task brain_age --n 300 --seed 2027 --anatomy varied --out data/ba_cal300_varied --jobs 2
+    .venv/bin/python scripts/fit_age_bias.py models/brain_age_hyperfusion.safetensors \
+      --calibration data/ba_cal300_varied/participants.tsv
   fi
 done
 ls -l models/*.safetensors

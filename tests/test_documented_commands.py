@@ -84,7 +84,9 @@ def command_of(argv: list[str], option: str) -> str:
 
 
 # brain-age files models.md trains with other settings, then reads with other commands
-DOCS_TRAINED_BRAIN_AGE = ("runs/brain_age_plain", "runs/brain_age_aug", "runs/brain_age_varied")
+DOCS_TRAINED_BRAIN_AGE = (
+    "runs/brain_age_plain", "runs/brain_age_aug", "runs/brain_age_varied", "runs/brain_age_template",
+)  # fmt: skip
 
 
 def _small(argv: list[str], sandbox: Path) -> list[str]:
@@ -202,7 +204,7 @@ def sandbox(tmp_path_factory, ad_cohort_dir, brain_age_cohort_dir, ad_test_cohor
     (root / "data" / "ba300").symlink_to(brain_age_cohort_dir)
     (root / "data" / "ad_test1000").symlink_to(ad_test_cohort_dir)  # the comparison's fresh test subjects
     (root / "data" / "ad5000").symlink_to(ad_cohort_dir)  # the learning curve's training pool
-    for name in ("ba_test200", "ba_cal300", "ba1500"):  # brain-age training, calibration and test subjects
+    for name in ("ba_test200", "ba_cal300", "ba1500", "ba_cal300_varied", "ba_test200_varied"):  # brain-age cohorts
         (root / "data" / name).symlink_to(brain_age_cohort_dir)
     # the varied-anatomy training cohort: the small cohort stands in (the command's shape is what is tested)
     (root / "data" / "ba1500_varied").symlink_to(brain_age_cohort_dir)
@@ -282,7 +284,7 @@ SLOW = (
     r"\bevaluate-merge\b",  # merges the reports the (slow) evaluate commands before it wrote
     r"learning_curve\.py",  # trains a network and predicts the test subjects
     r"anatomy_shift\.py",  # makes a varied cohort and predicts both with every model named
-    r"brain_age_(plain|aug|varied)",  # trains brain-age models the next commands read (one session, in order)
+    r"brain_age_(plain|aug|varied|template)",  # trains brain-age models the next commands read (one session, in order)
 )
 
 

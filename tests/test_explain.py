@@ -93,6 +93,21 @@ def test_brain_age_attributions(subject):
     assert tabular.fields == ["PTGENDER"]
 
 
+def test_a_map_of_a_brain_the_head_is_silent_for_says_it_is_blank():
+    """sub-old (82) reaches the shipped brain-age head with every unit of its
+    first layer off (scripts/head_activity.py): the output does not move with
+    the scan, its saliency is zero everywhere, and the map says so instead of
+    passing for "nothing matters"; sub-young's map is not blank."""
+    model = load_model(models_dir() / "brain_age_hyperfusion.safetensors", "cpu")
+    maps = {}
+    for name, sex in (("sub-old", "M"), ("sub-young", "F")):
+        scan = load_scan(sample_data_dir() / f"brain_age/{name}/anat/{name}_T1w.nii.gz")
+        maps[name] = attribute_image(model, scan, {"PTGENDER": sex}, "saliency")
+    assert maps["sub-old"].is_blank and not maps["sub-young"].is_blank
+    assert any("zero everywhere" in w for w in maps["sub-old"].warnings())
+    assert not any("zero everywhere" in w for w in maps["sub-young"].warnings())
+
+
 # -- in the viewer -------------------------------------------------------------
 @pytest.fixture
 def panel(make_napari_viewer, errors):
@@ -170,6 +185,19 @@ def test_cancel_leaves_the_viewer_usable(panel, qtbot):
     assert panel.explainer.explain_button.isEnabled() and panel.predict_button.isEnabled()
     panel.predict()
     qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
+
+
+def test_the_panel_warns_when_a_map_is_blank(make_napari_viewer, qtbot, errors, monkeypatch):
+    from napari_hyperfusion._qt import notify
+
+    warned = []
+    monkeypatch.setattr(notify, "warning", warned.append)
+    panel = dock_panel(make_napari_viewer(), "sub-old")
+    assert panel.open_model(models_dir() / "brain_age_hyperfusion.safetensors")
+    _explain(panel, qtbot, "saliency")
+    assert len(_overlays(panel.viewer)) == 1 and not errors
+    assert any("zero everywhere" in w and "Occlusion" in w for w in warned), warned
+    assert "the map is zero everywhere" in panel.explainer.explain_label.text()
 
 
 @pytest.mark.gpu

@@ -17,7 +17,14 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from ..analysis.case import Case
-from ..analysis.explain import IMAGE_METHODS, Cancelled, attribute_image, attribute_note, attribute_tabular
+from ..analysis.explain import (
+    BLANK_MAP_TEXT,
+    IMAGE_METHODS,
+    Cancelled,
+    attribute_image,
+    attribute_note,
+    attribute_tabular,
+)
 from ..analysis.overlays import OVERLAY_KEY, overlay_layers, overlay_legend
 from ..data.input_qc import require_input
 from ..io.model_file import LoadedModel
@@ -265,7 +272,9 @@ class ExplainSection(QWidget):
             scan_fingerprint=identity.scan_fingerprint, case=identity.describe(),
         ):  # fmt: skip
             put_overlay(self.viewer, data, kwargs, source=layer_named(self.viewer, identity.scan_name))
-        if image.completeness_is_poor(IG_DELTA_WARNING):
+        if image.is_blank:
+            notify.warning(BLANK_MAP_TEXT.format(method=METHOD_LABELS[image.method], target=image.target))
+        elif image.completeness_is_poor(IG_DELTA_WARNING):
             fix = (
                 "tick 'Explain the logit'"
                 if image.saturated and image.output_kind == "probability"
@@ -309,6 +318,8 @@ class ExplainSection(QWidget):
                     f"IG completeness error {image.convergence_delta:.2g} "
                     f"({image.completeness_error:.0%} of the change f(x) - f(baseline))"
                 )
+            if image.is_blank:
+                parts.append("the map is zero everywhere: the output does not move with the scan here")
             if image.saturated and image.output_kind == "probability":
                 parts.append(self._saturation_text(image))
             kind = "value" if image.output_kind == "probability" and image.probability is None else image.output_kind

@@ -65,6 +65,7 @@ __all__ = [
     "BASELINES",
     "OUTPUTS",
     "SATURATION",
+    "BLANK_MAP_TEXT",
     "Cancelled",
     "ImageAttribution",
     "TabularAttribution",
@@ -81,6 +82,11 @@ IMAGE_METHODS = ("saliency", "gradcam", "integrated_gradients", "occlusion")
 BASELINES = ("zeros", "blurred", "template")
 OUTPUTS = ("probability", "logit")  # what is explained: the probability (or age), or the class's log-odds
 SATURATION = 0.99  # a probability above this (or below 1 - this) is saturated: explain the logit
+BLANK_MAP_TEXT = (
+    "The {method} map of {target} is zero everywhere: the model's output does not change with the scan "
+    "near this one (its head passes nothing of it), so the map cannot show which regions matter. "
+    "Try Occlusion, which compares whole answers."
+)
 
 
 class Cancelled(Exception):
@@ -116,6 +122,15 @@ class ImageAttribution:
             return False
         return self.probability > SATURATION or self.probability < 1.0 - SATURATION
 
+    @property
+    def is_blank(self) -> bool:
+        """True when the map is zero in every voxel of every view: the
+        explained output does not move with the scan here (a ReLU head
+        with every unit of a layer off passes no gradient; see
+        ``scripts/head_activity.py``), so the map shows nothing, not "no
+        region matters"."""
+        return not np.any(self.maps)
+
     def completeness_is_poor(self, share: float = 0.05, atol: float = 1e-5) -> bool:
         """True when IG's completeness error is more than ``share`` of the
         attributed change ``|f(x) - f(baseline)|`` (a relative test: a
@@ -144,9 +159,12 @@ class ImageAttribution:
         return self.convergence_delta / max(abs(self.attributed_change), 1e-6)
 
     def warnings(self, share: float = 0.05) -> list[str]:
-        """Plain-text advice for this map: a saturated probability (explain
-        the logit), a poor IG completeness (relative to the change)."""
+        """Plain-text advice for this map: a map that is zero everywhere, a
+        saturated probability (explain the logit), a poor IG completeness
+        (relative to the change)."""
         out = []
+        if self.is_blank:
+            out.append(BLANK_MAP_TEXT.format(method=self.method.replace("_", " "), target=self.target))
         explains_probability = self.output_kind == "probability" and self.probability is not None
         if explains_probability and self.saturated:
             out.append(
