@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         none = ~on.any(1)
         silent |= none
         print(f"| {k + 1} | {on.shape[1]} | {int(on.any(0).sum())} | {on.sum(1).mean():.2f} | {int(none.sum())} |")
-    if model.info.task == "brain_age" and silent.any():
+    slope = max(getattr(m, "negative_slope", 0.0) for m in model.net.modules())
+    if slope:
+        print(f"\nThe head's units are leaky ReLUs: a unit that is off still passes {slope:g} of its input and of "
+              "its gradient, so no scan gets a constant answer.")  # fmt: skip
+    elif model.info.task == "brain_age" and silent.any():
         pred = predictions["predicted_brain_age"].to_numpy(float)
         age = predictions["chronological_age"].to_numpy(float)
         print(

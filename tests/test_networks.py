@@ -125,6 +125,31 @@ def test_regression_output_is_scaled_to_years():
         torch.testing.assert_close(scaled(image, tabular), base(image, tabular) * 10.0 + 60.0)
 
 
+def test_a_leaky_head_passes_gradient_where_a_relu_head_is_silent():
+    """The shipped brain-age file's failure (docs/models.md, "The head goes
+    silent for old brains"): when every unit of the head's first layer is
+    off, a ReLU head answers its bias whatever the scan and passes no
+    gradient; a leaky one still does. Old files, without the key, stay ReLU."""
+    relu = paper_brain_age_config(input_shape=(16, 16, 16))
+    assert relu.head_activation == "relu"
+    assert ModelConfig.from_dict({k: v for k, v in relu.to_dict().items() if k != "head_activation"}) == relu
+    image, tabular = torch.randn(2, 1, 16, 16, 16), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    grads = {}
+    for activation in ("relu", "leaky_relu"):
+        torch.manual_seed(0)
+        net = build_model(relu.replace(head_activation=activation)).eval()
+        first = net.head.layers[0]  # a HyperLinear: its weight and bias generated from the sex embedding
+        with torch.no_grad():  # small generated weights and a bias of -1000: every unit off, whatever the scan
+            first.weight_gen.weight.zero_()
+            first.weight_gen.bias.normal_(0.0, 0.01)
+            first.bias_gen.weight.zero_()
+            first.bias_gen.bias.fill_(-1000.0)
+        x = image.clone().requires_grad_(True)
+        net(x, tabular).sum().backward()
+        grads[activation] = x.grad.abs().sum().item()
+    assert grads["relu"] == 0.0 and grads["leaky_relu"] > 0.0
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -135,6 +160,7 @@ def test_regression_output_is_scaled_to_years():
         ({"input_shape": (8, 96, 64)}, "needs every input dimension >= 16"),
         ({"dropout": 1.5}, "dropout"),
         ({"embedding": "transformer"}, "unknown embedding"),
+        ({"head_activation": "gelu"}, "unknown head_activation 'gelu'"),
     ],
 )
 def test_invalid_configs_are_refused_with_a_clear_message(changes, message):

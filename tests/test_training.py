@@ -75,11 +75,16 @@ def test_saved_model_reloads_to_identical_outputs(ad_cohort, tmp_path):
 
 
 def test_brain_age_train_and_predict(brain_age_cohort, tmp_path):
-    outcome = train_and_save(_config(brain_age_cohort, tmp_path, epochs=3, test_fraction=0.25))
+    outcome = train_and_save(
+        _config(brain_age_cohort, tmp_path, epochs=3, test_fraction=0.25, head_activation="leaky_relu")
+    )
     info = read_info(outcome.model_path)
     assert info.task == "brain_age" and info.output_unit == "years"
     assert {"mae", "r2"} <= set(info.metrics["validation"]) and "test" in info.metrics
-    frame = predict_cohort(load_model(outcome.model_path, "cpu"), brain_age_cohort)
+    assert info.config.head_activation == "leaky_relu"  # the shipped brain-age config's head
+    model = load_model(outcome.model_path, "cpu")
+    assert model.net.head.negative_slope > 0
+    frame = predict_cohort(model, brain_age_cohort)
     assert len(frame) == 24 and frame.predicted_brain_age.between(0, 150).all()
 
 

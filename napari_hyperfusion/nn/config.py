@@ -18,6 +18,8 @@ from ..errors import ConfigError
 
 __all__ = [
     "ModelConfig",
+    "HEAD_ACTIVATIONS",
+    "LEAKY_SLOPE",
     "ConfigError",
     "BACKBONES",
     "FUSIONS",
@@ -41,6 +43,8 @@ EMBEDDINGS = ("mlp", "fill")
 # "ours": the layout this package has always built; "paper": the HyperFusion
 # authors' AD backbone as in their public code (see docs/models.md)
 BLOCK_STYLES = ("ours", "paper")
+HEAD_ACTIVATIONS = ("relu", "leaky_relu")
+LEAKY_SLOPE = 0.1  # leaky_relu's slope below zero
 # FiLM/DAFT: ours, the HyperFusion authors' baseline block, ai-med's published block
 MODULATION_STYLES = ("ours", "paper", "ai-med")
 N_RESNET_BLOCKS = 4
@@ -79,6 +83,11 @@ class ModelConfig:
         head_hidden: hidden width of the classification head (ResNet).
         modulation_hidden: bottleneck width of FiLM/DAFT's MLP.
         hyper_form: computation form of hyper layers (``"auto"`` is measured best).
+        head_activation: between the fully connected head's layers,
+            ``"relu"`` or ``"leaky_relu"`` (slope :data:`LEAKY_SLOPE` below
+            zero: a unit that is off still passes a little of its input and
+            its gradient, so a layer cannot go silent for a whole group of
+            scans; docs/models.md, "The head goes silent for old brains").
         block_style: layout of the pre-activation ResNet: ``"ours"`` (stem
             conv + 3/2 max-pool; shortcuts read the block's pre-activated
             input; dropout ``dropout`` after the first conv's activation;
@@ -127,6 +136,7 @@ class ModelConfig:
     head_hidden: int = 64
     modulation_hidden: int = 16
     hyper_form: str = "auto"
+    head_activation: str = "relu"
     block_style: str = "ours"
     modulation_style: str = "ours"
     output_shift: float = 0.0
@@ -181,6 +191,10 @@ class ModelConfig:
             raise ConfigError(f"note_dim must be >= 0, got {self.note_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.head_activation not in HEAD_ACTIVATIONS:
+            raise ConfigError(
+                f"unknown head_activation {self.head_activation!r}; choose from {', '.join(HEAD_ACTIVATIONS)}"
+            )
         if self.block_style not in BLOCK_STYLES:
             raise ConfigError(f"unknown block_style {self.block_style!r}; choose from {', '.join(BLOCK_STYLES)}")
         if self.block_style != "ours" and self.backbone != "preact_resnet":
@@ -248,7 +262,7 @@ class ModelConfig:
 _INT_FIELDS = ("tabular_dim", "n_outputs", "in_channels", "emb_dim", "base_filters", "head_hidden",
                "modulation_hidden", "note_dim", "growth", "dense_layers", "attn_dim", "attn_heads")  # fmt: skip
 _FLOAT_FIELDS = ("dropout", "output_shift", "output_scale")
-_STR_FIELDS = ("backbone", "fusion", "embedding", "hyper_form", "block_style", "modulation_style")
+_STR_FIELDS = ("backbone", "fusion", "embedding", "hyper_form", "head_activation", "block_style", "modulation_style")
 
 
 def _is_int(value: Any) -> bool:

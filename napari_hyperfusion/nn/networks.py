@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Features, FusionNet, apply_layer
-from .config import ModelConfig
+from .config import LEAKY_SLOPE, ModelConfig
 from .hyper import HyperConv3d, HyperLinear
 
 __all__ = ["PreActResNetFusion", "BrainAgeFusion", "Modulation", "MLPHead", "PreActBlock", "AiMedBlock"]
@@ -258,13 +258,21 @@ class AiMedBlock(nn.Module):
 
 
 class MLPHead(nn.Module):
-    """Linear layers with ReLU and dropout between them; any layer may be a
-    :class:`HyperLinear`. Shapes: ``[B, dims[0]] -> [B, dims[-1]]``."""
+    """Linear layers with ReLU (or leaky ReLU) and dropout between them; any
+    layer may be a :class:`HyperLinear`. Shapes: ``[B, dims[0]] -> [B, dims[-1]]``."""
 
     def __init__(
-        self, dims: list[int], hyper: list[bool], dropout: float, emb_dim: int, var_in: float, form: str
+        self,
+        dims: list[int],
+        hyper: list[bool],
+        dropout: float,
+        emb_dim: int,
+        var_in: float,
+        form: str,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
+        self.negative_slope = LEAKY_SLOPE if activation == "leaky_relu" else 0.0
         layers = []
         for d_in, d_out, is_hyper in zip(dims[:-1], dims[1:], hyper):
             layers.append(
@@ -277,7 +285,7 @@ class MLPHead(nn.Module):
         for i, layer in enumerate(self.layers):
             x = apply_layer(layer, x, e)
             if i < len(self.layers) - 1:
-                x = self.drop(F.relu(x))
+                x = self.drop(F.leaky_relu(x, self.negative_slope) if self.negative_slope else F.relu(x))
         return x
 
 
@@ -358,6 +366,7 @@ class PreActResNetFusion(FusionNet):
             c.emb_dim,
             self._var_in,
             c.hyper_form,
+            c.head_activation,
         )
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -418,7 +427,7 @@ class BrainAgeFusion(FusionNet):
         head_in = flat + (c.tabular_dim if c.fusion == "concat" else 0)
         dims = [head_in, *self.head_dims, c.n_outputs]
         hyper = [f"fc{i + 1}" in c.hyper_sites for i in range(len(dims) - 1)]
-        self.head = MLPHead(dims, hyper, c.dropout, c.emb_dim, self._var_in, c.hyper_form)
+        self.head = MLPHead(dims, hyper, c.dropout, c.emb_dim, self._var_in, c.hyper_form, c.head_activation)
 
     def _encode(self, image: torch.Tensor) -> Features:
         return {"flat": self.trunk(image).flatten(1)}

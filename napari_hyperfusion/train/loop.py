@@ -100,6 +100,7 @@ class TrainConfig:
     dropout: float = 0.2
     emb_dim: int | None = None
     block_style: str = "ours"  # "paper": the HyperFusion authors' ResNet layout (docs/models.md)
+    head_activation: str = "relu"  # or "leaky_relu": the head's units cannot all go off (docs/models.md)
     modulation_style: str = "ours"  # FiLM/DAFT: "paper" (the authors' baseline) or "ai-med" (DAFT as published)
     rescale_generators: bool = True  # hyperfan-in again after tabular pretraining
     crop: str | None = None
@@ -266,7 +267,7 @@ def model_config_for(
     takes stage 1's ``tabular_columns`` and the note's ``note_dim``."""
     common: dict[str, Any] = dict(
         fusion=cfg.fusion, tabular_dim=schema.n_features, input_shape=tuple(cfg.grid_shape),
-        base_filters=cfg.base_filters, dropout=cfg.dropout,
+        base_filters=cfg.base_filters, dropout=cfg.dropout, head_activation=cfg.head_activation,
     )  # fmt: skip
     if cfg.block_style != "ours":
         common["block_style"] = cfg.block_style
