@@ -3,6 +3,8 @@ overlay alignment in world space, cancel, in-place updates."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from scipy.stats import spearmanr
 from napari_hyperfusion.analysis.explain import Cancelled, attribute_image, attribute_tabular
 from napari_hyperfusion.analysis.overlays import PERCENT_UNIT
 from napari_hyperfusion.data.preprocess import ModelGrid, intensity_reference, load_scan, prepare_views
-from napari_hyperfusion.io.model_file import LoadedModel, load_model
+from napari_hyperfusion.io.model_file import LoadedModel, load_model, save_model
 from napari_hyperfusion.nn.build import build_model
 from napari_hyperfusion.resources import models_dir, sample_data_dir
 from napari_hyperfusion.samples import subject_record
@@ -93,19 +95,35 @@ def test_brain_age_attributions(subject):
     assert tabular.fields == ["PTGENDER"]
 
 
-def test_a_map_of_a_brain_the_head_is_silent_for_says_it_is_blank():
-    """sub-old (82) reaches the shipped brain-age head with every unit of its
-    first layer off (scripts/head_activity.py): the output does not move with
-    the scan, its saliency is zero everywhere, and the map says so instead of
-    passing for "nothing matters"; sub-young's map is not blank."""
+@pytest.fixture(scope="module")
+def silent_head_file(tmp_path_factory):
+    """The shipped brain-age file with a ReLU head whose first layer is off for
+    every scan, written by the model writer: what the ReLU files shipped
+    before did for the oldest quarter of brains (docs/models.md, "The head
+    goes silent for old brains")."""
     model = load_model(models_dir() / "brain_age_hyperfusion.safetensors", "cpu")
-    maps = {}
-    for name, sex in (("sub-old", "M"), ("sub-young", "F")):
-        scan = load_scan(sample_data_dir() / f"brain_age/{name}/anat/{name}_T1w.nii.gz")
-        maps[name] = attribute_image(model, scan, {"PTGENDER": sex}, "saliency")
-    assert maps["sub-old"].is_blank and not maps["sub-young"].is_blank
-    assert any("zero everywhere" in w for w in maps["sub-old"].warnings())
-    assert not any("zero everywhere" in w for w in maps["sub-young"].warnings())
+    config = model.info.config.replace(head_activation="relu")
+    net = build_model(config)
+    net.load_state_dict(model.net.state_dict())
+    with torch.no_grad():
+        net.head.layers[0].bias_gen.bias.fill_(-1e4)
+    path = tmp_path_factory.mktemp("silent") / "brain_age_silent_head.safetensors"
+    return save_model(path, net, dataclasses.replace(model.info, config=config))
+
+
+def test_a_map_of_a_brain_the_head_is_silent_for_says_it_is_blank(silent_head_file):
+    """With every unit of the head's first layer off the output does not move
+    with the scan: saliency is zero everywhere, and the map says so instead
+    of passing for "nothing matters"; a map with a live head is not blank."""
+    old, young = (load_scan(sample_data_dir() / f"brain_age/{n}/anat/{n}_T1w.nii.gz") for n in ("sub-old", "sub-young"))
+    maps = {
+        "silent": attribute_image(load_model(silent_head_file, "cpu"), old, {"PTGENDER": "M"}, "saliency"),
+        "shipped": attribute_image(
+            load_model(models_dir() / "brain_age_hyperfusion.safetensors", "cpu"), young, {"PTGENDER": "F"}, "saliency"
+        ),
+    }
+    assert maps["silent"].is_blank and any("zero everywhere" in w for w in maps["silent"].warnings())
+    assert not maps["shipped"].is_blank and not any("zero everywhere" in w for w in maps["shipped"].warnings())
 
 
 # -- in the viewer -------------------------------------------------------------
@@ -187,13 +205,13 @@ def test_cancel_leaves_the_viewer_usable(panel, qtbot):
     qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
 
 
-def test_the_panel_warns_when_a_map_is_blank(make_napari_viewer, qtbot, errors, monkeypatch):
+def test_the_panel_warns_when_a_map_is_blank(make_napari_viewer, qtbot, errors, monkeypatch, silent_head_file):
     from napari_hyperfusion._qt import notify
 
     warned = []
     monkeypatch.setattr(notify, "warning", warned.append)
     panel = dock_panel(make_napari_viewer(), "sub-old")
-    assert panel.open_model(models_dir() / "brain_age_hyperfusion.safetensors")
+    assert panel.open_model(silent_head_file)
     _explain(panel, qtbot, "saliency")
     assert len(_overlays(panel.viewer)) == 1 and not errors
     assert any("zero everywhere" in w and "Occlusion" in w for w in warned), warned
