@@ -18,12 +18,12 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButto
 
 from ..analysis.case import Case
 from ..analysis.explain import (
-    BLANK_MAP_TEXT,
     IMAGE_METHODS,
     Cancelled,
     attribute_image,
     attribute_note,
     attribute_tabular,
+    blank_map_text,
 )
 from ..analysis.overlays import OVERLAY_KEY, overlay_layers, overlay_legend
 from ..data.input_qc import require_input
@@ -273,7 +273,7 @@ class ExplainSection(QWidget):
         ):  # fmt: skip
             put_overlay(self.viewer, data, kwargs, source=layer_named(self.viewer, identity.scan_name))
         if image.is_blank:
-            notify.warning(BLANK_MAP_TEXT.format(method=METHOD_LABELS[image.method], target=image.target))
+            notify.warning(blank_map_text(image.method, METHOD_LABELS[image.method], image.target))
         elif image.completeness_is_poor(IG_DELTA_WARNING):
             fix = (
                 "tick 'Explain the logit'"

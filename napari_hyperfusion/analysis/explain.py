@@ -65,7 +65,7 @@ __all__ = [
     "BASELINES",
     "OUTPUTS",
     "SATURATION",
-    "BLANK_MAP_TEXT",
+    "blank_map_text",
     "Cancelled",
     "ImageAttribution",
     "TabularAttribution",
@@ -83,10 +83,17 @@ BASELINES = ("zeros", "blurred", "template")
 OUTPUTS = ("probability", "logit")  # what is explained: the probability (or age), or the class's log-odds
 SATURATION = 0.99  # a probability above this (or below 1 - this) is saturated: explain the logit
 BLANK_MAP_TEXT = (
-    "The {method} map of {target} is zero everywhere: the model's output does not change with the scan "
-    "near this one (its head passes nothing of it), so the map cannot show which regions matter. "
-    "Try Occlusion, which compares whole answers."
+    "The {method} map of {target} is zero everywhere, so it cannot show which regions matter: nothing of the "
+    "scan reaches the output along the path it measures (as when every unit of a layer of the model's head is "
+    "off for this scan, and the output does not move with it).{advice}"
 )
+BLANK_MAP_ADVICE = " Try Occlusion, which compares whole answers."
+
+
+def blank_map_text(method: str, label: str, target: str) -> str:
+    """The warning for a map that is zero everywhere (``method``: the
+    :data:`IMAGE_METHODS` key; ``label``: its name as shown)."""
+    return BLANK_MAP_TEXT.format(method=label, target=target, advice="" if method == "occlusion" else BLANK_MAP_ADVICE)
 
 
 class Cancelled(Exception):
@@ -164,7 +171,7 @@ class ImageAttribution:
         (relative to the change)."""
         out = []
         if self.is_blank:
-            out.append(BLANK_MAP_TEXT.format(method=self.method.replace("_", " "), target=self.target))
+            out.append(blank_map_text(self.method, self.method.replace("_", " "), self.target))
         explains_probability = self.output_kind == "probability" and self.probability is not None
         if explains_probability and self.saturated:
             out.append(
