@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the demo models shipped in models/ (SYNTHETIC data, CPU, about 2 hours on 2 cores):
+# Rebuild the demo models shipped in models/ (SYNTHETIC data, CPU, about 2.5 hours on 2 cores):
 # generate the synthetic cohorts into data/ (if missing), train each config in
 # models/configs/, copy each best model to models/<config name>.safetensors.
 # Usage: bash scripts/train_shipped_models.sh [--set KEY=VALUE ...] [--no-age-trend] [config names...]
