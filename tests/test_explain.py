@@ -216,6 +216,7 @@ def test_the_panel_warns_when_a_map_is_blank(make_napari_viewer, qtbot, errors, 
     assert len(_overlays(panel.viewer)) == 1 and not errors
     assert any("zero everywhere" in w and "Occlusion" in w for w in warned), warned
     assert "the map is zero everywhere" in panel.explainer.explain_label.text()
+    assert any(w.startswith("The Saliency map of brain age is zero everywhere") for w in warned), warned
 
 
 @pytest.mark.gpu

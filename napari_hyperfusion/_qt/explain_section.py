@@ -273,7 +273,8 @@ class ExplainSection(QWidget):
         ):  # fmt: skip
             put_overlay(self.viewer, data, kwargs, source=layer_named(self.viewer, identity.scan_name))
         if image.is_blank:
-            notify.warning(blank_map_text(image.method, METHOD_LABELS[image.method], image.target))
+            name = METHOD_LABELS[image.method].split(" (")[0]  # "Saliency", not "Saliency (fast)"
+            notify.warning(blank_map_text(image.method, name, image.target))
         elif image.completeness_is_poor(IG_DELTA_WARNING):
             fix = (
                 "tick 'Explain the logit'"
@@ -319,7 +320,7 @@ class ExplainSection(QWidget):
                     f"({image.completeness_error:.0%} of the change f(x) - f(baseline))"
                 )
             if image.is_blank:
-                parts.append("the map is zero everywhere: the output does not move with the scan here")
+                parts.append("the map is zero everywhere (see the warning)")
             if image.saturated and image.output_kind == "probability":
                 parts.append(self._saturation_text(image))
             kind = "value" if image.output_kind == "probability" and image.probability is None else image.output_kind
