@@ -4,8 +4,10 @@ A ReLU unit whose input is negative for every scan passes nothing and
 learns nothing (a "dead" unit). When every unit of one hidden layer is off
 for a scan, the output no longer depends on that scan at all: the model
 answers a constant, and no gradient reaches the layers below to change it.
-The shipped brain-age file answers one age for the oldest quarter of fresh
-subjects for this reason (docs/models.md, "What stops the brain-age model").
+The ReLU brain-age files (the one shipped until this release, and the same
+recipe on brains of many shapes) answered one age for the oldest quarter of
+fresh subjects for this reason; the shipped file's head is leaky
+(docs/models.md, "The head goes silent for old brains").
 
     python scripts/head_activity.py models/brain_age_hyperfusion.safetensors data/ba_test200/participants.tsv
 
