@@ -17,6 +17,7 @@ from napari_hyperfusion.data.schema import TabularSchema
 from napari_hyperfusion.infer.cohort import predict_cohort
 from napari_hyperfusion.io.model_file import load_model, read_info
 from napari_hyperfusion.nn.build import build_model
+from napari_hyperfusion.train import loop
 from napari_hyperfusion.train.evaluate import cross_validate, summarise, to_markdown
 from napari_hyperfusion.train.loop import (
     TrainConfig,
@@ -25,6 +26,7 @@ from napari_hyperfusion.train.loop import (
     base_schema,
     kfold_indices,
     load_config_file,
+    lr_at_epoch,
     model_config_for,
     split_indices,
 )
@@ -332,6 +334,61 @@ def test_resume_continues_exactly(ad_cohort, tmp_path):
     # a checkpoint from other settings is refused, not silently mixed in
     with pytest.raises(TrainConfigError, match="other settings"):
         train_and_save(_config(ad_cohort, tmp_path / "b", epochs=4, lr=1e-2, resume=True))
+
+
+def test_cosine_schedule_runs_from_lr_to_a_hundredth_and_resumes_exactly(ad_cohort, tmp_path, monkeypatch):
+    cfg = _config(ad_cohort, tmp_path / "a", epochs=3, lr_schedule="cosine")
+    assert [lr_at_epoch(cfg, e, 3) for e in (1, 2, 3)] == pytest.approx([3e-3, 3e-3 * 0.505, 3e-5])
+    assert lr_at_epoch(_config(ad_cohort, tmp_path, lr=1e-3), 7, 30) == 1e-3  # constant: as every earlier file
+    straight = train_and_save(cfg)
+    last_rate = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]["lr"]
+    assert last_rate == pytest.approx(3e-5)
+
+    # killed after the second epoch's checkpoint, then resumed: the third epoch takes the third epoch's rate
+    save = loop._save_checkpoint
+
+    def killed_after_two(path, state):
+        save(path, state)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_save_checkpoint", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_save(_config(ad_cohort, tmp_path / "b", epochs=3, lr_schedule="cosine"))
+    monkeypatch.setattr(loop, "_save_checkpoint", save)
+    resumed = train_and_save(_config(ad_cohort, tmp_path / "b", epochs=3, lr_schedule="cosine", resume=True))
+    assert straight.fit.history[-1]["train_loss"] == pytest.approx(resumed.fit.history[-1]["train_loss"], rel=1e-5)
+    # with a schedule, the number of epochs shapes every step: another count is another run
+    with pytest.raises(TrainConfigError, match="other settings"):
+        train_and_save(_config(ad_cohort, tmp_path / "b", epochs=5, lr_schedule="cosine", resume=True))
+
+
+def test_settings_added_later_leave_older_checkpoints_resumable(ad_cohort, tmp_path):
+    cfg = _config(ad_cohort, tmp_path)
+    stamp = json.loads(loop.fingerprint_of(cfg, ["a"], ["b"]))["cfg"]
+    assert "lr_schedule" not in stamp and "augment_rotate_deg" not in stamp and "epochs" not in stamp
+    changed = json.loads(loop.fingerprint_of(_config(ad_cohort, tmp_path, augment_rotate_deg=3.0), ["a"], ["b"]))
+    assert changed["cfg"]["augment_rotate_deg"] == 3.0
+    for bad, message in (({"lr_schedule": "step"}, "lr_schedule must be one of constant, cosine"),
+                         ({"augment_rotate_deg": 30.0}, "between 0 and 15 degrees")):  # fmt: skip
+        with pytest.raises(TrainConfigError, match=message):
+            _config(ad_cohort, tmp_path, **bad)
+
+
+def test_rotation_augmentation_moves_the_brain_by_fractions_of_a_voxel():
+    volume = np.zeros((20, 24, 20), np.float32)
+    volume[6:14, 8:16, 6:14] = 1.0
+    half_voxel = loop._rigid_motion(volume, np.zeros(3), np.array([0.5, 0.0, 0.0]))
+    assert half_voxel[6, 10, 10] == pytest.approx(0.5) and half_voxel[14, 10, 10] == pytest.approx(0.5)
+    assert np.array_equal(loop._rigid_motion(volume, np.zeros(3), np.zeros(3)), volume)
+    turned = loop._rigid_motion(volume, np.array([0.0, 0.0, 10.0]), np.zeros(3))
+    assert turned.sum() == pytest.approx(volume.sum(), rel=0.02) and not np.allclose(turned, volume)
+    # seeded like every other augmentation; off (0 degrees) it draws what earlier files were trained with
+    one, two = (loop._augment(volume, np.random.default_rng(4), True, 4.0, 3.0) for _ in range(2))
+    assert np.array_equal(one, two)
+    before = loop._augment(volume, np.random.default_rng(4), True, 4.0)
+    assert not np.array_equal(before, one)
+    assert np.array_equal(before, loop._augment(volume, np.random.default_rng(4), True, 4.0, 0.0))
 
 
 def test_two_stage_pretraining_starts_from_the_tabular_mlp(ad_cohort, tmp_path):

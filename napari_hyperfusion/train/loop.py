@@ -66,6 +66,8 @@ __all__ = [
     "selection_metric",
     "multilabel_loss",
     "LOSSES",
+    "LR_SCHEDULES",
+    "lr_at_epoch",
 ]
 
 
@@ -79,6 +81,10 @@ _TASK_DEFAULTS = {
     "risk": {"crop": "hippocampus", "grid_shape": [24, 32, 24], "spacing_mm": 2.0},
 }
 LOSSES = ("weighted_bce", "bce", "asl")
+LR_SCHEDULES = ("constant", "cosine")
+# settings added after files were trained: left out of a checkpoint's
+# fingerprint at their defaults, so an older run still resumes
+_LATER_SETTINGS = {"lr_schedule": "constant", "augment_rotate_deg": 0.0}
 
 
 @dataclass
@@ -114,8 +120,10 @@ class TrainConfig:
     weight_decay: float = 1e-5
     patience: int = 8
     grad_clip: float = 0.0
+    lr_schedule: str = "constant"  # or "cosine": lr down to lr / 100 over ``epochs`` (lr_at_epoch)
     pretrain_tabular_epochs: int = 0
     augment: bool = True
+    augment_rotate_deg: float = 0.0  # > 0: also rotate up to this per axis, shift by fractions of a voxel
     class_weights: bool = True
     select_on: str = "metric"  # the best epoch by the task's metric or by the (class-weighted) validation loss
     # multilabel risk task (MedFusionNet's stage 1, the note, the loss)
@@ -151,6 +159,8 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.patience >= 1, "patience must be >= 1"),
             (self.grad_clip >= 0, "grad_clip must be >= 0 (0 turns clipping off)"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
+            (0 <= self.augment_rotate_deg <= 15, "augment_rotate_deg must be between 0 and 15 degrees"),
             (0 < self.val_fraction < 1, "val_fraction must be between 0 and 1"),
             (0 <= self.test_fraction < 1 - self.val_fraction, "test_fraction must be >= 0 and leave training rows"),
             (self.pretrain_tabular_epochs >= 0, "pretrain_tabular_epochs must be >= 0"),
@@ -372,20 +382,43 @@ class TrainingData:
         return cls(views=views, tabular=schema.encode_frame(cohort.table), y=cohort.y)
 
 
-def _augment(volume: np.ndarray, rng: np.random.Generator, flip: bool, spacing_mm: float) -> np.ndarray:
+def _augment(
+    volume: np.ndarray, rng: np.random.Generator, flip: bool, spacing_mm: float, rotate_deg: float = 0.0
+) -> np.ndarray:
     """What acquisitions vary (:func:`~napari_hyperfusion.data.perturb.augment_view`:
-    blur, bias field, contrast, noise), then a random shift of up to 2 voxels
-    per axis (edge planes repeated; residual misregistration), an optional
-    left-right flip and an intensity gain and offset of +-10 %."""
+    blur, bias field, contrast, noise), then a residual misregistration, an
+    optional left-right flip and an intensity gain and offset of +-10 %.
+
+    The misregistration is a shift of up to 2 voxels per axis: whole voxels
+    (edge planes repeated) when ``rotate_deg`` is 0, as the earlier files were
+    trained; otherwise a rigid motion resampled linearly, a rotation of up to
+    ``rotate_deg`` about each axis and a shift drawn in fractions of a voxel
+    (a 2 mm shift is half a voxel of the 4 mm brain-age grid)."""
     out = augment_view(volume, rng, spacing_mm)
-    for axis in range(3):
-        shift = int(rng.integers(-2, 3))
-        if shift:
-            index = np.clip(np.arange(out.shape[axis]) - shift, 0, out.shape[axis] - 1)
-            out = np.take(out, index, axis=axis)
+    if rotate_deg > 0:
+        out = _rigid_motion(out, rng.uniform(-rotate_deg, rotate_deg, 3), rng.uniform(-2.0, 2.0, 3))
+    else:
+        for axis in range(3):
+            shift = int(rng.integers(-2, 3))
+            if shift:
+                index = np.clip(np.arange(out.shape[axis]) - shift, 0, out.shape[axis] - 1)
+                out = np.take(out, index, axis=axis)
     if flip and rng.random() < 0.5:
         out = out[::-1]
     return out * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1)
+
+
+def _rigid_motion(volume: np.ndarray, angles_deg: np.ndarray, shift_vox: np.ndarray) -> np.ndarray:
+    """``volume`` rotated about its centre (degrees about each array axis)
+    and shifted (voxels), linear interpolation, edges repeated."""
+    from scipy import ndimage
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_euler("xyz", angles_deg, degrees=True).as_matrix()
+    centre = (np.asarray(volume.shape, dtype=float) - 1) / 2
+    # affine_transform maps output voxels to input voxels: the inverse motion
+    offset = centre - rot.T @ (centre + shift_vox)
+    return ndimage.affine_transform(volume, rot.T, offset=offset, order=1, mode="nearest").astype(np.float32)
 
 
 def _batch_images(
@@ -401,7 +434,7 @@ def _batch_images(
         view = int(rng.integers(data.views.shape[1])) if training else 0
         volume = data.views[i, view].astype(np.float32)
         if training and cfg.augment:
-            volume = _augment(volume, rng, flip=cfg.crop == "whole", spacing_mm=cfg.spacing_mm)
+            volume = _augment(volume, rng, cfg.crop == "whole", cfg.spacing_mm, cfg.augment_rotate_deg)
         batch.append(np.ascontiguousarray(volume))
     return torch.from_numpy(np.stack(batch))[:, None]
 
@@ -615,6 +648,8 @@ def fit(
     start_time = time.perf_counter()
     stopped_early = False
     for epoch in range(start_epoch, epochs + 1):
+        for group in opt.param_groups:
+            group["lr"] = lr_at_epoch(cfg, epoch, epochs)
         net.train()
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         running, seen = 0.0, 0
@@ -694,6 +729,18 @@ def fit(
     )  # fmt: skip
 
 
+def lr_at_epoch(cfg: TrainConfig, epoch: int, epochs: int) -> float:
+    """The learning rate of ``epoch`` (1-based) of ``epochs``: ``cfg.lr``
+    throughout, or with ``lr_schedule = "cosine"`` half a cosine from
+    ``cfg.lr`` at the first epoch to ``cfg.lr / 100`` at the last, so that
+    the last epochs average out the noise of the steps (a function of the
+    epoch alone: a resumed run takes the same rates)."""
+    if cfg.lr_schedule == "constant" or epochs <= 1:
+        return cfg.lr
+    floor = cfg.lr / 100
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / (epochs - 1)))
+
+
 @_forms_by_rule
 def pretrain_embedding(
     net: FusionNet, train: TrainingData, val: TrainingData, cfg: TrainConfig, device: torch.device
@@ -752,6 +799,12 @@ def fingerprint_of(cfg: TrainConfig, train_ids: list[str], val_ids: list[str], d
     """What a checkpoint must share with the run resuming it: the settings
     that shape training, the split, and the data's digest (:func:`data_digest`)."""
     # the cohort's path is not kept: its content is, in ``data`` (a moved cohort resumes, an edited one does not)
-    skip = {"epochs", "resume", "patience", "progress", "jobs", "device", "out", "cohort"}
-    kept = {k: v for k, v in cfg.to_dict().items() if k not in skip}
+    skip = {"resume", "patience", "progress", "jobs", "device", "out", "cohort"}
+    if cfg.lr_schedule == "constant":  # more epochs continue a constant-rate run; a schedule would change
+        skip.add("epochs")
+    kept = {
+        k: v
+        for k, v in cfg.to_dict().items()
+        if k not in skip and not (k in _LATER_SETTINGS and v == _LATER_SETTINGS[k])
+    }
     return json.dumps({"cfg": kept, "train": train_ids, "val": val_ids, "data": data}, sort_keys=True)
