@@ -59,24 +59,32 @@ def _text(widget: QWidget) -> str:
     return (widget.text() if hasattr(widget, "text") else "")[:40]
 
 
-CASES = [(size, "ad_hyperfusion") for size in SIZES] + [((1366, 768), "risk_hyperfusion")]  # long label names
+# risk: long label names; brain age: the form's longest label and the gap chart's two-line caption
+CASES = [(size, model) for model in ("ad_hyperfusion", "brain_age_hyperfusion") for size in SIZES]
+CASES.append(((1366, 768), "risk_hyperfusion"))
+# the sample each model is shown on, and the what-if move: (field, value) pairs, then the curve's field
+WALKS = {
+    "brain_age_hyperfusion": ("sub-old", [("PTGENDER", "Female")], "PTGENDER"),
+}
+AD_WALK = ("SYN_DEMO_01", [("APOE4", 0), ("AGE", 82.0)], "APOE4")  # the longest narration: an unexpected direction
 
 
 @pytest.mark.parametrize("size, model", CASES, ids=lambda c: f"{c[0]}x{c[1]}" if isinstance(c, tuple) else c)
 def test_every_tab_fits_after_predict_explain_and_a_slider_move(size, model, make_napari_viewer, qtbot, errors):
+    subject, moves, curve_field = WALKS.get(model, AD_WALK)
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(*size)
-    panel = dock_panel(viewer, "SYN_DEMO_01")
+    panel = dock_panel(viewer, subject)
     assert panel.open_model(models_dir() / f"{model}.safetensors")
     qtbot.wait(50)
     panel.predict()
     qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
     panel.explain()
     qtbot.waitUntil(lambda: not panel.busy and panel.explainer.last_explanation is not None, timeout=120_000)
-    panel.whatif.set_whatif_value("APOE4", 0)
-    panel.whatif.set_whatif_value("AGE", 82.0)  # the longest narration: an unexpected direction, explained
+    for name, value in moves:
+        panel.whatif.set_whatif_value(name, value)
     panel.whatif.update_whatif()
-    panel.whatif.curve_field.setCurrentIndex(panel.whatif.curve_field.findData("APOE4"))
+    panel.whatif.curve_field.setCurrentIndex(panel.whatif.curve_field.findData(curve_field))
     panel.whatif.show_response_curve()
     window = viewer.window._qt_window
     # the fixed bar: Predict, Cancel and the headline answer are on screen, not scrolled away

@@ -244,7 +244,7 @@ class PatientForm(QWidget):
             editor = FieldEditor(field)
             editor.changed.connect(self._push_record)
             editor.unknown.toggled.connect(self._push_record)
-            self.form.addRow(plain_label(f"{field.display_name}:"), editor)
+            self.form.addRow(plain_label(f"{field.display_name}:", wrap=True), editor)
             self.editors[field.name] = editor
         self._building = False
         # keep what was typed when switching models; else the scan's own record

@@ -156,7 +156,11 @@ class ResultView(QWidget):
         fig = self.figure
         fig.clear()
         # fixed margins: matplotlib's tight layout costs more than the prediction itself
-        fig.subplots_adjust(left=0.34 if result.is_multilabel else 0.2, right=0.97, bottom=0.2, top=0.88)
+        long_names = result.is_multilabel or result.chronological_age is not None  # "chronological age"
+        two_line_caption = result.age_gap_corrected is not None
+        fig.subplots_adjust(
+            left=0.34 if long_names else 0.2, right=0.97, bottom=0.32 if two_line_caption else 0.2, top=0.88
+        )
         ax = fig.add_subplot(111)
         grey = (lambda c: STALE) if stale else (lambda c: c)
         if result.is_multilabel:
@@ -194,9 +198,9 @@ class ResultView(QWidget):
             for yi, v in zip(y, values):
                 ax.text(v, yi, f" {v:.1f}", va="center", fontsize=9)
             if result.age_gap is not None:
-                label = f"{result.unit}; brain-age gap {result.age_gap:+.1f} {result.unit}"
+                label = f"brain-age gap {result.age_gap:+.1f} {result.unit}"
                 if result.age_gap_corrected is not None:  # the field's correction for regression to the mean
-                    label += f"\n{result.age_gap_corrected:+.1f} after the age-bias correction (held-out trend)"
+                    label += f"\n({result.age_gap_corrected:+.1f} after the age-bias correction)"
                 ax.set_xlabel(label, fontsize=8)
         title = "SYNTHETIC-data model" + (" - STALE" if stale else "")
         ax.set_title(title, fontsize=8, color="#808080" if stale else "#c07000")
