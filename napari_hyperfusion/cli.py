@@ -620,6 +620,18 @@ def _cmd_whatif_fidelity(args: argparse.Namespace) -> None:
         ]  # fmt: skip
         write_text_atomically(args.curves, to_csv_text(pd.DataFrame(rows)))
         print(f"wrote {args.curves}")
+    if args.write:
+        import hashlib
+
+        from .analysis.slider_trust import fidelity_record
+        from .io.model_file import update_info
+
+        cohort = Path(args.cohort)
+        digest = hashlib.sha256(cohort.read_bytes()).hexdigest()[:12]
+        checked_on = f"{subjects} subjects of {cohort.parent.name}/{cohort.name} (sha256 {digest})"
+        record = fidelity_record(fidelity_summary(pairs, against="view"), subjects, _plain(checked_on), regression)
+        update_info(args.model, input_stats={**model.info.input_stats, "whatif_fidelity": record})
+        print(f"wrote the sliders' check ({', '.join(record['fields'])}) into {_plain(args.model)}")
 
 
 def _progress_bar(desc: str, unit: str, quiet: bool):
@@ -868,6 +880,9 @@ def build_parser() -> argparse.ArgumentParser:
     fidelity.add_argument("--points", type=_at_least(2), default=16, help="grid points per numeric field (default 16)")
     fidelity.add_argument("--out", default="", help="also write the Markdown report here")
     fidelity.add_argument("--curves", default="", help="also write every curve, model and truth, as CSV")
+    fidelity.add_argument("--write", action="store_true",
+                          help="store each field's check in the model file: the panel then says, for each what-if "
+                               "slider, whether it shows what the data hold (use subjects the model never saw)")  # fmt: skip
     fidelity.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     fidelity.add_argument("--quiet", action="store_true", help="no progress bar")
     fidelity.set_defaults(func=_cmd_whatif_fidelity)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the demo models shipped in models/ (SYNTHETIC data, CPU, about 2.5 hours on 2 cores):
 # generate the synthetic cohorts into data/ (if missing), train each config in
-# models/configs/, copy each best model to models/<config name>.safetensors.
+# models/configs/, copy each best model to models/<config name>.safetensors, fit the
+# brain-age model's age trend and store each what-if slider's check against the truth.
 # Usage: bash scripts/train_shipped_models.sh [--set KEY=VALUE ...] [--no-age-trend] [config names...]
 #   --set goes to every `hyperfusion train` (e.g. --set device=cuda); --no-age-trend skips fitting the
 #   brain-age model's age trend (a tiny test run's model does not follow age; the shipped one must).
@@ -36,5 +37,15 @@ for name in "${names[@]}"; do
     .venv/bin/python scripts/fit_age_bias.py models/brain_age_hyperfusion.safetensors \
       --calibration data/ba_cal300_varied/participants.tsv
   fi
+  # each what-if slider checked against the generator's truth on fresh subjects (the panel says what it found)
+  case "$name" in
+    ad_hyperfusion|ad_concat|ad_film)
+      [ -f data/ad_test1000/cohort.csv ] || $hf make-cohort --task ad --n 1000 --seed 2026 --out data/ad_test1000 --jobs 2
+      $hf whatif-fidelity "models/$name.safetensors" data/ad_test1000/cohort.csv --n 100 --quiet --write ;;
+    brain_age_hyperfusion)
+      [ -f data/ba_test200/participants.tsv ] ||
+        $hf make-cohort --task brain_age --n 200 --seed 2026 --out data/ba_test200 --jobs 2
+      $hf whatif-fidelity "models/$name.safetensors" data/ba_test200/participants.tsv --n 100 --quiet --write ;;
+  esac
 done
 ls -l models/*.safetensors

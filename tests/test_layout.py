@@ -59,9 +59,10 @@ def _text(widget: QWidget) -> str:
     return (widget.text() if hasattr(widget, "text") else "")[:40]
 
 
-# risk: long label names; brain age: the form's longest label and the gap chart's two-line caption
-CASES = [(size, model) for model in ("ad_hyperfusion", "brain_age_hyperfusion") for size in SIZES]
-CASES.append(((1366, 768), "risk_hyperfusion"))
+# risk: long label names; brain age: the form's longest label and the gap chart's two-line caption;
+# SYN_DEMO_04: CSF not known, the longest slider value labels ("not known (filled: ...) (patient's)")
+CASES = [(size, model, None) for model in ("ad_hyperfusion", "brain_age_hyperfusion") for size in SIZES]
+CASES += [((1366, 768), "risk_hyperfusion", None), ((1366, 768), "ad_hyperfusion", "SYN_DEMO_04")]
 # the sample each model is shown on, and the what-if move: (field, value) pairs, then the curve's field
 WALKS = {
     "brain_age_hyperfusion": ("sub-old", [("PTGENDER", "Female")], "PTGENDER"),
@@ -69,9 +70,14 @@ WALKS = {
 AD_WALK = ("SYN_DEMO_01", [("APOE4", 0), ("AGE", 82.0)], "APOE4")  # the longest narration: an unexpected direction
 
 
-@pytest.mark.parametrize("size, model", CASES, ids=lambda c: f"{c[0]}x{c[1]}" if isinstance(c, tuple) else c)
-def test_every_tab_fits_after_predict_explain_and_a_slider_move(size, model, make_napari_viewer, qtbot, errors):
-    subject, moves, curve_field = WALKS.get(model, AD_WALK)
+@pytest.mark.parametrize(
+    "size, model, subject", CASES, ids=lambda c: f"{c[0]}x{c[1]}" if isinstance(c, tuple) else (c or "its sample")
+)
+def test_every_tab_fits_after_predict_explain_and_a_slider_move(
+    size, model, subject, make_napari_viewer, qtbot, errors
+):
+    sample, moves, curve_field = WALKS.get(model, AD_WALK)
+    subject = subject or sample
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(*size)
     panel = dock_panel(viewer, subject)

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 from ..analysis.case import Case
 from ..analysis.narration import change_bar, change_words, narrate
 from ..analysis.overlays import OVERLAY_KEY, overlay_layers
+from ..analysis.slider_trust import slider_trust
 from ..analysis.support import curve_outside
 from ..analysis.whatif import WhatIfSession, field_grid
 from ..data.notes import encoder_loaded
@@ -111,6 +112,15 @@ class WhatIfSection(QWidget):
         row.addWidget(self.curve_field, 1)
         row.addWidget(self.curve_button)
         whatif_layout.addLayout(row)
+        # how far the slider in focus (the curve's field, or the one last moved) shows what the data hold
+        self.trust_label = plain_label("", wrap=True)
+        self.trust_label.setObjectName("slider_trust")
+        self.trust_label.setToolTip(
+            "Measured once for this model file on fresh SYNTHETIC subjects it never saw "
+            "(hyperfusion whatif-fidelity --write): the field's effect on the output beside the effect in the "
+            "process that made the data, and how often the model's curve slopes the other way."
+        )
+        whatif_layout.addWidget(self.trust_label)
         self.truth_box = QCheckBox("Show the ground truth")
         self.truth_box.setObjectName("truth_box")
         self.truth_box.setToolTip(
@@ -179,6 +189,7 @@ class WhatIfSection(QWidget):
         self._wi_background = None
         self.whatif_canvas.mpl_connect("draw_event", self._on_whatif_drawn)
         self.reset_button.clicked.connect(self.reset_whatif)
+        self.curve_field.currentIndexChanged.connect(lambda _=0: self.show_slider_trust(self.curve_field.currentData()))
         self.curve_button.clicked.connect(self.show_response_curve)
         self.truth_box.toggled.connect(self._on_truth_toggled)
         self.shift_button.clicked.connect(self.saliency_shift)
@@ -273,6 +284,7 @@ class WhatIfSection(QWidget):
             # moving a slider makes its field known at the slider's value (before the label shows it)
             changed.connect(lambda _=0, name=field.name: self._unknown.discard(name))
             changed.connect(lambda _=0, name=field.name: self._show_slider_value(name))
+            changed.connect(lambda _=0, name=field.name: self.show_slider_trust(name))
             row = QHBoxLayout()
             row.addWidget(control, 1)
             row.addWidget(value_label)
@@ -285,6 +297,27 @@ class WhatIfSection(QWidget):
         self._unknown = set()
         self._exact = {}
         self._session = None
+        self.show_slider_trust(self.curve_field.currentData())
+
+    def show_slider_trust(self, name: str | None) -> None:
+        """Say whether ``name``'s slider shows what the data hold, from the
+        check the model file carries (:mod:`~napari_hyperfusion.analysis.slider_trust`)."""
+        model = self.model
+        text, caution = "", False
+        if model is not None and name and name in model.info.schema.names:
+            field = model.info.schema[name]
+            trust = slider_trust(model.info.input_stats, name)
+            if trust is None:
+                text = (
+                    f"{field.display_name}: this slider was not checked against a known truth; it shows what the "
+                    "model does, which need not be what the data hold."
+                )
+            else:
+                text, caution = trust.text(field.display_name), not trust.agrees
+        if text != self.trust_label.text():  # a slider drag must not relayout the panel on every step
+            self.trust_label.setText(text)
+            self.trust_label.setStyleSheet("color: #f0a030;" if caution else "")  # the panel's warning colour
+        self.trust_label.setProperty("caution", caution)
 
     def _slider_value(self, name: str) -> Any:
         control = self.sliders[name]
@@ -303,8 +336,10 @@ class WhatIfSection(QWidget):
             text = f"not known (filled: {_short(self.patient_filled.get(name))}{unit})"
             if name in self.patient_missing:
                 text += " (patient's)"
+            self.slider_values[name].setWordWrap(True)  # too long for one line beside the slider
             self.slider_values[name].setText(text)
             return
+        self.slider_values[name].setWordWrap(False)
         text = f"{_short(value)}{unit}"
         if self.patient_record:
             patient = self.patient_record.get(name)

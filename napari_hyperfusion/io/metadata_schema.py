@@ -146,6 +146,21 @@ _INPUT_STATS = {
                 "age_range": _array(_number(0, 200), 2, 2), "fitted_on": _text(2000),
             },
         },
+        "whatif_fidelity": {  # analysis/slider_trust.py: each slider against the generator's truth
+            "type": "object",
+            "required": ["subjects", "fields"],
+            "properties": {
+                "subjects": _integer(1, 10**7), "checked_on": _text(2000), "regression": {"type": "boolean"},
+                "fields": {"type": "object", "maxProperties": 512, "additionalProperties": {
+                    "type": "object",
+                    "required": ["curves", "effect_model", "effect_truth", "truth_moves", "wrong_sign"],
+                    "properties": {
+                        "curves": _integer(1, 10**7), "mean_abs_diff": _number(0), "effect_model": _number(0),
+                        "effect_truth": _number(0), "truth_moves": _integer(0, 10**7), "wrong_sign": _integer(0, 10**7),
+                    },
+                }},
+            },
+        },
         "weight_map": {  # infer/weight_map.py; projection [k, emb_dim] must match mean [emb_dim]
             "type": "object",
             "required": ["mean", "projection", "explained", "points"],

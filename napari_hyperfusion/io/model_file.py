@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +300,25 @@ def save_model(path: str | os.PathLike, net: FusionNet, info: ModelInfo, dtype: 
     metadata = {METADATA_KEY: json.dumps(info.to_dict(), sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
+
+
+def stored_dtype(path: str | os.PathLike) -> torch.dtype | None:
+    """float16 when every float weight of the file at ``path`` is stored so
+    (the shipped files), else None: what :func:`save_model` needs to rewrite
+    the file as it was stored."""
+    header = read_header(Path(path))
+    floats = {v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"].startswith(("F", "BF"))}
+    return torch.float16 if floats == {"F16"} else None
+
+
+def update_info(path: str | os.PathLike, **changes: Any) -> ModelInfo:
+    """Rewrite the model file at ``path`` with ``changes`` to its
+    :class:`ModelInfo` (e.g. ``input_stats=...``), its weights as they were
+    stored, atomically. Returns the new info."""
+    model = load_model(path, device="cpu")
+    info = replace(model.info, **changes)
+    save_model(path, model.net.cpu(), info, dtype=stored_dtype(path))
+    return info
 
 
 def read_header(path: Path) -> dict[str, Any]:
