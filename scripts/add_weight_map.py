@@ -16,20 +16,16 @@ rewritten atomically in the dtype it was stored in.
 from __future__ import annotations
 
 import argparse
-import json
-import struct
 import sys
 import tempfile
 from pathlib import Path
-
-import torch
 
 
 def main(argv: list[str] | None = None) -> int:
     from napari_hyperfusion.data.dataset import read_cohort
     from napari_hyperfusion.errors import HyperFusionError
     from napari_hyperfusion.infer.weight_map import fit_weight_map
-    from napari_hyperfusion.io.model_file import load_model, save_model
+    from napari_hyperfusion.io.model_file import load_model, save_model, stored_dtype
     from napari_hyperfusion.synth.cohort import make_cohort
     from napari_hyperfusion.train.loop import TrainConfig, load_config_file, split_indices
     from napari_hyperfusion.train.run import prepare_data, weight_map_targets
@@ -70,20 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     info = model.info
     info.input_stats = {**info.input_stats, "weight_map": wmap.to_dict()}
-    save_model(args.model, net.cpu(), info, dtype=_stored_dtype(args.model))
+    save_model(args.model, net.cpu(), info, dtype=stored_dtype(args.model))
     shares = ", ".join(f"{v:.1%}" for v in wmap.explained)
     print(f"{args.model}: weight map of {len(wmap.points)} training subjects, {wmap.n_parameters:,} generated "
           f"parameters, axes hold {shares} of their variance")  # fmt: skip
     return 0
-
-
-def _stored_dtype(path: str) -> torch.dtype | None:
-    """float16 when the file's float weights are all stored so (the shipped files), else None."""
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(n))
-    floats = {v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"].startswith(("F", "BF"))}
-    return torch.float16 if floats == {"F16"} else None
 
 
 if __name__ == "__main__":

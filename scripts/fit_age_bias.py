@@ -59,7 +59,7 @@ def measure(predicted: np.ndarray, age: np.ndarray, bias=None) -> dict[str, floa
 def main(argv: list[str] | None = None) -> int:
     from napari_hyperfusion.errors import HyperFusionError
     from napari_hyperfusion.infer.age_bias import fit_age_bias
-    from napari_hyperfusion.io.model_file import load_model, save_model
+    from napari_hyperfusion.io.model_file import load_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a brain-age model file")
@@ -91,11 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {key} | " + " | ".join(f"{r.get(key, float('nan')):.3f}" for r in rows.values()) + " |")
     if args.dry_run:
         return 0
-    from add_weight_map import _stored_dtype  # the same atomic rewrite in the stored dtype
+    from napari_hyperfusion.io.model_file import update_info  # atomic, the weights as they were stored
 
-    info = model.info
-    info.input_stats = {**info.input_stats, "age_bias": bias.to_dict()}
-    save_model(args.model, model.net.cpu(), info, dtype=_stored_dtype(args.model))
+    update_info(args.model, input_stats={**model.info.input_stats, "age_bias": bias.to_dict()})
     print(f"wrote the age trend into {args.model}")
     return 0
 

@@ -9,12 +9,14 @@ the field known at the slider's value."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import PLUGIN
 
 from napari_hyperfusion._qt import notify
-from napari_hyperfusion.resources import models_dir
+from napari_hyperfusion.resources import models_dir, sample_data_dir
 from napari_hyperfusion.samples import SUBJECTS
+from napari_hyperfusion.synth.truth import brain_age_estimate
 
 AD_SUBJECTS = [key for key in SUBJECTS if key.startswith("SYN_DEMO") and not key.endswith("native")]
 AGE_SUBJECTS = ["sub-young", "sub-old"]
@@ -135,6 +137,7 @@ def test_whatif_from_the_brain_age_subjects(make_napari_viewer, qtbot, errors):
         viewer.open_sample(PLUGIN, key)
     _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "HyperFusion explorer")
     panel.open_model(models_dir() / "brain_age_hyperfusion.safetensors")
+    participants = pd.read_csv(sample_data_dir() / "brain_age" / "participants.tsv", sep="\t")
     for key in AGE_SUBJECTS:
         combo = panel.patient.layer_combo
         combo.setCurrentText(next(combo.itemText(i) for i in range(combo.count()) if key in combo.itemText(i)))
@@ -146,4 +149,14 @@ def test_whatif_from_the_brain_age_subjects(make_napari_viewer, qtbot, errors):
         whatif.curve_field.setCurrentIndex(whatif.curve_field.findData("PTGENDER"))
         whatif.show_response_curve()
         assert whatif.last_curve.outputs.shape == (2, 1)
+        # the generator's answer beside it: the posterior median age for each sex, given this brain's true volumes
+        assert whatif.truth_box.isEnabled()
+        whatif.truth_box.setChecked(True)
+        row = participants[participants.participant_id == key].iloc[0].to_dict()
+        by_sex = brain_age_estimate(pd.DataFrame([{**row, "PTGENDER": v} for v in whatif.last_curve.values]))
+        np.testing.assert_allclose(whatif.last_truth[:, 0], by_sex)
+        assert abs(by_sex[whatif.last_curve.values.index(whatif.patient_record["PTGENDER"])] - row["age"]) < 15
+        assert abs(by_sex[0] - by_sex[1]) > 1  # the same brain reads as another age for the other sex
+        whatif.truth_box.setChecked(False)
+        assert whatif.last_truth is None
     assert errors == []

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt, QTimer
@@ -40,7 +41,7 @@ from ..data.notes import encoder_loaded
 from ..data.schema import TabularSchema
 from ..errors import HyperFusionError, NoteEncoderError, SchemaError
 from ..synth.coverage import seen_volumes
-from ..synth.truth import EHR_FIELDS, ad_truth_curve, has_ground_truth
+from ..synth.truth import EHR_FIELDS, ad_truth_curve, brain_age_estimate, has_ground_truth
 from . import notify
 from .layers import layer_named, put_overlay
 from .plain import PlainCanvas, plain_label, without_math
@@ -127,7 +128,7 @@ class WhatIfSection(QWidget):
             "Only for a SYNTHETIC subject of our generator (greyed out otherwise): the dashed curves are the exact Bayes answer "
             "of the process that made the data (the true volumes of the regions the model's views hold, "
             "the others unknown to it as to the model; the EHR field swept; equal class priors). Where the model's curve departs from it, the model learned "
-            "something the data do not say."
+            "something the data do not say. For brain age: the posterior median age given sex and the true volumes."
         )
         whatif_layout.addWidget(self.truth_box)
         self.whatif_figure = Figure(figsize=(3.2, 3.6))
@@ -697,16 +698,26 @@ class WhatIfSection(QWidget):
         Returns:
             The scan layer's record with the generator's ``*_PERMILLE``
             columns when the layer is a SYNTHETIC sample subject and the
-            model answers the synthetic AD task (CN / MCI / AD); else None.
+            model answers one of the generator's tasks (CN / MCI / AD, or
+            brain age); else None.
         """
-        model = self.model
-        if model is None or tuple(model.info.outputs) != ("CN", "MCI", "AD") or not self.case.scan_name:
+        task = self._truth_task()
+        if task is None or not self.case.scan_name:
             return None
         layer = next((lyr for lyr in self.viewer.layers if lyr.name == self.case.scan_name), None)
         if layer is None or not layer.metadata.get("synthetic"):
             return None
         record = layer.metadata.get("ehr_record") or {}
-        return dict(record) if has_ground_truth(record) else None
+        return dict(record) if has_ground_truth(record, task) else None
+
+    def _truth_task(self) -> str | None:
+        """The generator's task the model answers ("ad" or "brain_age"), or None."""
+        model = self.model
+        if model is None:
+            return None
+        if tuple(model.info.outputs) == ("CN", "MCI", "AD"):
+            return "ad"
+        return "brain_age" if model.info.task == "brain_age" else None
 
     def _on_truth_toggled(self, checked: bool) -> None:
         if self.last_curve is not None:
@@ -717,6 +728,10 @@ class WhatIfSection(QWidget):
         model filled in is not a measurement: unless the slider moved it, it
         stays missing for the truth (which missing values are is evidence)."""
         truth = self.ground_truth() if self.truth_box.isChecked() else None
+        if truth is not None and self._truth_task() == "brain_age":
+            # the posterior median age given sex and the true volumes (the whole brain is in view)
+            rows = pd.DataFrame([{**truth, field: value} for value in values])
+            return brain_age_estimate(rows)[:, None].astype(float)
         if truth is None or field not in EHR_FIELDS:
             return None
         known = {name: (np.nan if value is None else value) for name, value in record.items()}
