@@ -63,6 +63,17 @@ def _cmd_info(args: argparse.Namespace) -> None:
     if bias:
         say(f"  age trend:   predicted = {bias['intercept']:.2f} + {bias['slope']:.3f} x age on "
               f"{_plain(bias.get('fitted_on', ''))}; the corrected gap is measured from it")  # fmt: skip
+    checked = info.input_stats.get("whatif_fidelity")
+    if checked:
+        from .analysis.slider_trust import slider_trust
+
+        verdicts = []
+        for name in checked["fields"]:
+            trust = slider_trust(info.input_stats, name)
+            if trust is not None:
+                verdicts.append(f"{_plain(name)} {'agrees' if trust.agrees else 'caution'}")
+        say(f"  sliders:     {', '.join(verdicts)} (against the generator's truth on "
+            f"{_plain(checked.get('checked_on', ''))})")  # fmt: skip
     if info.flags_text:
         say(f"  flags:       {info.flags_text}")
     for key, value in info.metrics.items():

@@ -50,7 +50,7 @@ def checked_model(ad_cohort, tmp_path_factory):
     return path, report.read_text()
 
 
-def test_whatif_fidelity_write_stores_the_reports_numbers(checked_model, ad_cohort):
+def test_whatif_fidelity_write_stores_the_reports_numbers(checked_model, ad_cohort, capsys):
     path, report = checked_model
     stored = read_info(path).input_stats["whatif_fidelity"]
     assert stored["subjects"] == 3 and set(stored["fields"]) == {"AGE", "APOE4", "ABETA", "TAU", "PTAU"}
@@ -63,6 +63,13 @@ def test_whatif_fidelity_write_stores_the_reports_numbers(checked_model, ad_coho
         assert float(cells[3]) == pytest.approx(row["effect_model"], abs=5e-4)
         assert float(cells[4]) == pytest.approx(row["effect_truth"], abs=5e-4)
         assert int(cells[7]) == row["wrong_sign"]
+    # `hyperfusion info` says what the panel will
+    capsys.readouterr()
+    assert main(["info", str(path)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("sliders:"))
+    for name in stored["fields"]:
+        verdict = "agrees" if slider_trust(read_info(path).input_stats, name).agrees else "caution"
+        assert f"{name} {verdict}" in line
     # the weights are untouched, bit for bit: only the metadata changed
     before, after = load_file(models_dir() / "ad_hyperfusion.safetensors"), load_file(path)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
