@@ -48,12 +48,14 @@ def main() -> None:
     parser.add_argument("--subjects", default="", help="comma-separated sample IDs (default: all five)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-controls", action="store_true", help="skip the inverted and noise volumes")
+    parser.add_argument("--brain-age-model", default=str(models_dir() / "brain_age_hyperfusion.safetensors"),
+                        help="the brain-age model file to score (default: the shipped one)")  # fmt: skip
     args = parser.parse_args()
     table = pd.read_csv(sample_data_dir() / "subjects.csv")
     if args.subjects:
         table = table[table["PTID"].isin(args.subjects.split(","))]
     ad = load_model(models_dir() / "ad_hyperfusion.safetensors", "cpu")
-    age = load_model(models_dir() / "brain_age_hyperfusion.safetensors", "cpu")
+    age = load_model(args.brain_age_model, "cpu")
     rng = np.random.default_rng(args.seed)
     print("| subject (SYNTHETIC) | native placement | input gate on the native scan | P(AD) original / native* / "
           "prepared | brain age (y) original / native* / prepared | QC of the prepared scan |")  # fmt: skip

@@ -86,6 +86,7 @@ def command_of(argv: list[str], option: str) -> str:
 # brain-age files models.md trains with other settings, then reads with other commands
 DOCS_TRAINED_BRAIN_AGE = (
     "runs/brain_age_plain", "runs/brain_age_aug", "runs/brain_age_varied", "runs/brain_age_template",
+    "runs/brain_age_rotations",
 )  # fmt: skip
 
 
@@ -287,7 +288,7 @@ SLOW = (
     r"\bevaluate-merge\b",  # merges the reports the (slow) evaluate commands before it wrote
     r"learning_curve\.py",  # trains a network and predicts the test subjects
     r"anatomy_shift\.py",  # makes a varied cohort and predicts both with every model named
-    r"brain_age_(plain|aug|varied|template)",  # trains brain-age models the next commands read (one session, in order)
+    r"brain_age_(plain|aug|varied|template|rotations)",  # trains brain-age models the next commands read (one session, in order)
 )
 
 
