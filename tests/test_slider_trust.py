@@ -75,10 +75,24 @@ def test_whatif_fidelity_write_stores_the_reports_numbers(checked_model, ad_coho
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_a_malformed_check_is_refused():
-    data = {"whatif_fidelity": {"subjects": 3, "fields": {"TAU": {"curves": 3, "effect_model": 0.1}}}}
+def test_a_malformed_check_is_refused(checked_model, tmp_path):
+    data = {
+        "whatif_fidelity": {"subjects": 3, "regression": False, "fields": {"TAU": {"curves": 3, "effect_model": 0.1}}}
+    }
     with pytest.raises(ModelFileError, match="whatif_fidelity"):
         check_metadata({**_minimal_metadata(), "input_stats": data})
+    # counts that contradict each other (more wrong than moving) are not turned into a sentence
+    row = {"curves": 3, "effect_model": 0.1, "effect_truth": 0.1, "truth_moves": 2, "wrong_sign": 3}
+    assert slider_trust({"whatif_fidelity": {"subjects": 3, "fields": {"TAU": row}}}, "TAU") is None
+    # a check that would not load again is refused before the file is rewritten (NaN effect)
+    path = tmp_path / "model.safetensors"
+    shutil.copy(checked_model[0], path)
+    before = path.read_bytes()
+    stats = read_info(path).input_stats
+    broken = {**stats["whatif_fidelity"], "fields": {"TAU": {**row, "wrong_sign": 0, "effect_model": float("nan")}}}
+    with pytest.raises(ModelFileError):
+        update_info(path, input_stats={**stats, "whatif_fidelity": broken})
+    assert path.read_bytes() == before
 
 
 def _minimal_metadata():
@@ -105,8 +119,11 @@ def test_the_panel_says_whether_each_slider_shows_what_the_data_hold(checked_mod
         assert label.text() == expected.text(info.schema[name].display_name)
         assert label.property("caution") == (not expected.agrees)
     whatif.curve_field.setCurrentIndex(whatif.curve_field.findData("ABETA"))  # so does the curve's field
-    assert label.text().startswith(("Caution: " + info.schema["ABETA"].display_name, info.schema["ABETA"].display_name))
-    assert "fresh SYNTHETIC subjects" in label.text()
+    assert label.text() == slider_trust(info.input_stats, "ABETA").text(info.schema["ABETA"].display_name)
+    assert "3 SYNTHETIC subjects" in label.text()
+    # a slider the check did not cover says that, not that the file was never checked
+    whatif.set_whatif_value("FDG", info.schema["FDG"].maximum)
+    assert "this file's check against the truth did not cover it" in label.text()
     # a file that carries no check says so instead of implying one
     unchecked = path.with_name("unchecked.safetensors")
     shutil.copy(path, unchecked)
@@ -116,5 +133,5 @@ def test_the_panel_says_whether_each_slider_shows_what_the_data_hold(checked_mod
     panel.predict()
     qtbot.waitUntil(lambda: not panel.busy and panel.last_result is not None, timeout=60_000)
     panel.whatif.set_whatif_value("TAU", 500)
-    assert "was not checked against a known truth" in panel.whatif.trust_label.text()
+    assert "it was not checked; this slider shows what the model does" in panel.whatif.trust_label.text()
     assert not panel.whatif.trust_label.property("caution")

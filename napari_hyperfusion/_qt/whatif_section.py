@@ -117,8 +117,8 @@ class WhatIfSection(QWidget):
         self.trust_label = plain_label("", wrap=True)
         self.trust_label.setObjectName("slider_trust")
         self.trust_label.setToolTip(
-            "Measured once for this model file on fresh SYNTHETIC subjects it never saw "
-            "(hyperfusion whatif-fidelity --write): the field's effect on the output beside the effect in the "
+            "Measured once for this model file on SYNTHETIC subjects (the shipped files: subjects they never "
+            "trained on; hyperfusion whatif-fidelity --write): the field's effect on the output beside the effect in the "
             "process that made the data, and how often the model's curve slopes the other way."
         )
         whatif_layout.addWidget(self.trust_label)
@@ -308,10 +308,12 @@ class WhatIfSection(QWidget):
         if model is not None and name and name in model.info.schema.names:
             field = model.info.schema[name]
             trust = slider_trust(model.info.input_stats, name)
+            checked = (model.info.input_stats.get("whatif_fidelity") or {}).get("fields") or {}
             if trust is None:
+                why = "this file's check against the truth did not cover it" if checked else "it was not checked"
                 text = (
-                    f"{field.display_name}: this slider was not checked against a known truth; it shows what the "
-                    "model does, which need not be what the data hold."
+                    f"{field.display_name}: {why}; this slider shows what the model does, which need not be what "
+                    "the data hold."
                 )
             else:
                 text, caution = trust.text(field.display_name), not trust.agrees

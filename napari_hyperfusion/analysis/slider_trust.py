@@ -91,9 +91,8 @@ class SliderTrust:
         return self.size_agrees and self.sign_agrees
 
     def text(self, display_name: str) -> str:
-        """One plain sentence for the panel, e.g. ``"Caution: checked on 100
-        fresh SYNTHETIC subjects, Total tau ... the wrong way for 23 of 38
-        ..."``."""
+        """One plain sentence for the panel, e.g. ``"Caution: CSF total tau
+        moves the output the wrong way for 23 of 38 subjects ..."``."""
         unit, digits = ("years", 1) if self.regression else ("in P(AD)", 2)
         sizes = f"{self.effect_model:.{digits}f} {unit} across its range; the truth {self.effect_truth:.{digits}f}"
         if self.ratio is None:
@@ -101,7 +100,7 @@ class SliderTrust:
         else:
             size = f"{self.ratio:.2f}x as much as the data do ({sizes})"
         right = self.truth_moves - self.wrong_sign
-        where = f"checked on {self.subjects} fresh SYNTHETIC subjects against the generator's truth"
+        where = f"checked on {self.subjects} SYNTHETIC subjects against the generator's truth"
         if self.agrees:
             direction = f", the right way for {right} of {self.truth_moves} subjects whose truth moves"
             return (
@@ -162,6 +161,8 @@ def slider_trust(input_stats: Mapping[str, Any], field: str) -> SliderTrust | No
     effect_model, effect_truth = float(row["effect_model"]), float(row["effect_truth"])
     if not (math.isfinite(effect_model) and math.isfinite(effect_truth)):
         return None
+    if not 0 <= int(row["wrong_sign"]) <= int(row["truth_moves"]) <= int(row["curves"]):
+        return None  # counts that contradict each other say nothing a sentence can repeat
     return SliderTrust(
         field=field,
         subjects=int(stored.get("subjects", row["curves"])),

@@ -148,10 +148,10 @@ _INPUT_STATS = {
         },
         "whatif_fidelity": {  # analysis/slider_trust.py: each slider against the generator's truth
             "type": "object",
-            "required": ["subjects", "fields"],
+            "required": ["subjects", "regression", "fields"],
             "properties": {
                 "subjects": _integer(1, 10**7), "checked_on": _text(2000), "regression": {"type": "boolean"},
-                "fields": {"type": "object", "maxProperties": 512, "additionalProperties": {
+                "fields": {"type": "object", "maxProperties": 512, "propertyNames": _text(64, 1), "additionalProperties": {
                     "type": "object",
                     "required": ["curves", "effect_model", "effect_truth", "truth_moves", "wrong_sign"],
                     "properties": {

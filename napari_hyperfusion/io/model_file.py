@@ -314,9 +314,17 @@ def stored_dtype(path: str | os.PathLike) -> torch.dtype | None:
 def update_info(path: str | os.PathLike, **changes: Any) -> ModelInfo:
     """Rewrite the model file at ``path`` with ``changes`` to its
     :class:`ModelInfo` (e.g. ``input_stats=...``), its weights as they were
-    stored, atomically. Returns the new info."""
+    stored, atomically. Returns the new info.
+
+    Raises:
+        ModelFileError: when the changed metadata would not pass
+            :func:`~napari_hyperfusion.io.metadata_schema.check_metadata`
+            (e.g. a NaN where a number is checked); the file is untouched.
+    """
     model = load_model(path, device="cpu")
     info = replace(model.info, **changes)
+    # the file must still open afterwards: check what will be written, not only what was read
+    check_metadata(json.loads(json.dumps(info.to_dict(), sort_keys=True)))
     save_model(path, model.net.cpu(), info, dtype=stored_dtype(path))
     return info
 
