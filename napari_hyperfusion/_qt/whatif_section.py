@@ -41,6 +41,7 @@ from ..data.notes import encoder_loaded
 from ..data.schema import TabularSchema
 from ..errors import HyperFusionError, NoteEncoderError, SchemaError
 from ..synth.coverage import seen_volumes
+from ..synth.fidelity import truth_task
 from ..synth.truth import EHR_FIELDS, ad_truth_curve, brain_age_estimate, has_ground_truth
 from . import notify
 from .layers import layer_named, put_overlay
@@ -714,12 +715,7 @@ class WhatIfSection(QWidget):
 
     def _truth_task(self) -> str | None:
         """The generator's task the model answers ("ad" or "brain_age"), or None."""
-        model = self.model
-        if model is None:
-            return None
-        if tuple(model.info.outputs) == ("CN", "MCI", "AD"):
-            return "ad"
-        return "brain_age" if model.info.task == "brain_age" else None
+        return truth_task(self.model.info) if self.model is not None else None
 
     def _on_truth_toggled(self, checked: bool) -> None:
         if self.last_curve is not None:

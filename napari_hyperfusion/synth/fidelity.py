@@ -99,12 +99,19 @@ class CurvePair:
         return self.truth if which == "view" or self.truth_all is None else self.truth_all
 
 
-def _task(model: LoadedModel) -> str:
-    info = model.info
+def truth_task(info) -> str | None:
+    """The generator's task a model answers (``"ad"``: CN / MCI / AD, or
+    ``"brain_age"``), or None where the generator has no exact answer."""
     if tuple(info.outputs) == ("CN", "MCI", "AD"):
         return "ad"
-    if info.task == "brain_age":
-        return "brain_age"
+    return "brain_age" if info.task == "brain_age" else None
+
+
+def _task(model: LoadedModel) -> str:
+    info = model.info
+    task = truth_task(info)
+    if task is not None:
+        return task
     raise HyperFusionError(
         f"{info.name} answers {', '.join(info.outputs)}: the generator's exact answer exists for the synthetic "
         "AD task (CN / MCI / AD) and for brain age only"
