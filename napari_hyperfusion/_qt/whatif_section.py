@@ -41,8 +41,7 @@ from ..data.notes import encoder_loaded
 from ..data.schema import TabularSchema
 from ..errors import HyperFusionError, NoteEncoderError, SchemaError
 from ..synth.coverage import seen_volumes
-from ..synth.fidelity import truth_task
-from ..synth.truth import EHR_FIELDS, ad_truth_curve, brain_age_estimate, has_ground_truth
+from ..synth.truth import EHR_FIELDS, ad_truth_curve, brain_age_estimate, has_ground_truth, truth_task
 from . import notify
 from .layers import layer_named, put_overlay
 from .plain import PlainCanvas, plain_label, without_math

@@ -52,7 +52,7 @@ from ..analysis.whatif import WhatIfSession, field_grid
 from ..errors import CohortError, HyperFusionError
 from ..io.model_file import LoadedModel
 from .coverage import seen_volumes
-from .truth import EHR_FIELDS, VOLUME_FIELDS, ad_truth_curve, brain_age_estimate, has_ground_truth
+from .truth import EHR_FIELDS, VOLUME_FIELDS, ad_truth_curve, brain_age_estimate, has_ground_truth, truth_task
 
 __all__ = [
     "FIDELITY_FIELDS", "FidelityGoals", "CurvePair", "whatif_curves", "fidelity_summary", "to_markdown",
@@ -97,14 +97,6 @@ class CurvePair:
     def against(self, which: str) -> np.ndarray:
         """The truth named ``which``: ``"view"`` or ``"all"``."""
         return self.truth if which == "view" or self.truth_all is None else self.truth_all
-
-
-def truth_task(info) -> str | None:
-    """The generator's task a model answers (``"ad"``: CN / MCI / AD, or
-    ``"brain_age"``), or None where the generator has no exact answer."""
-    if tuple(info.outputs) == ("CN", "MCI", "AD"):
-        return "ad"
-    return "brain_age" if info.task == "brain_age" else None
 
 
 def _task(model: LoadedModel) -> str:

@@ -71,6 +71,7 @@ from .records import (
 
 __all__ = [
     "ad_posterior",
+    "truth_task",
     "ad_truth_curve",
     "ad_class_prior",
     "balanced_decision",
@@ -88,6 +89,14 @@ VOLUME_FIELDS = ("HIPPOCAMPUS_PERMILLE", "VENTRICLES_PERMILLE", "BRAIN_PERMILLE"
 APOE_PRIOR = np.array([0.54, 0.363, 0.097])
 _Z_GRID = np.arange(-5.5, 8.0, 0.02)
 _AGE_GRID = np.round(np.arange(20.0, 90.0001, 0.1), 1)
+
+
+def truth_task(info) -> str | None:
+    """The generator's task a model answers (``"ad"``: CN / MCI / AD, or
+    ``"brain_age"``), or None where the generator has no exact answer."""
+    if tuple(info.outputs) == ("CN", "MCI", "AD"):
+        return "ad"
+    return "brain_age" if info.task == "brain_age" else None
 
 
 def has_ground_truth(record: dict | pd.Series, task: str = "ad") -> bool:
