@@ -14,9 +14,11 @@ import random
 import numpy as np
 import pytest
 from conftest import PLUGIN, dock_panel
+from napari.layers import Image
 
 from napari_hyperfusion._qt.explain_section import STALE_PREFIX
 from napari_hyperfusion._qt.layers import SOURCE_KEY
+from napari_hyperfusion._qt.linked_views import is_crosshair
 from napari_hyperfusion.analysis.case import Case, record_fingerprint, scan_fingerprint
 from napari_hyperfusion.analysis.overlays import OVERLAY_KEY
 from napari_hyperfusion.resources import models_dir, sample_data_dir
@@ -189,7 +191,9 @@ def _check_invariants(panel):
     if shown is not None and not panel.result_view.stale:
         assert shown[0] == case.identity
     names = _scan_names(panel)
-    scans = [layer.name for layer in panel.viewer.layers if OVERLAY_KEY not in layer.metadata]
+    scans = [
+        layer.name for layer in panel.viewer.layers if OVERLAY_KEY not in layer.metadata and not is_crosshair(layer)
+    ]  # fmt: skip
     assert names == scans  # every scan, and nothing but scans
     layer = panel.patient.current_layer()
     assert (layer.name if layer is not None else "") == case.scan_name
@@ -199,6 +203,15 @@ def _check_invariants(panel):
         if not overlay.name.startswith(STALE_PREFIX):  # an overlay not marked stale is this case's
             assert overlay.metadata["case"] == case.identity.describe(), overlay.name
             assert layer is not None and overlay.metadata[SOURCE_KEY] == str(layer.unique_id), overlay.name
+    ortho = panel.view_controls.ortho
+    if ortho is not None and not ortho.busy:  # the side canvases show what the main viewer shows, where it is
+        volumes = [layer for layer in panel.viewer.layers if isinstance(layer, Image) and layer.ndim == 3]
+        for canvas in ortho.canvases:
+            mirrored = [layer for layer in canvas.model.layers if not is_crosshair(layer)]
+            assert [m.name for m in mirrored] == [v.name for v in volumes]
+            assert all(np.shares_memory(m.data, v.data) for m, v in zip(mirrored, volumes))  # no copies
+            if volumes:
+                np.testing.assert_allclose(canvas.model.dims.point, panel.viewer.dims.point, atol=2.0)
     whatif = panel.whatif
     if whatif.patient_record:  # the sliders start from the form's values, never from an older record's
         filled, missing = case.model.info.schema.fill(case.record)
@@ -236,6 +249,8 @@ def test_random_sequences_never_show_another_cases_result(panel, qtbot, seed):
         "record": lambda: panel.patient.load_record(sample_data_dir() / "subjects.csv", rng.choice(samples)),
         "cancel": panel.cancel,
         "wait": lambda: qtbot.waitUntil(lambda: not panel.busy, timeout=120_000),
+        "planes": lambda: panel.view_controls.three_planes.setChecked(not panel.view_controls.three_planes.isChecked()),
+        "point": lambda: setattr(viewer.dims, "point", tuple(rng.uniform(-30, 30) for _ in viewer.dims.point)),
     }
     names = list(actions)
     for _ in range(40):

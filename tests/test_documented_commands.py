@@ -63,6 +63,7 @@ def _set_option(argv: list[str], option: str, value: str) -> list[str]:
     return out
 
 
+WINDOW_BENCHES = ("bench_panel.py", "bench_whatif.py")
 TRAIN_SMALL = ["--set", "epochs=1", "--set", "patience=1", "--set", "pretrain_tabular_epochs=0"]
 BENCH_SMALL = {
     "bench_explain.py": {"--repeats": "1", "--models": "ad_hyperfusion", "--methods": "saliency"},
@@ -344,4 +345,7 @@ def test_documented_command_works(source, command, sandbox, tmp_path):
             _run(argv, REPO, _environment())
         return
     small = _small(argv, sandbox)
-    _run(small, sandbox, _environment(), timeout=900)
+    # the scripts that drive a window start their own 1920 x 1200 virtual screen without a display, as
+    # the docs say; the test session's 800 x 600 one would leave the panel off screen (its pixels never change)
+    own_screen = any(Path(a).name in WINDOW_BENCHES for a in argv)
+    _run(small, sandbox, _environment(display=not own_screen), timeout=900)

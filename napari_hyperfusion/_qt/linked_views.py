@@ -16,7 +16,9 @@ with the same arrays, not copies, so a 256**3 scan costs nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,9 @@ __all__ = [
     "LinkedCanvas",
     "OrthoViews",
     "TwinView",
+    "CROSSHAIR_KEY",
     "CROSSHAIR_NAME",
+    "is_crosshair",
     "CROSSHAIR_PX",
     "crosshair_lines",
     "crosshair_vectors",
@@ -39,7 +43,13 @@ __all__ = [
 ]
 
 CROSSHAIR_NAME = "crosshair (three planes)"
+CROSSHAIR_KEY = "hyperfusion_crosshair"  # in the layer's metadata: found again after the user renames it
 MIRRORED_EVENTS = ("data", "contrast_limits", "colormap", "visible", "opacity", "blending", "name")
+
+
+def is_crosshair(layer: Any) -> bool:
+    """Whether ``layer`` is the three planes' crosshair (by its metadata, not its name)."""
+    return bool(getattr(layer, "metadata", {}).get(CROSSHAIR_KEY))
 
 
 def crosshair_lines(point: Sequence[float], extent: np.ndarray) -> np.ndarray:
@@ -73,6 +83,7 @@ def crosshair_vectors(point: Sequence[float], extent: np.ndarray) -> np.ndarray:
 _CROSSHAIR_STYLE = {
     "edge_color": "#ffdd00",
     "name": CROSSHAIR_NAME,
+    "metadata": {CROSSHAIR_KEY: True},
     "opacity": 0.8,
     "units": ("mm",) * 3,
     "vector_style": "line",
@@ -92,6 +103,33 @@ def _mirror(layer: Any) -> Any:
 
     data, state, kind = layer.as_layer_data_tuple()
     return Layer.create(data, state, kind)
+
+
+@contextmanager
+def _without_full_collection(qt_viewer: Any) -> Iterator[None]:
+    """Remove layers from a linked canvas without napari's full garbage
+    collection after each one.
+
+    napari's canvas runs ``gc.collect()`` after each removed layer, a guard
+    for an OpenGL driver bug on Windows. With torch and napari loaded that
+    walks about 600,000 objects: 0.26 s of frozen window per linked canvas
+    on 2 CPU cores, on top of the main canvas's own. Elsewhere the linked
+    canvases update their scene graph once at the end and leave the removed
+    layers' cycles to Python's collector. On Windows, or where napari's
+    canvas has no pause flag, napari's own path runs.
+    """
+    canvas = getattr(qt_viewer, "canvas", None)
+    if sys.platform == "win32" or not all(
+        hasattr(canvas, name) for name in ("_pause_scene_graph", "_update_scenegraph")
+    ):
+        yield
+        return
+    canvas._pause_scene_graph = True
+    try:
+        yield
+    finally:
+        canvas._pause_scene_graph = False
+        canvas._update_scenegraph()
 
 
 def _on_click(move_to: Callable[[np.ndarray], None]):
@@ -155,9 +193,11 @@ class LinkedCanvas(QWidget):
         """Hold a mirror of exactly ``sources``, in their order, below any
         other layer: existing mirrors are kept, only the missing are made."""
         keep = [(layer, mirror) for layer, mirror in self._mirrors if any(layer is s for s in sources)]
-        for layer, mirror in self._mirrors:
-            if not any(layer is s for s in sources) and mirror in self.model.layers:
-                self.model.layers.remove(mirror)
+        gone = [mirror for layer, mirror in self._mirrors if not any(layer is s for s in sources)]
+        with _without_full_collection(self.qt_viewer):
+            for mirror in gone:
+                if mirror in self.model.layers:
+                    self.model.layers.remove(mirror)
         self._mirrors = []
         for source in sources:
             mirror = next((m for layer, m in keep if layer is source), None)
@@ -169,6 +209,17 @@ class LinkedCanvas(QWidget):
             at = self.model.layers.index(mirror)
             if at != index:
                 self.model.layers.move(at, index)
+        # nothing is selected in a linked canvas; napari's selection would keep
+        # its last inserted layer as "current" after removal, and the scan with it
+        self.model.layers.selection.clear()
+
+    def clear_layers(self) -> None:
+        """Remove every layer, one by one (napari's ``clear`` is a batch whose
+        end runs the full garbage collection regardless)."""
+        self._mirrors = []
+        with _without_full_collection(self.qt_viewer):
+            while len(self.model.layers):
+                self.model.layers.pop()
 
     def set_point(self, point: Sequence[float]) -> None:
         if len(point) == self.model.dims.ndim and tuple(self.model.dims.point) != tuple(point):
@@ -183,8 +234,7 @@ class LinkedCanvas(QWidget):
     def close_canvas(self) -> None:
         if self.qt_viewer is None:
             return
-        self._mirrors = []
-        self.model.layers.clear()
+        self.clear_layers()
         self.qt_viewer.close()
         self.qt_viewer.deleteLater()
         self.qt_viewer = None  # nothing keeps the QtViewer alive after its window
@@ -208,16 +258,26 @@ class OrthoViews(QWidget):
         viewer.mouse_drag_callbacks.append(self._click)
         self.plane, self.radiological, self.font_scale = "axial", False, 1.0
         self._watched: list[Any] = []
-        self._drawn = None  # (point, extent) the crosshairs show
+        self._drawn: dict[str, tuple] = {}  # (point, extent) the crosshairs show: "main", "sides"
         self._syncing = False  # True while the main viewer's point is passed on
+        # a burst of layer events is one rebuild, 30 ms after the last; it then
+        # takes one canvas per pass of the event loop, so the window (the
+        # main canvas first) paints in between instead of freezing for all
         self._rebuild_timer = QTimer(self)
         self._rebuild_timer.setSingleShot(True)
-        self._rebuild_timer.setInterval(30)  # ms: a burst of layer events, one rebuild
-        self._rebuild_timer.timeout.connect(self.rebuild)
+        self._rebuild_timer.timeout.connect(self._rebuild_step)
+        self._pending: list[LinkedCanvas] = []  # canvases the running rebuild has still to do
+        # the main viewer's point is followed on the next pass of the event
+        # loop: the main canvas answers the hand first, and a drag's burst of
+        # points is one update of the side canvases
+        self._point_timer = QTimer(self)
+        self._point_timer.setSingleShot(True)
+        self._point_timer.setInterval(0)
+        self._point_timer.timeout.connect(self._from_main)
         viewer.layers.events.inserted.connect(self._schedule)
         viewer.layers.events.removed.connect(self._schedule)
         viewer.layers.events.moved.connect(self._schedule)
-        viewer.dims.events.point.connect(self._from_main)
+        viewer.dims.events.point.connect(self._schedule_point)
         self.rebuild()
 
     # -- which planes ---------------------------------------------------------
@@ -252,8 +312,26 @@ class OrthoViews(QWidget):
             layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3
         ]  # fmt: skip
 
+    @property
+    def busy(self) -> bool:
+        """True while a rebuild or a move of the point is still to be drawn."""
+        return self._rebuild_timer.isActive() or self._point_timer.isActive()
+
     def _schedule(self, *args: Any) -> None:
-        self._rebuild_timer.start()
+        self._pending = []  # the layers changed again: start over
+        self._rebuild_timer.start(30)
+
+    def _schedule_point(self, *args: Any) -> None:
+        """The main viewer's point moved: its own crosshair now (one layer,
+        painted with the new slice), the side canvases on the next pass."""
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            self._draw_crosshairs(where=("main",))
+        finally:
+            self._syncing = False
+        self._point_timer.start()
 
     def _watch(self, layers: list[Any]) -> None:
         """Follow the look and data of exactly ``layers``."""
@@ -280,33 +358,58 @@ class OrthoViews(QWidget):
 
     def rebuild(self) -> None:
         """Mirror the main viewer's 3D images and draw the crosshair in all
-        three. Only what changed is added or removed: a new mirror costs a
-        canvas layer (slicing, a GL texture), so the others are kept."""
+        three, now. Only what changed is added or removed: a new mirror
+        costs a canvas layer (slicing, a GL texture), so the others are
+        kept."""
+        self._rebuild_timer.stop()
+        self._pending = []
         self._watch(self._volumes())
-        self._syncing = True  # rebuilding moves the canvases' dims: nothing goes back to the main viewer
+        for canvas in self.canvases:
+            self._rebuild_canvas(canvas)
+        self._finish_rebuild()
+
+    def _rebuild_step(self) -> None:
+        """One canvas of a scheduled rebuild; the next on the next pass."""
+        if not self._pending:
+            self._watch(self._volumes())
+            self._pending = list(self.canvases)
+        self._rebuild_canvas(self._pending.pop(0))
+        if self._pending:
+            self._rebuild_timer.start(0)
+        else:
+            self._finish_rebuild()
+
+    def _rebuild_canvas(self, canvas: LinkedCanvas) -> None:
+        self._syncing = True  # rebuilding moves the canvas's dims: nothing goes back to the main viewer
         try:
-            for canvas in self.canvases:
-                first = not len(canvas.model.layers)
-                canvas.mirror(self._watched)
-                extent = self._extent()
-                crosshair = self._crosshair(canvas.model.layers)
-                if extent is None and crosshair is not None:
+            first = not len(canvas.model.layers)
+            canvas.mirror(self._watched)
+            extent = self._extent()
+            crosshair = self._crosshair(canvas.model.layers)
+            if extent is None and crosshair is not None:
+                with _without_full_collection(canvas.qt_viewer):
                     canvas.model.layers.remove(crosshair)
-                if extent is not None:
-                    if crosshair is None:
-                        canvas.model.add_vectors(
-                            crosshair_vectors(self.viewer.dims.point, extent),
-                            edge_width=crosshair_width(canvas.model.camera.zoom),
-                            **_CROSSHAIR_STYLE,
-                        )
-                    else:  # on top of the mirrors
-                        canvas.model.layers.move(canvas.model.layers.index(crosshair), len(canvas.model.layers))
-                    orient(canvas.model, canvas.model.title, self.radiological)
-                    if first:
-                        canvas.model.reset_view()
-                    canvas.set_point(self.viewer.dims.point)
-            self._drawn = None
-            self._draw_crosshairs(add=True)
+            if extent is not None:
+                if crosshair is None:
+                    canvas.model.add_vectors(
+                        crosshair_vectors(self.viewer.dims.point, extent),
+                        edge_width=crosshair_width(canvas.model.camera.zoom),
+                        **_CROSSHAIR_STYLE,
+                    )
+                    canvas.model.layers.selection.clear()
+                else:  # on top of the mirrors
+                    canvas.model.layers.move(canvas.model.layers.index(crosshair), len(canvas.model.layers))
+                orient(canvas.model, canvas.model.title, self.radiological)
+                if first:
+                    canvas.model.reset_view()
+                canvas.set_point(self.viewer.dims.point)
+        finally:
+            self._syncing = False
+
+    def _finish_rebuild(self) -> None:
+        self._syncing = True
+        try:
+            self._draw_crosshairs(add=True)  # redrawn only where the point or the volumes moved
         finally:
             self._syncing = False
         self._from_main()  # the crosshair's own extent may have moved the point meanwhile
@@ -321,32 +424,35 @@ class OrthoViews(QWidget):
         return np.stack([extents[:, 0].min(axis=0), extents[:, 1].max(axis=0)])
 
     def _crosshair(self, layers: Any) -> Any:
-        return next((layer for layer in layers if layer.name == CROSSHAIR_NAME), None)
+        return next((layer for layer in layers if is_crosshair(layer)), None)
 
-    def _draw_crosshairs(self, add: bool = False) -> None:
-        """The crosshair at the shared point in all three canvases (only
-        when the point or the volumes moved: setting a layer's data moves
-        the dims, which would call this again). The main viewer's is added
-        only when ``add`` (by a rebuild): while layers are being removed
-        (a viewer closing clears them one by one) it must not come back."""
+    def _draw_crosshairs(self, add: bool = False, where: tuple[str, ...] = ("main", "sides")) -> None:
+        """The crosshair at the shared point in the main viewer and/or the
+        side canvases (``where``), each only when the point or the volumes
+        moved since it was drawn: setting a layer's data moves the dims,
+        which would call this again. The main viewer's is added only when
+        ``add`` (by a rebuild): while layers are being removed (a viewer
+        closing clears them one by one) it must not come back."""
         extent = self._extent()
         main = self._crosshair(self.viewer.layers)
         if extent is None:
             if main is not None:
                 self.viewer.layers.remove(main)
-            self._drawn = None
+            self._drawn = {}
             return
         point = tuple(self.viewer.dims.point[-3:])
         key = (point, extent.tobytes())
-        if key == self._drawn and main is not None:
-            return
-        self._drawn = key
         vectors = crosshair_vectors(point, extent)
-        for canvas in self.canvases:
-            layer = self._crosshair(canvas.model.layers)
-            if layer is not None:
-                layer.data = vectors
+        if "sides" in where and self._drawn.get("sides") != key:
+            self._drawn["sides"] = key
+            for canvas in self.canvases:
+                layer = self._crosshair(canvas.model.layers)
+                if layer is not None:
+                    layer.data = vectors
+        if "main" not in where or (self._drawn.get("main") == key and main is not None):
+            return
         if main is None and add:
+            self._drawn["main"] = key
             selected = set(self.viewer.layers.selection)
             active = self.viewer.layers.selection.active
             self.viewer.add_vectors(vectors, edge_width=crosshair_width(self.viewer.camera.zoom), **_CROSSHAIR_STYLE)
@@ -355,6 +461,7 @@ class OrthoViews(QWidget):
             self.viewer.layers.selection.update(selected)
             self.viewer.layers.selection.active = active
         elif main is not None:
+            self._drawn["main"] = key
             main.data = vectors
 
     def _fit_crosshair_widths(self, *args: Any) -> None:
@@ -400,10 +507,12 @@ class OrthoViews(QWidget):
             self.viewer.mouse_drag_callbacks.remove(self._click)
         for name in ("inserted", "removed", "moved"):
             getattr(self.viewer.layers.events, name).disconnect(self._schedule)
-        self.viewer.dims.events.point.disconnect(self._from_main)
+        self.viewer.dims.events.point.disconnect(self._schedule_point)
         self.viewer.camera.events.zoom.disconnect(self._fit_crosshair_widths)
         self._watch([])
         self._rebuild_timer.stop()
+        self._point_timer.stop()
+        self._pending = []
         crosshair = self._crosshair(self.viewer.layers)
         if crosshair is not None:
             self.viewer.layers.remove(crosshair)
@@ -444,7 +553,7 @@ class TwinView(QWidget):
         self.header.setStyleSheet("")
         for canvas, (data, kwargs), title in zip(self.canvases, maps, titles):
             canvas.title.setText(title)
-            canvas.model.layers.clear()
+            canvas.clear_layers()
             canvas.model.add_layer(_mirror(scan_layer))
             kwargs = dict(kwargs)
             if isinstance(kwargs.get("colormap"), dict):
