@@ -32,6 +32,7 @@ Saliency + three slider moves on one scan and prints resident memory every
 from __future__ import annotations
 
 import argparse
+import gc
 import re
 import statistics
 import time
@@ -251,13 +252,27 @@ def run(args: argparse.Namespace) -> None:
     def ortho_busy() -> bool:
         return panel.busy or (view.ortho is not None and view.ortho.busy)
 
+    collections: list[tuple[int, float]] = []  # (generation, seconds) of every garbage collection
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            collections.append((info["generation"], time.perf_counter() - gc_started[0]))
+
+    gc.callbacks.append(on_gc)
+    full_gc: dict[str, list[list[float]]] = {}  # action -> seconds in full collections, [off, on]
+
     def with_planes(name: str, action, on: bool) -> None:
         settle()
+        collections.clear()
         start = time.perf_counter()
         action()
         acted = time.perf_counter() - start  # the action's own (synchronous) part
         until, longest = _until_idle(ortho_busy, start)
         three.setdefault(name, [[], []])[on].append((max(until, acted), max(longest, acted)))
+        full_gc.setdefault(name, [[], []])[on].append(sum(s for generation, s in collections if generation == 2))
 
     def layer_actions(on: bool) -> None:
         for round_ in range(2):
@@ -282,12 +297,18 @@ def run(args: argparse.Namespace) -> None:
     for name, (off, on) in three.items():
         cells = [span([u for u, _ in runs]) + " / " + span([b for _, b in runs]) if runs else "-" for runs in (off, on)]
         added = span([b - b0 for (_, b0), (_, b) in zip(off, on)]) if off and on else "-"  # round by round
-        rows3.append([name, *cells, added])
+        collected = [span(full_gc[name][side]) if full_gc[name][side] else "-" for side in (0, 1)]
+        rows3.append([name, *cells, added, " / ".join(collected)])
     print(
         "\nwith 'Three planes' off and on, from the action until the event loop is idle / the longest single"
         " block of the UI thread (ms; two rounds, low-high):"
     )
-    print_table(["action", "off: until idle / longest", "on: until idle / longest", "on adds to the longest"], rows3)
+    print_table(
+        ["action", "off: until idle / longest", "on: until idle / longest", "on adds to the longest",
+         "full garbage collections, off / on"],
+        rows3,
+    )  # fmt: skip
+    gc.callbacks.remove(on_gc)
 
     if args.soak:
         process = psutil.Process()
