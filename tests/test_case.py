@@ -18,7 +18,7 @@ from napari.layers import Image
 
 from napari_hyperfusion._qt.explain_section import STALE_PREFIX
 from napari_hyperfusion._qt.layers import SOURCE_KEY
-from napari_hyperfusion._qt.linked_views import is_crosshair
+from napari_hyperfusion._qt.linked_views import crosshair_vectors, is_crosshair
 from napari_hyperfusion.analysis.case import Case, record_fingerprint, scan_fingerprint
 from napari_hyperfusion.analysis.overlays import OVERLAY_KEY
 from napari_hyperfusion.resources import models_dir, sample_data_dir
@@ -206,6 +206,15 @@ def _check_invariants(panel):
     ortho = panel.view_controls.ortho
     if ortho is not None and not ortho.busy:  # the side canvases show what the main viewer shows, where it is
         volumes = [layer for layer in panel.viewer.layers if isinstance(layer, Image) and layer.ndim == 3]
+        extent = ortho._extent()
+        for model in [panel.viewer, *(canvas.model for canvas in ortho.canvases)]:
+            crosshairs = [layer for layer in model.layers if is_crosshair(layer)]
+            if extent is None:
+                assert not crosshairs
+            else:  # one crosshair, through the shared point
+                assert len(crosshairs) == 1
+                expected = crosshair_vectors(panel.viewer.dims.point, extent)
+                np.testing.assert_allclose(crosshairs[0].data, expected, atol=1e-6)
         for canvas in ortho.canvases:
             mirrored = [layer for layer in canvas.model.layers if not is_crosshair(layer)]
             assert [m.name for m in mirrored] == [v.name for v in volumes]
@@ -261,6 +270,8 @@ def test_random_sequences_never_show_another_cases_result(panel, qtbot, seed):
         qtbot.wait(rng.choice([0, 5, 50]))
         _check_invariants(panel)
     qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    ortho = panel.view_controls.ortho
+    qtbot.waitUntil(lambda: ortho is None or not ortho.busy, timeout=5000)  # the side canvases checked too
     _check_invariants(panel)
     unexpected = [e for e in panel.errors if "a bug in napari-hyperfusion" in e]
     assert not unexpected, unexpected

@@ -16,6 +16,7 @@ with the same arrays, not copies, so a 256**3 scan costs nothing twice.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -115,13 +116,17 @@ def _without_full_collection(qt_viewer: Any) -> Iterator[None]:
     walks about 600,000 objects: 0.26 s of frozen window per linked canvas
     on 2 CPU cores, on top of the main canvas's own. Elsewhere the linked
     canvases update their scene graph once at the end and leave the removed
-    layers' cycles to Python's collector. On Windows, or where napari's
-    canvas has no pause flag, napari's own path runs.
+    layers' cycles to Python's collector (see :class:`_LateCollection` for
+    large scans). On Windows, or where napari's canvas has no pause flag,
+    napari's own path runs.
     """
     canvas = getattr(qt_viewer, "canvas", None)
     if sys.platform == "win32" or not all(
         hasattr(canvas, name) for name in ("_pause_scene_graph", "_update_scenegraph")
     ):
+        yield
+        return
+    if canvas._pause_scene_graph:  # already paused (a napari batch): its end updates the scene
         yield
         return
     canvas._pause_scene_graph = True
@@ -130,6 +135,49 @@ def _without_full_collection(qt_viewer: Any) -> Iterator[None]:
     finally:
         canvas._pause_scene_graph = False
         canvas._update_scenegraph()
+
+
+class _LateCollection(QObject):
+    """One full garbage collection a second after large mirrors were removed.
+
+    A removed layer and its mirrors are reference cycles: without napari's
+    collection per side canvas their arrays wait for Python's own full
+    collection, which may be many actions away. For the small demo scans
+    that does not matter; a clinical scan (256**3 float32 is 64 MiB) should
+    be given back soon, so one collection runs when the hand has stopped,
+    not while it acts."""
+
+    THRESHOLD_BYTES = 16 * 2**20
+    DELAY_MS = 1000
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.pending_bytes = 0
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(self.DELAY_MS)
+        self.timer.timeout.connect(self._collect)
+
+    def removed(self, layers: Sequence[Any]) -> None:
+        self.pending_bytes += sum(int(getattr(getattr(layer, "data", None), "nbytes", 0) or 0) for layer in layers)
+        if self.pending_bytes >= self.THRESHOLD_BYTES:
+            self.timer.start()
+
+    def _collect(self) -> None:
+        self.pending_bytes = 0
+        gc.collect()
+
+
+_late_collection: _LateCollection | None = None
+
+
+def late_collection() -> _LateCollection:
+    """The one :class:`_LateCollection` of the process (all linked canvases
+    add to the same count, so they share one collection)."""
+    global _late_collection
+    if _late_collection is None:
+        _late_collection = _LateCollection(None)
+    return _late_collection
 
 
 def _on_click(move_to: Callable[[np.ndarray], None]):
@@ -179,6 +227,7 @@ class LinkedCanvas(QWidget):
         self.title = plain_label(title, wrap=True)
         self.title.setObjectName("linked_title")
         self._mirrors: list[tuple[Any, Any]] = []  # (the main viewer's layer, its mirror here)
+        self.late_collection = late_collection()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.title)
@@ -194,10 +243,12 @@ class LinkedCanvas(QWidget):
         other layer: existing mirrors are kept, only the missing are made."""
         keep = [(layer, mirror) for layer, mirror in self._mirrors if any(layer is s for s in sources)]
         gone = [mirror for layer, mirror in self._mirrors if not any(layer is s for s in sources)]
-        with _without_full_collection(self.qt_viewer):
-            for mirror in gone:
-                if mirror in self.model.layers:
-                    self.model.layers.remove(mirror)
+        if gone:
+            with _without_full_collection(self.qt_viewer):
+                for mirror in gone:
+                    if mirror in self.model.layers:
+                        self.model.layers.remove(mirror)
+            self.late_collection.removed(gone)
         self._mirrors = []
         for source in sources:
             mirror = next((m for layer, m in keep if layer is source), None)
@@ -217,9 +268,12 @@ class LinkedCanvas(QWidget):
         """Remove every layer, one by one (napari's ``clear`` is a batch whose
         end runs the full garbage collection regardless)."""
         self._mirrors = []
+        gone = list(self.model.layers)
         with _without_full_collection(self.qt_viewer):
             while len(self.model.layers):
                 self.model.layers.pop()
+        self.model.layers.selection.clear()  # napari keeps the last inserted layer as "current"
+        self.late_collection.removed(gone)
 
     def set_point(self, point: Sequence[float]) -> None:
         if len(point) == self.model.dims.ndim and tuple(self.model.dims.point) != tuple(point):
@@ -268,8 +322,8 @@ class OrthoViews(QWidget):
         self._rebuild_timer.timeout.connect(self._rebuild_step)
         self._pending: list[LinkedCanvas] = []  # canvases the running rebuild has still to do
         # the main viewer's point is followed on the next pass of the event
-        # loop: the main canvas answers the hand first, and a drag's burst of
-        # points is one update of the side canvases
+        # loop: the main canvas's repaint is queued without waiting for the
+        # side canvases, and a drag's burst of points is one update of theirs
         self._point_timer = QTimer(self)
         self._point_timer.setSingleShot(True)
         self._point_timer.setInterval(0)
@@ -278,6 +332,7 @@ class OrthoViews(QWidget):
         viewer.layers.events.removed.connect(self._schedule)
         viewer.layers.events.moved.connect(self._schedule)
         viewer.dims.events.point.connect(self._schedule_point)
+        viewer.camera.events.zoom.connect(self._fit_crosshair_widths)
         self.rebuild()
 
     # -- which planes ---------------------------------------------------------
@@ -513,6 +568,7 @@ class OrthoViews(QWidget):
         self._rebuild_timer.stop()
         self._point_timer.stop()
         self._pending = []
+        self._syncing = True  # the side canvases' dims move as they empty: nothing goes to the main viewer
         crosshair = self._crosshair(self.viewer.layers)
         if crosshair is not None:
             self.viewer.layers.remove(crosshair)
