@@ -182,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.screenshot:
 
         def shoot() -> None:
-            if panel.busy or pending or views:
+            ortho = panel.view_controls.ortho
+            if panel.busy or pending or views or (ortho is not None and ortho.busy):  # side canvases drawn too
                 QTimer.singleShot(200, shoot)
                 return
             if args.explain:  # show the explanation, not the top of the panel
