@@ -242,13 +242,7 @@ class LinkedCanvas(QWidget):
         """Hold a mirror of exactly ``sources``, in their order, below any
         other layer: existing mirrors are kept, only the missing are made."""
         keep = [(layer, mirror) for layer, mirror in self._mirrors if any(layer is s for s in sources)]
-        gone = [mirror for layer, mirror in self._mirrors if not any(layer is s for s in sources)]
-        if gone:
-            with _without_full_collection(self.qt_viewer):
-                for mirror in gone:
-                    if mirror in self.model.layers:
-                        self.model.layers.remove(mirror)
-            self.late_collection.removed(gone)
+        self.remove_layers([mirror for layer, mirror in self._mirrors if not any(layer is s for s in sources)])
         self._mirrors = []
         for source in sources:
             mirror = next((m for layer, m in keep if layer is source), None)
@@ -264,16 +258,24 @@ class LinkedCanvas(QWidget):
         # its last inserted layer as "current" after removal, and the scan with it
         self.model.layers.selection.clear()
 
+    def remove_layers(self, layers: Sequence[Any]) -> None:
+        """Remove ``layers`` from this canvas without napari's full garbage
+        collection per layer (:func:`_without_full_collection`); large ones
+        are collected a second later (:class:`_LateCollection`)."""
+        if not layers:
+            return
+        with _without_full_collection(self.qt_viewer):
+            for layer in layers:
+                if layer in self.model.layers:
+                    self.model.layers.remove(layer)
+        self.model.layers.selection.clear()  # napari keeps the last inserted layer as "current"
+        self.late_collection.removed(layers)
+
     def clear_layers(self) -> None:
         """Remove every layer, one by one (napari's ``clear`` is a batch whose
         end runs the full garbage collection regardless)."""
         self._mirrors = []
-        gone = list(self.model.layers)
-        with _without_full_collection(self.qt_viewer):
-            while len(self.model.layers):
-                self.model.layers.pop()
-        self.model.layers.selection.clear()  # napari keeps the last inserted layer as "current"
-        self.late_collection.removed(gone)
+        self.remove_layers(list(self.model.layers))
 
     def set_point(self, point: Sequence[float]) -> None:
         if len(point) == self.model.dims.ndim and tuple(self.model.dims.point) != tuple(point):
@@ -442,8 +444,7 @@ class OrthoViews(QWidget):
             extent = self._extent()
             crosshair = self._crosshair(canvas.model.layers)
             if extent is None and crosshair is not None:
-                with _without_full_collection(canvas.qt_viewer):
-                    canvas.model.layers.remove(crosshair)
+                canvas.remove_layers([crosshair])
             if extent is not None:
                 if crosshair is None:
                     canvas.model.add_vectors(
